@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make demo   creates .venv on first use, installs, runs the main job (scripts/run.py)
+#   make test   creates .venv on first use, installs the test extras, runs ruff and pytest
+# VENV and CONSTRAINTS select another environment, e.g. AlgoPerf 0.6's pinned versions:
+#   make test VENV=.venv-algoperf06 CONSTRAINTS=.ci/constraints-algoperf-0.6.txt
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+CONSTRAINTS ?=
+PIP_FLAGS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+BIN = $(VENV)/bin
+
+.PHONY: demo test lint format benchmark package clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-demo: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]' $(PIP_FLAGS)
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(BIN)/python $(CONSTRAINTS)
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(PIP_FLAGS)
+	touch $@
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/python -m scripts.run $(ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+benchmark: $(VENV)/.installed-test
+	$(BIN)/python -m scripts.benchmark_step
+
+package: $(VENV)/.installed-test
+	$(BIN)/python -m scripts.package_submission $(ARGS)
+
+clean:
+	rm -rf .venv .venv-* .pytest_cache .ruff_cache .hypothesis runs build *.egg-info

@@ -1,0 +1,27 @@
+"""The soft-reset coefficient tau (METHOD.md section 4)."""
+
+import math
+
+
+def tau(metric: float | None, target: float, higher_is_better: bool) -> float:
+    """How far the last cycle fell short of the target, in [0, 1].
+
+    Higher is better (accuracy, mAP, BLEU, SSIM):  tau = max(y* - y, 0) / y*.
+    Lower is better (loss, WER), the mirror:       tau = max(y - y*, 0) / y
+                                                       = max(0, 1 - y* / y).
+    Clipped to [0, 1]; a missing or non-finite y gives 1 (nothing learnt worth keeping).
+
+    Args:
+      metric: y, the latest validation value of the target metric (None if missing).
+      target: y*, the workload's validation target (positive and finite).
+      higher_is_better: the metric's direction, as the workload reports it.
+    """
+    if not (math.isfinite(target) and target > 0):
+        raise ValueError(f"target must be a positive finite number, got {target!r}.")
+    if metric is None or not math.isfinite(metric):
+        return 1.0
+    if higher_is_better:
+        shortfall = max(target - metric, 0.0) / target
+    else:
+        shortfall = max(metric - target, 0.0) / metric if metric > 0 else 0.0
+    return min(max(shortfall, 0.0), 1.0)

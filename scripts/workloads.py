@@ -1,0 +1,718 @@
+"""Small AlgoPerf workloads on data that ships with scikit-learn (nothing downloaded).
+
+Each class implements AlgoPerf's ``spec.Workload`` interface (duck-typed) on one of
+scikit-learn's bundled datasets, with a Flax linen MLP (dropout, optional batch norm):
+
+* ``digits``: 8x8 handwritten digits, 10 classes, softmax cross-entropy. Target metric
+  ``accuracy``, higher is better.
+* ``breast_cancer``: Wisconsin diagnostic data, binary, sigmoid cross-entropy. Target
+  metric ``loss`` (validation cross-entropy, as Criteo's), lower is better.
+
+Splits are fixed (a stratified permutation under a constant seed), features are
+standardised with the training split's statistics, the training stream is an infinite
+shuffled sequence that depends only on ``data_rng``, and batches are placed on all
+local devices, sharded along the batch axis, as AlgoPerf 0.6 does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from sklearn import datasets as sk_datasets
+
+from algoperf_compat import spec
+
+WORKLOAD_NAMES = ("digits", "breast_cancer")
+DEFAULT_WORKLOAD = "digits"
+SPLIT_SEED = 20240917
+EVAL_SPLITS = ("eval_train", "validation", "test")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSplits:
+    """Standardised features and labels of the train/validation/test splits."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    validation_x: np.ndarray
+    validation_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(x, y)`` of a split; ``eval_train`` is the training split."""
+        if split in ("train", "eval_train"):
+            return self.train_x, self.train_y
+        if split == "validation":
+            return self.validation_x, self.validation_y
+        if split == "test":
+            return self.test_x, self.test_y
+        raise ValueError(
+            f"Unknown split {split!r}; valid: train, eval_train, validation, test."
+        )
+
+
+def stratified_split_indices(
+    labels: np.ndarray, fractions: tuple[float, float, float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split example indices into three disjoint sets, stratified by label.
+
+    Each class is permuted with a generator seeded by ``seed`` and cut by
+    ``fractions`` (train, validation, test); every set comes back sorted.
+    """
+    rng = np.random.default_rng(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_train = int(round(fractions[0] * len(members)))
+        n_val = int(round(fractions[1] * len(members)))
+        parts[0].append(members[:n_train])
+        parts[1].append(members[n_train : n_train + n_val])
+        parts[2].append(members[n_train + n_val :])
+    train, val, test = (np.sort(np.concatenate(p)) for p in parts)
+    return train, val, test
+
+
+def make_splits(
+    features: np.ndarray,
+    labels: np.ndarray,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = SPLIT_SEED,
+) -> DataSplits:
+    """Build fixed splits; features standardised with the training statistics."""
+    train, val, test = stratified_split_indices(labels, fractions, seed)
+    mean = features[train].mean(axis=0)
+    std = features[train].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+
+    def scale(idx: np.ndarray) -> np.ndarray:
+        return ((features[idx] - mean) / std).astype(np.float32)
+
+    return DataSplits(
+        train_x=scale(train),
+        train_y=labels[train].astype(np.int32),
+        validation_x=scale(val),
+        validation_y=labels[val].astype(np.int32),
+        test_x=scale(test),
+        test_y=labels[test].astype(np.int32),
+    )
+
+
+def batch_sharding() -> NamedSharding:
+    """Sharding of a batch along its leading axis over all devices (AlgoPerf 0.6)."""
+    return NamedSharding(Mesh(jax.devices(), ("batch",)), P("batch"))
+
+
+def seed_from_key(rng: Any) -> int:
+    """Turn a JAX PRNG key (raw ``uint32[2]`` or typed) into a NumPy seed."""
+    arr = jnp.asarray(rng)
+    if jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
+        arr = jax.random.key_data(arr)
+    words = np.asarray(arr, dtype=np.uint32).ravel().tolist()
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint32)[0])
+
+
+def shuffled_index_stream(num_examples: int, seed: int) -> Iterator[int]:
+    """Yield example indices forever: one fresh permutation per epoch."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from rng.permutation(num_examples).tolist()
+
+
+def train_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite stream of shuffled training batches (epochs run into each other)."""
+    stream = shuffled_index_stream(len(x), seed)
+    while True:
+        idx = np.fromiter(stream, dtype=np.int64, count=batch_size)
+        yield {"inputs": x[idx], "targets": y[idx]}
+
+
+def eval_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over a split in order; the last batch is zero-padded, weight 0."""
+    for start in range(0, len(x), batch_size):
+        bx, by = x[start : start + batch_size], y[start : start + batch_size]
+        pad = batch_size - len(bx)
+        weights = np.concatenate([np.ones(len(bx)), np.zeros(pad)])
+        yield {
+            "inputs": np.pad(bx, [(0, pad)] + [(0, 0)] * (bx.ndim - 1)),
+            "targets": np.pad(by, (0, pad)),
+            "weights": weights.astype(np.float32),
+        }
+
+
+def place_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Put a host batch on the devices, sharded along the batch axis."""
+    return jax.device_put(batch, batch_sharding())
+
+
+# --------------------------------------------------------------------------- model
+
+
+def dropout(
+    module: nn.Module, x: jax.Array, rate: float | jax.Array, train: bool
+) -> jax.Array:
+    """Inverted dropout whose rate may be a traced value (unlike ``nn.Dropout``)."""
+    if not train or (isinstance(rate, int | float) and rate == 0.0):
+        return x
+    keep_prob = 1.0 - jnp.asarray(rate, x.dtype)
+    keep = jax.random.bernoulli(module.make_rng("dropout"), keep_prob, x.shape)
+    return jnp.where(keep, x / jnp.maximum(keep_prob, 1e-6), jnp.zeros_like(x))
+
+
+class MLP(nn.Module):
+    """Dense -> [BatchNorm] -> ReLU -> dropout blocks, then a dense output layer."""
+
+    hidden_sizes: tuple[int, ...]
+    num_outputs: int
+    use_batch_norm: bool = False
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, train: bool, dropout_rate: float | jax.Array = 0.0
+    ) -> jax.Array:
+        """Return logits of shape ``(batch, num_outputs)``."""
+        for width in self.hidden_sizes:
+            x = nn.Dense(width)(x)
+            if self.use_batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = nn.relu(x)
+            x = dropout(self, x, dropout_rate, train)
+        return nn.Dense(self.num_outputs, name="output")(x)
+
+
+def parameter_types(params: Any) -> Any:
+    """Map every parameter leaf to a ``spec.ParameterType`` (same tree structure)."""
+
+    def leaf_type(path: tuple, _: Any) -> Any:
+        names = [str(getattr(p, "key", p)) for p in path]
+        parent, name = (names[-2] if len(names) > 1 else ""), names[-1]
+        if parent.startswith("BatchNorm"):
+            if name == "scale":
+                return spec.ParameterType.BATCH_NORM_SCALE
+            return spec.ParameterType.BATCH_NORM_BIAS
+        return spec.ParameterType.BIAS if name == "bias" else spec.ParameterType.WEIGHT
+
+    return jax.tree_util.tree_map_with_path(leaf_type, params)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def softmax_cross_entropy(
+    labels: jax.Array,
+    logits: jax.Array,
+    mask: jax.Array | None,
+    label_smoothing: float,
+) -> dict[str, jax.Array]:
+    """AlgoPerf-style masked softmax cross-entropy with label smoothing."""
+    targets = optax.smooth_labels(
+        jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing
+    )
+    per_example = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
+    return _masked_sums(per_example, mask)
+
+
+def sigmoid_cross_entropy(
+    labels: jax.Array,
+    logits: jax.Array,
+    mask: jax.Array | None,
+    label_smoothing: float,
+) -> dict[str, jax.Array]:
+    """Masked binary cross-entropy on a single logit, with label smoothing."""
+    logits = jnp.reshape(logits, (logits.shape[0],))
+    targets = labels.astype(logits.dtype)
+    targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    per_example = optax.sigmoid_binary_cross_entropy(logits, targets)
+    return _masked_sums(per_example, mask)
+
+
+def _masked_sums(
+    per_example: jax.Array, mask: jax.Array | None
+) -> dict[str, jax.Array]:
+    """Sum per-example losses under an optional 0/1 mask."""
+    if mask is not None:
+        per_example = per_example * mask
+        n_valid = jnp.sum(mask)
+    else:
+        n_valid = jnp.asarray(per_example.shape[0], per_example.dtype)
+    return {
+        "summed": jnp.sum(per_example),
+        "n_valid_examples": n_valid,
+        "per_example": per_example,
+    }
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadConfig:
+    """Size and budget of an embedded workload (all have working defaults)."""
+
+    hidden_sizes: tuple[int, ...]
+    step_hint: int
+    validation_target_value: float
+    test_target_value: float
+    use_batch_norm: bool = False
+    max_allowed_runtime_sec: int = 120
+    eval_period_time_sec: float = 1.0
+    eval_every_steps: int = 25
+    eval_batch_size: int = 512
+
+
+class SklearnWorkload:
+    """Shared machinery of the embedded workloads (one dataset, one MLP).
+
+    Subclasses fix the dataset, the loss, the metrics and the target direction.
+    """
+
+    target_metric_name: str = ""
+    loss_type: Any = None
+    num_outputs: int = 0
+    default_config: WorkloadConfig
+
+    def __init__(self, **overrides: Any) -> None:
+        """Build the workload; keyword arguments override ``WorkloadConfig`` fields."""
+        valid = {f.name for f in dataclasses.fields(WorkloadConfig)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(
+                f"Unknown workload option(s) {unknown}; valid: {sorted(valid)}."
+            )
+        if "hidden_sizes" in overrides:
+            overrides["hidden_sizes"] = tuple(int(h) for h in overrides["hidden_sizes"])
+        self.config = dataclasses.replace(self.default_config, **overrides)
+        self.data = self._load_splits()
+        self._model = MLP(
+            hidden_sizes=self.config.hidden_sizes,
+            num_outputs=self.num_outputs,
+            use_batch_norm=self.config.use_batch_norm,
+        )
+        self._param_shapes = None
+        self._param_types = None
+        self.metrics_logger = None
+        self._eval_step = jax.jit(self._summed_eval_metrics)
+
+    # -- dataset and metric specifics (subclasses)
+
+    def _load_splits(self) -> DataSplits:
+        raise NotImplementedError
+
+    def _metric_sums(
+        self, labels: jax.Array, logits: jax.Array, weights: jax.Array
+    ) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
+        raise NotImplementedError
+
+    def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
+        raise NotImplementedError
+
+    def loss_fn(
+        self,
+        label_batch: jax.Array,
+        logits_batch: jax.Array,
+        mask_batch: jax.Array | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    # -- properties of spec.Workload
+
+    @property
+    def step_hint(self) -> int:
+        """Suggested number of training steps."""
+        return self.config.step_hint
+
+    @property
+    def max_allowed_runtime_sec(self) -> int:
+        """Time budget of the external-tuning ruleset (self-tuning gets 1.5x)."""
+        return self.config.max_allowed_runtime_sec
+
+    @property
+    def eval_period_time_sec(self) -> float:
+        """Seconds between evaluations under AlgoPerf's time-based schedule."""
+        return self.config.eval_period_time_sec
+
+    @property
+    def eval_every_steps(self) -> int:
+        """Default evaluation period in steps for the local runner (not AlgoPerf)."""
+        return self.config.eval_every_steps
+
+    @property
+    def validation_target_value(self) -> float:
+        """Validation target of ``target_metric_name``."""
+        return self.config.validation_target_value
+
+    @property
+    def test_target_value(self) -> float:
+        """Test target of ``target_metric_name``."""
+        return self.config.test_target_value
+
+    @property
+    def num_train_examples(self) -> int:
+        """Size of the training split."""
+        return len(self.data.train_x)
+
+    @property
+    def num_eval_train_examples(self) -> int:
+        """Training examples evaluated for ``train/...`` metrics (the whole split)."""
+        return len(self.data.train_x)
+
+    @property
+    def num_validation_examples(self) -> int:
+        """Size of the validation split."""
+        return len(self.data.validation_x)
+
+    @property
+    def num_test_examples(self) -> int:
+        """Size of the test split."""
+        return len(self.data.test_x)
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Global batch size of evaluations."""
+        return self.config.eval_batch_size
+
+    @property
+    def train_mean(self) -> float:
+        """Features are standardised: mean 0."""
+        return 0.0
+
+    @property
+    def train_stddev(self) -> float:
+        """Features are standardised: standard deviation 1."""
+        return 1.0
+
+    @property
+    def param_shapes(self) -> Any:
+        """Pytree of ``spec.ShapeTuple``; known after ``init_model_fn``."""
+        if self._param_shapes is None:
+            raise ValueError("Call init_model_fn() before reading param_shapes.")
+        return self._param_shapes
+
+    @property
+    def model_params_types(self) -> Any:
+        """Pytree of ``spec.ParameterType``; known after ``init_model_fn``."""
+        if self._param_types is None:
+            raise ValueError("Call init_model_fn() before reading model_params_types.")
+        return self._param_types
+
+    def attach_metrics_logger(self, metrics_logger: Any) -> None:
+        """Attach an object with ``append_scalar_metrics(dict, global_step)``."""
+        self.metrics_logger = metrics_logger
+
+    def is_output_params(self, param_key: str) -> bool:
+        """Whether a top-level parameter key is the output layer."""
+        return param_key == "output"
+
+    # -- model
+
+    def init_model_fn(self, rng: Any) -> tuple[Any, Any]:
+        """Return ``(params, model_state)``; model_state holds batch-norm statistics."""
+        dummy = jnp.zeros((1, self.data.train_x.shape[1]), jnp.float32)
+        variables = self._model.init({"params": rng}, dummy, train=False)
+        params = variables["params"]
+        model_state = (
+            {"batch_stats": variables["batch_stats"]}
+            if self.config.use_batch_norm
+            else None
+        )
+        self._param_shapes = jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params)
+        self._param_types = parameter_types(params)
+        return params, model_state
+
+    def model_fn(
+        self,
+        params: Any,
+        augmented_and_preprocessed_input_batch: dict[str, jax.Array],
+        model_state: Any,
+        mode: Any,
+        rng: Any,
+        update_batch_norm: bool,
+        dropout_rate: float = 0.0,
+    ) -> tuple[jax.Array, Any]:
+        """Forward pass; training mode uses dropout and batch statistics."""
+        inputs = augmented_and_preprocessed_input_batch["inputs"]
+        train = mode == spec.ForwardPassMode.TRAIN
+        variables = {"params": params, **(model_state or {})}
+        if not self.config.use_batch_norm or not train:
+            logits = self._model.apply(
+                variables,
+                inputs,
+                train=train,
+                dropout_rate=dropout_rate,
+                rngs={"dropout": rng} if train else None,
+            )
+            return logits, model_state
+        logits, new_state = self._model.apply(
+            variables,
+            inputs,
+            train=True,
+            dropout_rate=dropout_rate,
+            rngs={"dropout": rng},
+            mutable=["batch_stats"],
+        )
+        return logits, (dict(new_state) if update_batch_norm else model_state)
+
+    # -- data
+
+    def _build_input_queue(
+        self,
+        data_rng: Any,
+        split: str,
+        data_dir: str | None,
+        global_batch_size: int,
+        cache: bool | None = None,
+        repeat_final_dataset: bool | None = None,
+        num_batches: int | None = None,
+    ) -> Iterator[dict[str, jax.Array]]:
+        """Batches of a split, sharded over the devices.
+
+        ``train`` is infinite and shuffled (determined by ``data_rng``); other splits
+        are one ordered, padded pass, repeated if ``repeat_final_dataset``.
+        """
+        del data_dir, cache
+        x, y = self.data.arrays(split)
+        if split == "train":
+            host = train_batches(x, y, global_batch_size, seed_from_key(data_rng))
+        else:
+            host = _repeat_passes(
+                lambda: eval_batches(x, y, global_batch_size),
+                bool(repeat_final_dataset),
+            )
+        if num_batches is not None:
+            host = _take(host, num_batches)
+        return map(place_batch, host)
+
+    # -- evaluation
+
+    def _summed_eval_metrics(
+        self, params: Any, model_state: Any, batch: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        """Summed loss and metric counts of one padded batch (jitted in __init__)."""
+        logits, _ = self.model_fn(
+            params,
+            batch,
+            model_state,
+            spec.ForwardPassMode.EVAL,
+            None,
+            update_batch_norm=False,
+        )
+        weights = batch["weights"]
+        sums = self._metric_sums(batch["targets"], logits, weights)
+        sums["loss"] = self.loss_fn(batch["targets"], logits, weights)["summed"]
+        return sums
+
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: Any,
+        model_state: Any,
+        rng: Any,
+        data_dir: str | None,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        """Mean loss and metrics over the first ``num_examples`` of a split."""
+        del global_step
+        batches = self._build_input_queue(
+            rng, split, data_dir, global_batch_size, repeat_final_dataset=False
+        )
+        totals: dict[str, float] = {}
+        for batch in batches:
+            sums = jax.device_get(self._eval_step(params, model_state, batch))
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        return {key: value / num_examples for key, value in totals.items()}
+
+    def eval_model(
+        self,
+        global_batch_size: int,
+        params: Any,
+        model_state: Any,
+        rng: Any,
+        data_dir: str | None,
+        imagenet_v2_data_dir: str | None,
+        global_step: int,
+    ) -> dict[str, float]:
+        """Evaluate on the train, validation and test splits (keys as AlgoPerf's)."""
+        del imagenet_v2_data_dir
+        results: dict[str, float] = {}
+        sizes = {
+            "eval_train": self.num_eval_train_examples,
+            "validation": self.num_validation_examples,
+            "test": self.num_test_examples,
+        }
+        prefixes = {"eval_train": "train", "validation": "validation", "test": "test"}
+        for split in EVAL_SPLITS:
+            metrics = self._eval_model_on_split(
+                split,
+                sizes[split],
+                global_batch_size,
+                params,
+                model_state,
+                rng,
+                data_dir,
+                global_step,
+            )
+            results.update({f"{prefixes[split]}/{k}": v for k, v in metrics.items()})
+            if split != "eval_train":
+                results[f"{prefixes[split]}/num_examples"] = sizes[split]
+        return results
+
+
+def _repeat_passes(
+    make_pass: Callable[[], Iterator[dict[str, np.ndarray]]], repeat: bool
+) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over ``make_pass()``, or endless passes when ``repeat``."""
+    yield from make_pass()
+    while repeat:
+        yield from make_pass()
+
+
+def _take(iterator: Iterator[Any], count: int) -> Iterator[Any]:
+    """The first ``count`` items of an iterator."""
+    for _, item in zip(range(count), iterator, strict=False):
+        yield item
+
+
+class DigitsWorkload(SklearnWorkload):
+    """8x8 digits (1797 images), MLP with batch norm; target: validation accuracy.
+
+    Higher is better: the target is reached when accuracy exceeds the target value.
+    """
+
+    target_metric_name = "accuracy"
+    loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
+    num_outputs = 10
+    default_config = WorkloadConfig(
+        hidden_sizes=(512, 512, 512),
+        use_batch_norm=True,
+        step_hint=1500,
+        validation_target_value=0.98,
+        test_target_value=0.95,
+    )
+
+    def _load_splits(self) -> DataSplits:
+        bunch = sk_datasets.load_digits()
+        return make_splits(bunch.data.astype(np.float64), bunch.target)
+
+    def loss_fn(
+        self,
+        label_batch: jax.Array,
+        logits_batch: jax.Array,
+        mask_batch: jax.Array | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, jax.Array]:
+        """Softmax cross-entropy: ``{'summed', 'n_valid_examples', 'per_example'}``."""
+        return softmax_cross_entropy(
+            label_batch, logits_batch, mask_batch, label_smoothing
+        )
+
+    def _metric_sums(
+        self, labels: jax.Array, logits: jax.Array, weights: jax.Array
+    ) -> dict[str, jax.Array]:
+        correct = jnp.argmax(logits, axis=-1) == labels
+        return {"accuracy": jnp.sum(correct * weights)}
+
+    def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
+        """Higher is better."""
+        return eval_result["validation/accuracy"] > self.validation_target_value
+
+    def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
+        """Higher is better."""
+        return eval_result["test/accuracy"] > self.test_target_value
+
+
+class BreastCancerWorkload(SklearnWorkload):
+    """Wisconsin breast cancer (569 cases), MLP; target: validation cross-entropy.
+
+    Lower is better: the target is reached when the loss falls below the target.
+    """
+
+    target_metric_name = "loss"
+    loss_type = spec.LossType.SIGMOID_CROSS_ENTROPY
+    num_outputs = 1
+    default_config = WorkloadConfig(
+        hidden_sizes=(256, 256, 256),
+        use_batch_norm=False,
+        step_hint=600,
+        validation_target_value=0.07,
+        test_target_value=0.2,
+    )
+
+    def _load_splits(self) -> DataSplits:
+        bunch = sk_datasets.load_breast_cancer()
+        return make_splits(bunch.data.astype(np.float64), bunch.target)
+
+    def loss_fn(
+        self,
+        label_batch: jax.Array,
+        logits_batch: jax.Array,
+        mask_batch: jax.Array | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, jax.Array]:
+        """Binary cross-entropy: ``{'summed', 'n_valid_examples', 'per_example'}``."""
+        return sigmoid_cross_entropy(
+            label_batch, logits_batch, mask_batch, label_smoothing
+        )
+
+    def _metric_sums(
+        self, labels: jax.Array, logits: jax.Array, weights: jax.Array
+    ) -> dict[str, jax.Array]:
+        predicted = jnp.reshape(logits, (logits.shape[0],)) > 0
+        wrong = predicted != (labels > 0)
+        return {"error_rate": jnp.sum(wrong * weights)}
+
+    def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
+        """Lower is better."""
+        return eval_result["validation/loss"] < self.validation_target_value
+
+    def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
+        """Lower is better."""
+        return eval_result["test/loss"] < self.test_target_value
+
+
+def make_workload(name: str, **overrides: Any) -> SklearnWorkload:
+    """Build an embedded workload by name; ``overrides`` go to ``WorkloadConfig``."""
+    if name == "digits":
+        return DigitsWorkload(**overrides)
+    if name == "breast_cancer":
+        return BreastCancerWorkload(**overrides)
+    raise ValueError(
+        f"Unknown workload {name!r}; valid: {', '.join(WORKLOAD_NAMES)}."
+    )
+
+
+def tiny_overrides(name: str) -> dict[str, Any]:
+    """Options for a tiny, fast version of a workload (tests, smoke runs)."""
+    if name not in WORKLOAD_NAMES:
+        raise ValueError(
+            f"Unknown workload {name!r}; valid: {', '.join(WORKLOAD_NAMES)}."
+        )
+    return {"hidden_sizes": (32, 32), "step_hint": 60, "eval_every_steps": 10}
+
+
+def num_steps_per_epoch(workload: SklearnWorkload, global_batch_size: int) -> int:
+    """Steps in one pass over the training split."""
+    return math.ceil(workload.num_train_examples / global_batch_size)

@@ -1,0 +1,178 @@
+"""A tiny real workload for the tests: an MLP on generated, learnable data.
+
+It implements the parts of AlgoPerf's Workload interface the submission and the test
+loop use. The data are Gaussian clusters drawn once from a fixed seed (nothing is
+downloaded); the model is a flax MLP with dropout and, optionally, batch norm (so that
+resets have a model state to act on).
+"""
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from algoperf_compat import spec
+
+NUM_CLASSES = 4
+NUM_FEATURES = 16
+
+
+def make_data(seed: int, n: int, noise: float = 1.6):
+    """n points around NUM_CLASSES fixed centres (the centres come from seed 0)."""
+    centres = np.random.default_rng(0).normal(size=(NUM_CLASSES, NUM_FEATURES))
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, NUM_CLASSES, size=n)
+    inputs = centres[labels] + noise * rng.normal(size=(n, NUM_FEATURES))
+    return inputs.astype(np.float32), labels.astype(np.int32)
+
+
+class MLP(nn.Module):
+    width: int = 64
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool, dropout_rate: float = 0.0):
+        for _ in range(2):
+            x = nn.Dense(self.width)(x)
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = nn.relu(x)
+            x = nn.Dropout(rate=dropout_rate, deterministic=not train)(x)
+        return nn.Dense(NUM_CLASSES)(x)
+
+
+class TinyWorkload:
+    """Classification; the target metric is accuracy (higher) or loss (lower)."""
+
+    def __init__(
+        self,
+        target_metric: str = "accuracy",
+        target: float | None = None,
+        step_hint: int = 120,
+        batch_norm: bool = False,
+        width: int = 64,
+        num_train: int = 2048,
+        num_validation: int = 512,
+        sleep_in_step: float = 0.0,
+    ):
+        assert target_metric in ("accuracy", "loss")
+        self._metric = target_metric
+        default_target = 0.8 if target_metric == "accuracy" else 0.6
+        self._target = default_target if target is None else target
+        self._step_hint = step_hint
+        self._model = MLP(width=width, batch_norm=batch_norm)
+        self._train = make_data(1, num_train)
+        self._validation = make_data(2, num_validation)
+        self._sleep = sleep_in_step
+        self.metrics_logger = None
+        self.param_shapes = None
+        self.model_params_types = None
+
+    # Targets and budgets.
+    @property
+    def target_metric_name(self) -> str:
+        return self._metric
+
+    @property
+    def validation_target_value(self) -> float:
+        return self._target
+
+    @property
+    def step_hint(self) -> int:
+        return self._step_hint
+
+    def has_reached_validation_target(self, eval_result) -> bool:
+        value = eval_result[f"validation/{self._metric}"]
+        return value > self._target if self._metric == "accuracy" else value < self._target
+
+    # Model.
+    def init_model_fn(self, rng):
+        variables = self._model.init(
+            {"params": rng}, jnp.zeros((1, NUM_FEATURES)), train=False
+        )
+        params = variables["params"]
+        model_state = variables.get("batch_stats")
+        self.param_shapes = jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params)
+        self.model_params_types = jax.tree.map(lambda _: spec.ParameterType.WEIGHT, params)
+        return params, model_state
+
+    def model_fn(
+        self, params, batch, model_state, mode, rng, update_batch_norm, dropout_rate=0.0
+    ):
+        train = mode == spec.ForwardPassMode.TRAIN
+        variables = {"params": params}
+        if model_state is not None:
+            variables["batch_stats"] = model_state
+        mutable = ["batch_stats"] if (model_state is not None and update_batch_norm) else False
+        out = self._model.apply(
+            variables,
+            batch["inputs"],
+            train=train and update_batch_norm,
+            dropout_rate=dropout_rate,
+            rngs={"dropout": rng},
+            mutable=mutable,
+        )
+        logits, new_state = (out[0], out[1]["batch_stats"]) if mutable else (out, model_state)
+        if self._sleep:
+            logits = _slow_identity(logits, self._sleep)
+        return logits, new_state
+
+    def loss_fn(self, label_batch, logits_batch, mask_batch=None, label_smoothing=0.0):
+        targets = jax.nn.one_hot(label_batch, NUM_CLASSES)
+        targets = targets * (1 - label_smoothing) + label_smoothing / NUM_CLASSES
+        per_example = -jnp.sum(targets * jax.nn.log_softmax(logits_batch), axis=-1)
+        if mask_batch is not None:
+            per_example = per_example * mask_batch
+            n_valid = mask_batch.sum()
+        else:
+            n_valid = per_example.shape[0]
+        return {"summed": per_example.sum(), "n_valid_examples": n_valid, "per_example": per_example}
+
+    # Data and evaluation.
+    def train_batches(self, seed: int, batch_size: int):
+        """An infinite stream of shuffled training batches (numpy), deterministic."""
+        inputs, labels = self._train
+        rng = np.random.default_rng(seed)
+        while True:
+            order = rng.permutation(len(labels))
+            for start in range(0, len(labels) - batch_size + 1, batch_size):
+                idx = order[start : start + batch_size]
+                yield {"inputs": inputs[idx], "targets": labels[idx]}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _eval(self, params, model_state, inputs, labels):
+        variables = {"params": params}
+        if model_state is not None:
+            variables["batch_stats"] = model_state
+        logits = self._model.apply(variables, inputs, train=False)
+        loss = self.loss_fn(labels, logits)["summed"] / labels.shape[0]
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return loss, accuracy
+
+    def eval_model(self, params, model_state):
+        """{'train/...', 'validation/loss', 'validation/accuracy'} as floats."""
+        result = {}
+        for split, (inputs, labels) in (("train", self._train), ("validation", self._validation)):
+            loss, accuracy = self._eval(params, model_state, inputs, labels)
+            result[f"{split}/loss"] = float(loss)
+            result[f"{split}/accuracy"] = float(accuracy)
+        return result
+
+
+def _slow_identity(x, seconds: float):
+    """x, after a host callback that sleeps: makes a step's compute measurably long."""
+
+    def sleep(value):
+        import time
+
+        time.sleep(seconds)
+        return value
+
+    return jax.pure_callback(sleep, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+
+def is_finite_number(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x)
