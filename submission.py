@@ -428,7 +428,8 @@ def _train_step(workload, tx, config, opt_state, window, params, model_state, ba
     opt_state = opt_state._replace(hyperparams=hyperparams)
     updates, opt_state = tx.update(grad, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return opt_state, params, new_model_state, loss, optax.global_norm(grad), lr
+    grad_norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
+    return opt_state, params, new_model_state, loss, grad_norm, lr
 
 
 def _reset_step(strategy: reset.ResetStrategy, current, fresh, tau, alpha, failed):

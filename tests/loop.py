@@ -49,13 +49,29 @@ def run(
     while global_step < num_steps:
         step_rng = jax.random.fold_in(rng, global_step)
         batch = submission.data_selection(
-            workload, batches, optimizer_state, params, model_state, hyperparameters,
-            global_step, step_rng,
+            workload,
+            batches,
+            optimizer_state,
+            params,
+            model_state,
+            hyperparameters,
+            global_step,
+            step_rng,
         )
         try:
             optimizer_state, params, model_state = submission.update_params(
-                workload, params, None, model_state, hyperparameters, batch, None,
-                optimizer_state, eval_results, global_step, step_rng, train_state={},
+                workload,
+                params,
+                None,
+                model_state,
+                hyperparameters,
+                batch,
+                None,
+                optimizer_state,
+                eval_results,
+                global_step,
+                step_rng,
+                train_state={},
             )
         except spec.TrainingCompleteError:
             break

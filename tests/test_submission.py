@@ -1,0 +1,266 @@
+"""submission.py end to end through its public entry points, on a tiny real workload."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+import loop
+import reset
+import schedules
+import submission
+from tiny_workload import TinyWorkload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _resets(logger):
+    return [(step, m) for step, m in logger.records if "reset/cycle" in m]
+
+
+def _run_with_logger(workload, hyperparameters=None, **kwargs):
+    workload.metrics_logger = loop.RecordingLogger()
+    result = loop.run(workload, hyperparameters, **kwargs)
+    return result, _resets(workload.metrics_logger)
+
+
+def test_training_crosses_two_planned_boundaries_and_reaches_target():
+    workload = TinyWorkload(target=0.86, step_hint=150)
+    result, resets = _run_with_logger(
+        workload, {"learning_rate": 0.003, "early_switching": False}, num_steps=1000
+    )
+    assert [step for step, _ in resets] == [50, 100]
+    assert [m["reset/cycle"] for _, m in resets] == [1, 2]
+    assert all(m["reset/early_switch"] == 0.0 for _, m in resets)
+    # The plan (T = step_hint) ends the run cleanly with TrainingCompleteError.
+    assert result["global_step"] == 150
+    assert result["reached_at"] is not None
+    assert result["reached_at"] > 50  # The target needed more than the first cycle.
+    # Each cycle starts at exactly 0 and the learning rate follows the plan.
+    lrs = result["learning_rates"]
+    assert lrs[0] == lrs[50] == lrs[100] == 0.0
+    expected = submission.learning_rates(result["optimizer_state"], np.arange(150))
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+
+
+def _params_at(step, store):
+    """An on_step hook that keeps host copies of the params after `step` and `step + 1`."""
+
+    def hook(global_step, optimizer_state, params, model_state, eval_results):
+        if global_step in (step, step + 1):
+            store[global_step] = (jax.device_get(params), jax.device_get(model_state))
+            store["seed"] = np.asarray(optimizer_state[0].controller.seed)
+
+    return hook
+
+
+def _observed_tau(before, after, fresh):
+    """Solves after = (1 - tau) before + tau fresh over the entries where it is well posed."""
+    b, a, f = (
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in (before, after, fresh)
+    )
+    ok = np.abs(f - b) > 1e-2
+    return np.median((a - b)[ok] / (f - b)[ok])
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "higher"), [("accuracy", 0.99, True), ("loss", 0.05, False)]
+)
+def test_reset_tau_seen_in_params_and_log_matches_formula(metric, target, higher):
+    workload = TinyWorkload(target_metric=metric, target=target, step_hint=90, batch_norm=True)
+    store = {}
+    result, resets = _run_with_logger(
+        workload,
+        {"early_switching": False, "reset_alpha": 0.5},
+        num_steps=40,
+        eval_every=10,
+        on_step=_params_at(30, store),
+    )
+    step, logged = resets[0]
+    assert step == 30 and logged["reset/early_switch"] == 0.0
+    last_metric = result["eval_results"][2][1][f"validation/{metric}"]
+    assert logged["reset/metric"] == pytest.approx(last_metric)
+    expected_tau = reset.tau(last_metric, target, higher)
+    assert 0.05 < expected_tau < 0.95
+    assert logged["reset/tau"] == pytest.approx(expected_tau)
+    # The boundary step runs at learning rate 0, so the params after it are the reset's.
+    fresh_params, _ = workload.init_model_fn(jax.random.fold_in(store["seed"], 1))
+    (params_before, _), (params_after, _) = store[30], store[31]
+    assert _observed_tau(params_before, params_after, fresh_params) == pytest.approx(
+        expected_tau, rel=1e-3
+    )
+    # (The batch-norm statistics move in that step too; their blend is tested in test_reset.)
+
+
+def _fabricated_evals(losses, start, every, metric_value=0.5):
+    """eval_results entries with the given validation losses, every `every` steps."""
+    return [
+        (start + every * (i + 1), {"validation/loss": loss, "validation/accuracy": metric_value})
+        for i, loss in enumerate(losses)
+    ]
+
+
+def _run_fabricated(workload, hyperparameters, evals, num_steps):
+    """Trains while eval_results grows by the fabricated evaluations at their steps."""
+    eval_results = []
+    pending = list(evals)
+
+    def hook(global_step, optimizer_state, params, model_state, results):
+        while pending and pending[0][0] == global_step:
+            results.append(pending.pop(0))
+
+    workload.metrics_logger = loop.RecordingLogger()
+    result = loop.run(
+        workload,
+        hyperparameters,
+        num_steps=num_steps,
+        eval_every=10**9,
+        eval_results=eval_results,
+        on_step=hook,
+    )
+    return result, _resets(workload.metrics_logger)
+
+
+RISING = [1.0, 0.9, 0.8, 0.85, 0.95, 1.1, 1.2]  # Case 1 fires at the 5th evaluation.
+
+
+def test_rising_validation_loss_switches_early_and_replans():
+    workload = TinyWorkload(target=0.99, step_hint=300)
+    result, resets = _run_fabricated(
+        workload, {"switch_grace_evals": 2}, _fabricated_evals(RISING, 0, 10), num_steps=60
+    )
+    step, logged = resets[0]
+    assert step == 50
+    assert logged["reset/early_switch"] == 1.0 and logged["reset/cycle"] == 1
+    assert logged["reset/tau"] == pytest.approx(reset.tau(0.5, 0.99, True))
+    summary = submission.plan_summary(result["optimizer_state"])
+    # Cycle 0 ends at 50; the remaining 250 steps split equally over the 2 cycles left.
+    assert summary["boundaries"] == [0, 50, 175, 300]
+    assert summary["cycle"] == 1
+    lrs = result["learning_rates"]
+    assert lrs[50] == 0.0
+    new_plan = schedules.make_plan(125, 1, 0.0017486387539278373 * 1.5727, 0.02)
+    np.testing.assert_allclose(
+        lrs[50:60], schedules.learning_rate(np.arange(10), new_plan), rtol=1e-5
+    )
+
+
+def test_failed_cycle_hands_on_no_momentum():
+    workload = TinyWorkload(target=0.99, step_hint=300)
+    captured = {}
+
+    def hook(global_step, optimizer_state, params, model_state, results):
+        pending = [e for e in _fabricated_evals(RISING, 0, 10) if e[0] == global_step]
+        results.extend(pending)
+        if global_step == 51:
+            captured["opt"] = jax.device_get(optimizer_state[0].opt_state)
+
+    workload.metrics_logger = loop.RecordingLogger()
+    loop.run(workload, None, num_steps=51, eval_every=10**9, on_step=hook)
+    (adam,) = reset.moment_states(captured["opt"])
+    # One step (at learning rate 0) after fresh moments: count 1, moments of one gradient.
+    assert int(adam.count) == 1
+    b1 = 1 - 0.06733926164
+    mu = np.concatenate([np.ravel(x) for x in jax.tree.leaves(adam.mu)])
+    nu = np.concatenate([np.ravel(x) for x in jax.tree.leaves(adam.nu)])
+    np.testing.assert_allclose(nu, (1 - 0.9955159689799007) * (mu / (1 - b1)) ** 2, rtol=1e-4)
+
+
+def test_no_compilation_after_the_first_reset():
+    names = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, *args, **kwargs: names.append(name)
+    )
+    compiles = lambda: sum(n == "/jax/core/compile/backend_compile_duration" for n in names)  # noqa: E731
+    counts = {}
+
+    def hook(global_step, optimizer_state, params, model_state, results):
+        results.extend(e for e in _fabricated_evals(RISING, 100, 10) if e[0] == global_step)
+        counts[global_step] = compiles()
+
+    workload = TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
+    workload.metrics_logger = loop.RecordingLogger()
+    loop.run(workload, None, num_steps=220, eval_every=10**9, on_step=hook)
+    resets = _resets(workload.metrics_logger)
+    # A planned reset at 100, an early switch at 150, a planned reset at 225 (not run).
+    assert [(s, m["reset/early_switch"]) for s, m in resets] == [(100, 0.0), (150, 1.0)]
+    assert counts[101] > 0
+    assert counts[220] == counts[101], "something was compiled after the first reset"
+
+
+def test_ordinary_step_makes_no_device_to_host_transfer():
+    """An ordinary call returns while its computation still runs: nothing waited on it.
+
+    On CPU jax.transfer_guard does not fire (host memory is device memory), so the test
+    makes each step's computation long and measures when update_params returns.
+    """
+    workload = TinyWorkload(target=0.99, step_hint=1000, extra_matmuls=60)
+    timings = []
+
+    def hook(global_step, optimizer_state, params, model_state, results):
+        return global_step >= 3
+
+    result = loop.run(workload, None, num_steps=3, batch_size=256, eval_every=10**9)
+    state, params, model_state = result["optimizer_state"], result["params"], result["model_state"]
+    batches = workload.train_batches(1, 256)
+    rng = jax.random.PRNGKey(0)
+    for step in range(3, 8):
+        batch = next(batches)
+        jax.block_until_ready((state, params, model_state))
+        start = time.perf_counter()
+        state, params, model_state = submission.update_params(
+            workload, params, None, model_state, None, batch, None, state, [], step, rng, {}
+        )
+        returned = time.perf_counter() - start
+        jax.block_until_ready((state[0].opt_state, params))
+        timings.append((returned, time.perf_counter() - start))
+    returned, total = np.median(np.asarray(timings), axis=0)
+    assert total > 0.05, f"the step is too short to tell ({total:.3f} s)"
+    assert returned < 0.5 * total, f"update_params waited for its computation: {timings}"
+
+
+_DEVICE_SCRIPT = """
+import json, sys
+import jax, numpy as np
+sys.path[:0] = [{root!r}, {tests!r}]
+import loop
+from tiny_workload import TinyWorkload
+w = TinyWorkload(target=0.99, step_hint=60, batch_norm=True)
+r = loop.run(w, None, num_steps=45, batch_size=64, eval_every=10)
+leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(r["params"])]
+print(json.dumps({{
+    "devices": jax.device_count(),
+    "params": np.concatenate(leaves).tolist(),
+    "losses": [m["validation/loss"] for _, m in r["eval_results"]],
+}}))
+"""
+
+
+def _train_on_devices(n: int) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    env["JAX_PLATFORMS"] = "cpu"
+    script = _DEVICE_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_and_eight_devices_give_the_same_result():
+    one, eight = _train_on_devices(1), _train_on_devices(8)
+    assert (one["devices"], eight["devices"]) == (1, 8)
+    # Sharded reductions sum in another order, so float32 round-off differs. Adam turns a
+    # round-off difference in a near-zero gradient into up to one learning rate of step,
+    # so a few entries may differ by a few steps' worth; the rest agree to 1e-4.
+    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-3)
+    diff = np.abs(np.asarray(eight["params"]) - np.asarray(one["params"]))
+    peak = 0.0017486387539278373 * 1.5727
+    assert diff.max() <= 3 * peak
+    assert np.mean(diff <= 1e-4) >= 0.95
