@@ -161,13 +161,17 @@ def _in_range(name: str, value: float) -> bool:
     return math.isfinite(value) and above and below
 
 
+def _is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    number = isinstance(value, int | float | np.integer | np.floating)
+    return number and not isinstance(value, bool | np.bool_)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """One hyperparameter, type-checked and range-checked; ValueError otherwise."""
     _, kind, allowed = HYPERPARAMETERS[name]
     bad = ValueError(f"hyperparameter {name!r} must be {allowed}, got {value!r}.")
-    is_number = isinstance(value, int | float | np.integer | np.floating) and not (
-        isinstance(value, bool | np.bool_)
-    )
+    is_number = _is_number(value)
     if kind == "optional_float" and value is None:
         return None
     if kind in ("float", "optional_float"):
@@ -175,7 +179,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise bad
         return float(value)
     if kind == "int":
-        if not is_number or float(value) != int(value) or not _in_range(name, value):
+        if not is_number or not _in_range(name, float(value)) or float(value) != int(value):
             raise bad
         return int(value)
     if kind == "bool":
@@ -183,14 +187,16 @@ def _coerce(name: str, value: Any) -> Any:
             raise bad
         return bool(value)
     if kind == "choice":
-        if value not in _CHOICES[name]:
+        if not isinstance(value, str) or value not in _CHOICES[name]:
             raise bad
         return str(value)
     if kind == "optional_list" and value is None:
         return None
     if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
         raise bad
-    return tuple(value)  # Length and entries are checked against num_cycles by the plan.
+    if not all(_is_number(x) and math.isfinite(x) and x > 0 for x in value):
+        raise bad
+    return tuple(float(x) for x in value)  # The plan checks the length against num_cycles.
 
 
 def resolve_hyperparameters(hyperparameters=None) -> Config:
@@ -201,7 +207,7 @@ def resolve_hyperparameters(hyperparameters=None) -> Config:
     `num_cycles` differs from their default length (METHOD.md section 3).
     """
     given = _given_hyperparameters(hyperparameters)
-    unknown = sorted(set(given) - set(HYPERPARAMETERS))
+    unknown = sorted(set(given) - set(HYPERPARAMETERS), key=str)
     if unknown:
         raise ValueError(
             f"unknown hyperparameter(s) {unknown}; known names: {sorted(HYPERPARAMETERS)}."
@@ -536,25 +542,44 @@ def parse_eval_results(eval_results) -> list[tuple[int, dict]]:
     """
     pairs = []
     for entry in eval_results:
+        step, metrics, inner = None, None, entry
         if isinstance(entry, tuple | list) and len(entry) == 2:
             first, second = entry
             if isinstance(second, Mapping) and not isinstance(first, Mapping):
-                pairs.append((int(first), dict(second)))
-                continue
-            entry = first
-        if isinstance(entry, Mapping) and "0" in entry and "1" in entry:
-            pairs.append((int(entry["0"]), dict(entry["1"])))
-            continue
-        raise ValueError(
-            f"eval_results entries must be (global_step, metrics) pairs, got {str(entry)[:200]}."
-        )
+                step, metrics = first, second
+            inner = first
+        if metrics is None and isinstance(inner, Mapping) and "0" in inner and "1" in inner:
+            step, metrics = inner["0"], inner["1"]
+        step = _eval_step(step)
+        if step is None or not isinstance(metrics, Mapping):
+            raise ValueError(
+                "eval_results entries must be (global_step, metrics) pairs with an integer "
+                f"global_step and a dict of metrics, got {str(entry)[:200]}."
+            )
+        pairs.append((step, dict(metrics)))
     return sorted(pairs, key=lambda pair: pair[0])
+
+
+def _eval_step(value) -> int | None:
+    """An evaluation's global step as an int (Python, numpy or 0-d array), else None."""
+    try:
+        array = np.asarray(value)
+    except Exception:  # Not array-like, so not a step.
+        return None
+    if array.ndim or array.dtype.kind not in "iuf" or not np.isfinite(array):
+        return None
+    return int(array) if array == np.round(array) else None
 
 
 def _metric(metrics: Mapping, key: str, step: int) -> float:
     if key not in metrics:
         raise ValueError(f"the evaluation at step {step} has no {key!r}; it has {sorted(metrics)}.")
-    return float(metrics[key])
+    try:
+        return float(metrics[key])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the evaluation at step {step} has {key!r} = {metrics[key]!r}; it must be a number."
+        ) from None
 
 
 def _read_evaluations(controller, eval_results, workload, runtime):
@@ -645,6 +670,16 @@ def _next_cycle(workload, runtime, state, params, model_state, global_step, earl
     return SubmissionState(opt_state, window, controller), params, model_state
 
 
+def _is_placed(tree, sharding) -> bool:
+    """Whether the tree's first leaf already has `sharding` (a cheap host-side check).
+
+    Params fresh from `init_model_fn` or a checkpoint are not: placing them once keeps
+    the compiled step's input types identical on every call (one compilation).
+    """
+    leaves = jax.tree.leaves(tree)
+    return not leaves or getattr(leaves[0], "sharding", None) == sharding
+
+
 def _check_batch(batch, num_devices: int) -> None:
     for x in jax.tree.leaves(batch):
         if np.ndim(x) == 0 or np.shape(x)[0] % num_devices:
@@ -687,6 +722,8 @@ def update_params(
     if not isinstance(state.window.boundaries, jax.Array):  # Restored from a checkpoint.
         state = state._replace(window=jax.device_put(state.window, runtime.replicated))
     params = current_param_container
+    if not _is_placed(params, runtime.replicated):  # The first call after a start/restore.
+        params, model_state = jax.device_put((params, model_state), runtime.replicated)
     while global_step >= state.controller.plan.boundaries[state.controller.cycle + 1]:
         plan = state.controller.plan
         if state.controller.cycle + 1 == schedules.num_cycles(plan):

@@ -1,7 +1,13 @@
-"""A minimal AlgoPerf-style loop for the tests: the runner's calls, evals every N steps."""
+"""A minimal AlgoPerf-style loop for the tests: the runner's calls, evals every N steps.
+
+It also checkpoints and restores the way AlgoPerf's runner intends (flax serialization
+of params, model state, optimizer_state[0], eval_results and global_step; the second
+half of optimizer_state rebuilt by a fresh init_optimizer_state).
+"""
 
 import jax
 import numpy as np
+from flax import serialization
 
 import submission
 from algoperf_compat import spec
@@ -20,6 +26,38 @@ class RecordingLogger:
         return [(step, m) for step, m in self.records if "reset/cycle" in m]
 
 
+def save_checkpoint(path, optimizer_state, params, model_state, eval_results, global_step):
+    """Writes what AlgoPerf's runner checkpoints: optimizer_state[0], never [1]."""
+    checkpoint = {
+        "params": jax.device_get(params),
+        "model_state": jax.device_get(model_state),
+        "optimizer_state": jax.device_get(optimizer_state[0]),
+        "eval_results": list(eval_results),
+        "global_step": global_step,
+    }
+    with open(path, "wb") as f:
+        f.write(serialization.msgpack_serialize(serialization.to_state_dict(checkpoint)))
+
+
+def restore_checkpoint(path, fresh_optimizer_state, params, model_state):
+    """Restores onto fresh targets; eval_results come back in the runner's shape today.
+
+    AlgoPerf's restore returns eval_results as [({'0': step, '1': metrics}, '0'), ...]
+    (ALGOPERF.md): reproduced here, newest first, so the submission must parse it.
+    """
+    with open(path, "rb") as f:
+        raw = serialization.msgpack_restore(f.read())
+    optimizer_state = (
+        serialization.from_state_dict(fresh_optimizer_state[0], raw["optimizer_state"]),
+        fresh_optimizer_state[1],
+    )
+    params = serialization.from_state_dict(params, raw["params"])
+    model_state = serialization.from_state_dict(model_state, raw["model_state"])
+    entries = raw["eval_results"] or {}
+    eval_results = [(entries[key], "0") for key in sorted(entries, key=int, reverse=True)]
+    return optimizer_state, params, model_state, eval_results, int(raw["global_step"])
+
+
 def run(
     workload,
     hyperparameters=None,
@@ -31,11 +69,16 @@ def run(
     eval_results=None,
     stop_at_target: bool = False,
     on_step=None,
+    checkpoint_at: int | None = None,
+    checkpoint_path=None,
+    resume_from=None,
 ):
     """Trains through submission.py like AlgoPerf's train_once; returns a dict of results.
 
     `on_step(global_step, optimizer_state, params, model_state, eval_results)` is called
-    after each step (and its eval) and may return True to stop.
+    after each step (and its eval) and may return True to stop. With `checkpoint_at`, the
+    state after that many steps (and the eval there) is saved to `checkpoint_path` and the
+    run stops; with `resume_from`, the run continues from such a checkpoint.
     """
     rng = jax.random.PRNGKey(seed)
     data_rng, opt_rng, model_rng = jax.random.split(rng, 3)
@@ -43,9 +86,14 @@ def run(
     optimizer_state = submission.init_optimizer_state(
         workload, params, model_state, hyperparameters, opt_rng
     )
-    batches = workload.train_batches(seed, batch_size)
     eval_results = [] if eval_results is None else eval_results
-    learning_rates, global_step, reached = [], 0, None
+    global_step = 0
+    if resume_from is not None:
+        optimizer_state, params, model_state, eval_results, global_step = restore_checkpoint(
+            resume_from, optimizer_state, params, model_state
+        )
+    batches = workload.train_batches(seed, batch_size, global_step)
+    learning_rates, reached = [], None
     while global_step < num_steps:
         step_rng = jax.random.fold_in(rng, global_step)
         batch = submission.data_selection(
@@ -85,6 +133,11 @@ def run(
                 if stop_at_target:
                     break
         if on_step and on_step(global_step, optimizer_state, params, model_state, eval_results):
+            break
+        if checkpoint_at == global_step:
+            save_checkpoint(
+                checkpoint_path, optimizer_state, params, model_state, eval_results, global_step
+            )
             break
     return {
         "optimizer_state": optimizer_state,

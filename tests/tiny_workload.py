@@ -130,16 +130,24 @@ class TinyWorkload:
             "per_example": per_example,
         }
 
+    @functools.partial(jax.jit, static_argnums=0)
+    def _init(self, rng):
+        # One compiled computation instead of many small eager ones.
+        return self._model.init({"params": rng}, jnp.zeros((1, NUM_FEATURES)), train=False)
+
     # Data and evaluation.
-    def train_batches(self, seed: int, batch_size: int):
-        """An infinite stream of shuffled training batches (numpy), deterministic."""
+    def train_batches(self, seed: int, batch_size: int, start_step: int = 0):
+        """An infinite stream of training batches; batch t depends only on (seed, t).
+
+        That makes a run resumed at step t see the batches the uninterrupted run saw.
+        """
         inputs, labels = self._train
-        rng = np.random.default_rng(seed)
+        step = start_step
         while True:
-            order = rng.permutation(len(labels))
-            for start in range(0, len(labels) - batch_size + 1, batch_size):
-                idx = order[start : start + batch_size]
-                yield {"inputs": inputs[idx], "targets": labels[idx]}
+            rng = np.random.default_rng([seed, step])
+            idx = rng.choice(len(labels), size=batch_size, replace=False)
+            yield {"inputs": inputs[idx], "targets": labels[idx]}
+            step += 1
 
     @functools.partial(jax.jit, static_argnums=0)
     def _eval(self, params, model_state, inputs, labels):

@@ -1,0 +1,21 @@
+"""Shared test set-up: a persistent XLA compilation cache for this test session.
+
+Compiling dominates the run time of small CPU tests (about 0.5 s per computation on
+2 cores). The cache lives in one temporary directory per session and is inherited by
+the subprocesses the tests start (fresh processes for preemption and device tests), so
+each computation is compiled once.
+"""
+
+import os
+import tempfile
+
+import jax
+
+_CACHE = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jax-test-cache-")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
