@@ -1,0 +1,59 @@
+"""Checks that ordinary update_params calls make no device-to-host transfer.
+
+Runs a few warm-up steps, then `--steps` ordinary steps (no reset, no 100-step logging)
+under `jax.transfer_guard_device_to_host("disallow")`: any `float()`, `.item()` or
+`np.asarray` of a device value inside them raises. On a GPU or TPU this is a real
+check; on CPU the guard never fires (host memory is the device's memory), and
+tests/test_submission.py shows the same property by timing instead.
+
+    python -m scripts.check_transfers
+"""
+
+import argparse
+
+import jax
+
+import submission
+from scripts import workloads
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", default="digits", choices=list(workloads.WORKLOAD_NAMES))
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    workload = workloads.make_workload(args.workload)
+    rng = jax.random.PRNGKey(0)
+    params, model_state = workload.init_model_fn(rng)
+    queue = workload._build_input_queue(rng, "train", None, 128)
+    hyperparameters = {"cycle_budget_factor": 100.0}  # No boundary within the check.
+    state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, rng)
+    eval_results = [(1, {"validation/loss": 2.0, f"validation/{workload.target_metric_name}": 0.1})]
+
+    def step(t, state, params, model_state):
+        batch = next(queue)
+        return submission.update_params(
+            workload, params, None, model_state, hyperparameters, batch, None, state,
+            eval_results, t, jax.random.fold_in(rng, t),
+        )  # fmt: skip
+
+    for t in range(1, 4):  # Start-up: the first call may read the device once.
+        state, params, model_state = step(t, state, params, model_state)
+    jax.block_until_ready(params)
+    with jax.transfer_guard_device_to_host("disallow"):
+        for t in range(4, 4 + args.steps):
+            if t % 100 == 0:
+                continue
+            state, params, model_state = step(t, state, params, model_state)
+        jax.block_until_ready(params)
+    platform = jax.devices()[0].platform
+    print(
+        f"{args.steps} ordinary steps on {jax.device_count()} x {platform} under "
+        f"transfer_guard_device_to_host('disallow'): no device-to-host transfer"
+        + (" (vacuous on cpu)" if platform == "cpu" else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
