@@ -23,5 +23,8 @@ def tau(metric: float | None, target: float, higher_is_better: bool) -> float:
     if higher_is_better:
         shortfall = max(target - metric, 0.0) / target
     else:
-        shortfall = max(metric - target, 0.0) / metric if metric > 0 else 0.0
+        # 1 - y*/y rather than (y - y*)/y: the same number, but monotone in y in floating
+        # point too ((y - y*)/y can drop by one ulp as y grows, e.g. y = 2.7126691902802715
+        # -> its successor with y* = 0.4487980472198576).
+        shortfall = 1.0 - target / metric if metric > 0 else 0.0
     return min(max(shortfall, 0.0), 1.0)

@@ -36,6 +36,11 @@ class CyclePlan(NamedTuple):
     decay_shapes: np.ndarray
 
 
+def _is_real(x) -> bool:
+    """A real number that is not a bool."""
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
 def _shape_index(name: str, allowed: Sequence[str], field: str) -> int:
     if name not in allowed:
         raise ValueError(f"{field} must be one of {list(allowed)}, got {name!r}.")
@@ -98,10 +103,10 @@ def make_plan(
             f"total_steps must be at least num_cycles ({num_cycles}) so that every "
             f"cycle gets a step, got {total_steps}."
         )
-    if not (np.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
-    if not (0 < warmup_factor < 1):
-        raise ValueError(f"warmup_factor must be in (0, 1), got {warmup_factor!r}.")
+    if not (_is_real(learning_rate) and np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+    if not (_is_real(warmup_factor) and 0 < warmup_factor < 1):
+        raise ValueError(f"warmup_factor must be a number in (0, 1), got {warmup_factor!r}.")
     r = _per_cycle(cycle_lr_factors, num_cycles, "cycle_lr_factors")
     q = _per_cycle(cycle_warmup_factors, num_cycles, "cycle_warmup_factors")
     warmup_fractions = warmup_factor * q

@@ -1,0 +1,466 @@
+"""Tests of the soft-reset coefficient and the reset strategies (METHOD.md section 4).
+
+The strategies act on a real small flax model (with batch norm, so there is a model state)
+and real optax states after a few real update steps, so that every moment is non-zero.
+"""
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reset
+
+# --- tau ----------------------------------------------------------------------------
+
+
+def test_tau_thesis_ogbg_reset():
+    # The deliberately diverged OGBG cycle: mAP 0.0371 against the target 0.28098.
+    assert round(reset.tau(0.0371, 0.28098, higher_is_better=True), 3) == 0.868
+    assert reset.tau(0.0371, 0.28098, True) == pytest.approx((0.28098 - 0.0371) / 0.28098)
+
+
+def test_tau_lower_is_better():
+    # LibriSpeech WER 0.5 against the target 0.085884.
+    assert reset.tau(0.5, 0.085884, higher_is_better=False) == pytest.approx(1 - 0.085884 / 0.5)
+    assert reset.tau(0.5, 0.085884, False) == pytest.approx(0.828232)
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "higher", "expected"),
+    [
+        (0.30, 0.28098, True, 0.0),  # target reached: pure cyclic
+        (0.28098, 0.28098, True, 0.0),
+        (0.05, 0.085884, False, 0.0),
+        (0.085884, 0.085884, False, 0.0),
+        (None, 0.28098, True, 1.0),  # missing metric
+        (None, 0.085884, False, 1.0),
+        (math.nan, 0.28098, True, 1.0),  # non-finite metric
+        (math.nan, 0.085884, False, 1.0),
+        (math.inf, 0.085884, False, 1.0),
+        (-math.inf, 0.28098, True, 1.0),
+        (math.inf, 0.28098, True, 1.0),
+        (-0.5, 0.28098, True, 1.0),  # negative accuracy: clipped to 1
+        (0.0, 0.28098, True, 1.0),
+        (0.0, 0.085884, False, 0.0),
+        (1e9, 0.085884, False, pytest.approx(1.0, abs=1e-9)),
+    ],
+)
+def test_tau_edge_cases(metric, target, higher, expected):
+    assert reset.tau(metric, target, higher) == expected
+
+
+def test_tau_monotone_at_the_last_bit():
+    # Adjacent floats: (y - y*) / y rounds down here as y grows; 1 - y*/y does not.
+    y, target = 2.7126691902802715, 0.4487980472198576
+    larger = math.nextafter(y, math.inf)
+    assert reset.tau(y, target, False) <= reset.tau(larger, target, False)
+    assert reset.tau(y, target, False) == 1.0 - target / y
+
+
+@pytest.mark.parametrize("target", [0.0, -1.0, math.nan, math.inf])
+def test_tau_rejects_bad_target(target):
+    with pytest.raises(ValueError, match="target must be a positive finite number"):
+        reset.tau(0.5, target, True)
+
+
+metrics = st.floats(-2.0, 5.0, allow_nan=False)
+targets = st.floats(1e-3, 3.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(y1=metrics, y2=metrics, target=targets, higher=st.booleans(), adjacent=st.booleans())
+def test_tau_in_unit_interval_and_monotone(y1, y2, target, higher, adjacent):
+    if adjacent:  # the next float: monotone to the last bit
+        y2 = math.nextafter(y1, math.inf)
+    lo, hi = sorted((y1, y2))
+    t_lo, t_hi = reset.tau(lo, target, higher), reset.tau(hi, target, higher)
+    assert 0.0 <= t_lo <= 1.0 and 0.0 <= t_hi <= 1.0
+    if higher:  # a larger metric is better: tau does not grow
+        assert t_hi <= t_lo
+    else:  # a smaller metric is better: tau does not grow as the metric falls
+        assert t_lo <= t_hi
+
+
+# --- a real small model and real optimizer states -------------------------------------
+
+
+class SmallNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Dense(8)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.relu(x)
+        return nn.Dense(3)(x)
+
+
+WD = 0.1
+LR = 1e-2
+
+
+def nadamw(learning_rate, weight_decay):
+    """NAdamW from optax parts (the AlgoPerf baseline's optimizer)."""
+    return optax.chain(
+        optax.scale_by_adam(b1=0.9, b2=0.99, nesterov=True),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def clipped_adamw(learning_rate, weight_decay):
+    """Adam's state at position 1 of the chain (not 0): found by type, not position."""
+    return optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+OPTIMIZERS = {
+    "adamw": lambda: optax.adamw(LR, weight_decay=WD),
+    "nadamw_chain": lambda: nadamw(LR, WD),
+    "clipped_adamw_chain": lambda: clipped_adamw(LR, WD),
+    "inject_adamw": lambda: optax.inject_hyperparams(optax.adamw)(
+        learning_rate=LR, weight_decay=WD
+    ),
+    "inject_nadamw": lambda: optax.inject_hyperparams(nadamw)(learning_rate=LR, weight_decay=WD),
+}
+
+
+def adam_state_by_hand(name, opt_state):
+    """Where each optimizer keeps its ScaleByAdamState (known from optax's layout)."""
+    if name.startswith("inject"):
+        opt_state = opt_state.inner_state
+    return opt_state[1] if name == "clipped_adamw_chain" else opt_state[0]
+
+
+MODEL = SmallNet()
+X = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
+Y = np.random.default_rng(1).integers(0, 3, size=16).astype(np.int32)
+
+
+@functools.cache
+def variables(seed: int):
+    """A fresh initialisation of the model (params, batch-norm statistics)."""
+    variables = jax.jit(MODEL.init, static_argnames="train")(
+        jax.random.PRNGKey(seed), X, train=False
+    )
+    return variables["params"], {"batch_stats": variables["batch_stats"]}
+
+
+@functools.cache
+def states(name: str, steps: int = 3):
+    """(current, fresh) TrainStates: `current` after `steps` real AdamW/NAdamW updates."""
+    model, x, y = MODEL, X, Y
+    tx = OPTIMIZERS[name]()
+
+    def init(seed):
+        params, model_state = variables(seed)
+        return reset.TrainState(params, model_state, tx.init(params))
+
+    @jax.jit
+    def step(state):
+        def loss_fn(params):
+            logits, new_model_state = model.apply(
+                {"params": params, **state.model_state}, x, train=True, mutable=["batch_stats"]
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return loss, new_model_state
+
+        grads, new_model_state = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return reset.TrainState(
+            optax.apply_updates(state.params, updates), new_model_state, opt_state
+        )
+
+    current = init(seed=10)
+    for _ in range(steps):
+        current = step(current)
+    return current, init(seed=20)
+
+
+def leaves(tree):
+    return jax.tree.leaves(tree)
+
+
+def assert_identical(a, b):
+    """Same tree structure, dtypes, shapes and bytes (bit for bit)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+def is_moment_path(path) -> bool:
+    return any(getattr(key, "name", None) in ("mu", "nu") for key in path)
+
+
+def split_opt_state(opt_state):
+    """(moment leaves, other leaves), located by path names, independently of the package."""
+    flat = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    moments = [np.asarray(x) for p, x in flat if is_moment_path(p)]
+    others = [np.asarray(x) for p, x in flat if not is_moment_path(p)]
+    return moments, others
+
+
+def assert_blended(result, current, fresh, tau):
+    for got, x, x0 in zip(leaves(result), leaves(current), leaves(fresh), strict=True):
+        expected = (1.0 - tau) * np.asarray(x, np.float64) + tau * np.asarray(x0, np.float64)
+        assert np.asarray(got).dtype == np.asarray(x).dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def set_first(tree, value):
+    """tree with the first entry of its first leaf replaced by value."""
+    first, *rest = leaves(tree)
+    first = jnp.asarray(first).reshape(-1).at[0].set(value).reshape(jnp.shape(first))
+    return jax.tree.unflatten(jax.tree.structure(tree), [first, *rest])
+
+
+NAMES = list(OPTIMIZERS)
+
+
+@pytest.fixture(params=NAMES)
+def name(request):
+    return request.param
+
+
+def test_setup_has_nonzero_moments_and_model_state(name):
+    current, fresh = states(name)
+    adam = adam_state_by_hand(name, current.opt_state)
+    assert int(adam.count) == 3
+    for tree in (adam.mu, adam.nu):
+        assert all(np.all(np.asarray(x) != 0) for x in leaves(tree))
+    assert all(np.all(np.asarray(x) == 0) for x in leaves(adam_state_by_hand(name, fresh[2]).mu))
+    stats = leaves(current.model_state)
+    assert stats and not all(
+        np.array_equal(a, b) for a, b in zip(stats, leaves(fresh.model_state), strict=True)
+    )
+
+
+# --- moments found by type ------------------------------------------------------------
+
+
+def test_moment_states_found_without_position(name):
+    current, _ = states(name)
+    found = reset.moment_states(current.opt_state)
+    assert len(found) == 1
+    assert found[0] is adam_state_by_hand(name, current.opt_state)
+
+
+def test_no_moments_in_sgd():
+    params = {"w": jnp.ones(3)}
+    assert reset.moment_states(optax.sgd(0.1, momentum=0.9).init(params)) == []
+    assert bool(reset.moments_finite(optax.sgd(0.1).init(params)))
+
+
+def test_scale_moments_touches_only_mu_and_nu(name):
+    current, _ = states(name)
+    scaled = reset.scale_moments(current.opt_state, 0.25)
+    (m0, o0), (m1, o1) = split_opt_state(current.opt_state), split_opt_state(scaled)
+    assert len(m0) == len(m1) > 0
+    for a, b in zip(m0, m1, strict=True):
+        np.testing.assert_allclose(b, 0.25 * a, rtol=1e-7)
+    assert_identical(o0, o1)
+
+
+# --- the strategies -------------------------------------------------------------------
+
+
+def apply(strategy, current, fresh, tau=0.3, alpha=0.5, failed=False):
+    return reset.get_strategy(strategy).apply(current, fresh, tau, alpha, failed)
+
+
+def test_full_is_the_fresh_state(name):
+    current, fresh = states(name)
+    assert_identical(apply("full", current, fresh), fresh)
+    assert_identical(apply("full", current, fresh, tau=0.0, failed=True), fresh)
+
+
+def test_none_is_the_identity(name):
+    current, fresh = states(name)
+    assert_identical(apply("none", current, fresh, tau=1.0, alpha=1.0, failed=True), current)
+
+
+def test_params_only_keeps_optimizer_state(name):
+    current, fresh = states(name)
+    result = apply("params_only", current, fresh, tau=0.4)
+    assert_identical(result.params, fresh.params)
+    assert_identical(result.model_state, fresh.model_state)
+    assert_identical(result.opt_state, current.opt_state)
+
+
+def test_soft_blends_and_scales_moments(name):
+    current, fresh = states(name)
+    tau, alpha = 0.3, 0.5
+    result = apply("soft", current, fresh, tau, alpha)
+    assert_blended(result.params, current.params, fresh.params, tau)
+    assert_blended(result.model_state, current.model_state, fresh.model_state, tau)
+    (m0, o0), (m1, o1) = split_opt_state(current.opt_state), split_opt_state(result.opt_state)
+    for a, b in zip(m0, m1, strict=True):
+        assert b.dtype == a.dtype
+        np.testing.assert_allclose(b, (1 - tau * alpha) * a.astype(np.float64), rtol=1e-6)
+    # The step count (and inject_hyperparams' hyperparameters) stay as they were.
+    assert_identical(o0, o1)
+    assert int(reset.moment_states(result.opt_state)[0].count) == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    tau=st.floats(0.0, 1.0),
+    alpha=st.floats(0.0, 1.0),
+    name=st.sampled_from(["adamw", "inject_nadamw"]),
+)
+def test_soft_formula_property(tau, alpha, name):
+    current, fresh = states(name)
+    result = _jitted_soft(current, fresh, tau, alpha, False)
+    assert_blended(result.params, current.params, fresh.params, tau)
+    assert_blended(result.model_state, current.model_state, fresh.model_state, tau)
+    (m0, o0), (m1, o1) = split_opt_state(current.opt_state), split_opt_state(result.opt_state)
+    for a, b in zip(m0, m1, strict=True):
+        # 1 - tau alpha is computed in float32: allow its rounding (tau alpha near 1).
+        expected = (1 - tau * alpha) * a.astype(np.float64)
+        np.testing.assert_allclose(b, expected, rtol=2e-6, atol=1e-7 * np.abs(a).max())
+    assert_identical(o0, o1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(alpha=st.floats(0.0, 1.0), name=st.sampled_from(NAMES))
+def test_soft_with_tau_zero_is_the_identity(alpha, name):
+    current, fresh = states(name)
+    assert_identical(_jitted_soft(current, fresh, 0.0, alpha, False), current)
+    assert_identical(apply("soft", current, fresh, 0.0, alpha), current)
+
+
+def test_soft_with_tau_one_alpha_one_is_fresh_params_zero_moments(name):
+    current, fresh = states(name)
+    for result in (apply("soft", current, fresh, 1.0, 1.0), _jitted_soft(current, fresh, 1, 1, 0)):
+        assert_identical(result.params, fresh.params)
+        assert_identical(result.model_state, fresh.model_state)
+        moments, others = split_opt_state(result.opt_state)
+        assert moments and all(np.all(m == 0) for m in moments)
+        assert_identical(others, split_opt_state(current.opt_state)[1])  # count kept
+
+
+def test_failed_cycle_gives_fresh_optimizer_state(name):
+    current, fresh = states(name)
+    for alpha in (0.0, 0.5):
+        result = apply("soft", current, fresh, 0.3, alpha, failed=True)
+        assert_blended(result.params, current.params, fresh.params, 0.3)
+        assert_blended(result.model_state, current.model_state, fresh.model_state, 0.3)
+        assert_identical(result.opt_state, fresh.opt_state)
+    # tau = 0 after a failed cycle: params kept exactly, moments still fresh.
+    result = apply("soft", current, fresh, 0.0, 0.5, failed=True)
+    assert_identical(result.params, current.params)
+    assert_identical(result.opt_state, fresh.opt_state)
+
+
+def poison(state, where, value):
+    if where == "params":
+        return state._replace(params=set_first(state.params, value))
+    if where == "model_state":
+        return state._replace(model_state=set_first(state.model_state, value))
+
+    def poison_moments(node):
+        if not reset.moments.is_moment_state(node):
+            return node
+        return node._replace(**{where: set_first(getattr(node, where), value)})
+
+    opt_state = jax.tree.map(poison_moments, state.opt_state, is_leaf=reset.moments.is_moment_state)
+    return state._replace(opt_state=opt_state)
+
+
+@pytest.mark.parametrize("where", ["params", "model_state", "mu", "nu"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("name", ["adamw", "inject_nadamw", "clipped_adamw_chain"])
+def test_non_finite_turns_soft_into_full(name, where, value):
+    current, fresh = states(name)
+    bad = poison(current, where, value)
+    assert not bool(reset.is_finite_state(bad))
+    for tau, alpha, failed in ((1.0, 1.0, False), (0.3, 0.5, False), (0.0, 0.5, True)):
+        for result in (
+            apply("soft", bad, fresh, tau, alpha, failed),
+            _jitted_soft(bad, fresh, tau, alpha, failed),
+        ):
+            assert_identical(result, fresh)
+            assert all(np.all(np.isfinite(x)) for x in leaves(result))
+    # The baselines stay faithful to their definitions.
+    assert_identical(apply("none", bad, fresh), bad)
+    assert_identical(apply("params_only", bad, fresh).opt_state, bad.opt_state)
+
+
+def test_is_finite_state(name):
+    current, fresh = states(name)
+    assert bool(reset.is_finite_state(current)) and bool(reset.is_finite_state(fresh))
+
+
+# --- jit --------------------------------------------------------------------------------
+
+_traces = []
+
+
+def _counted_soft(current, fresh, tau, alpha, failed):
+    _traces.append(1)  # runs only while tracing
+    return reset.soft_reset(current, fresh, tau, alpha, failed)
+
+
+_jitted_soft = jax.jit(_counted_soft)
+
+
+@pytest.mark.parametrize("strategy", ["none", "full", "params_only", "soft"])
+def test_strategies_under_jit_compile_once(strategy):
+    current, fresh = states("inject_adamw")
+    traces = []
+
+    def counted(current, fresh, tau, alpha, failed):
+        traces.append(1)
+        return reset.get_strategy(strategy).apply(current, fresh, tau, alpha, failed)
+
+    jitted = jax.jit(counted)
+    for tau, alpha, failed in ((0.0, 0.5, False), (0.25, 0.5, False), (0.9, 0.3, True), (1, 1, 0)):
+        args = (jnp.float32(tau), jnp.float32(alpha), jnp.bool_(failed))
+        got = jitted(current, fresh, *args)
+        eager = apply(strategy, current, fresh, tau, alpha, bool(failed))
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), got, eager
+        )
+    assert len(traces) == 1
+
+
+def test_soft_python_scalars_trace_once():
+    current, fresh = states("nadamw_chain")
+    before = len(_traces)
+    for tau in (0.1, 0.2, 0.7, 0.95):
+        _jitted_soft(current, fresh, tau, 0.5, False)
+        _jitted_soft(current, fresh, tau, 0.25, True)
+    assert len(_traces) - before <= 1  # at most one trace (none if cached already)
+
+
+# --- the registry -----------------------------------------------------------------------
+
+
+def test_get_strategy():
+    assert reset.get_strategy("soft").apply is reset.soft_reset
+    assert reset.get_strategy("full").apply is reset.full_reset
+    assert reset.get_strategy("none").apply is reset.none_reset
+    assert reset.get_strategy("params_only").apply is reset.params_only_reset
+    assert not reset.get_strategy("none").needs_fresh
+    assert all(reset.get_strategy(n).needs_fresh for n in ("full", "params_only", "soft"))
+
+
+@pytest.mark.parametrize("bad", ["Soft", "sequential", "", "hard"])
+def test_get_strategy_unknown_name(bad):
+    with pytest.raises(
+        ValueError,
+        match=r"reset_strategy must be one of \['full', 'none', 'params_only', 'soft'\], got",
+    ):
+        reset.get_strategy(bad)
