@@ -1,0 +1,210 @@
+"""The packaged submission, imported the way AlgoPerf's submissions repository runs it.
+
+The runner turns `submissions/self_tuning/<name>/submission.py` into the module
+`submissions.self_tuning.<name>.submission` and imports it with the repository root as
+the working directory; `submissions/` and `self_tuning/` hold no `__init__.py` there
+(namespace packages), each submission folder does. The packaged copy must train exactly
+like the project's own submission.py without the project root on the path.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from scripts import package_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "cyclic_test"
+OWN_TOP_LEVEL = ("submission", "schedules", "reset", "early_switching", "algoperf_compat")
+
+
+def _package_cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.package_submission", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+
+
+def _expected_files():
+    files = {"submission.py", "algoperf_compat.py", "__init__.py"}
+    files |= {"submission_info.yml", "requirements.txt"}
+    for package in package_submission.PACKAGES:
+        files |= {
+            str(p.relative_to(ROOT))
+            for p in (ROOT / package).rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+    if (ROOT / "tuning_search_space.json").is_file():
+        files.add("tuning_search_space.json")
+    return files
+
+
+def test_package_holds_the_submission_and_its_metadata(tmp_path):
+    proc = _package_cli("--out", tmp_path, "--name", NAME, "--authors", "A. Author")
+    assert proc.returncode == 0, proc.stderr
+    target = tmp_path / NAME
+    assert proc.stdout.strip() == str(target)
+    written = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()}
+    assert written == _expected_files()
+    for name in written - {"__init__.py", "submission_info.yml", "requirements.txt"}:
+        assert (target / name).read_bytes() == (ROOT / name).read_bytes(), name
+    info = yaml.safe_load((target / "submission_info.yml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert info == {
+        "submission_name": package_submission.SUBMISSION_NAME,
+        "submission_folder": f"submissions/self_tuning/{NAME}",
+        "authors": "A. Author",
+        "affiliations": "",
+        "version": project["version"],
+        "ruleset": "self-tuning",
+        "framework": "JAX",
+        "description": project["description"],
+    }
+    requirements = (target / "requirements.txt").read_text().splitlines()
+    assert requirements == project["dependencies"]
+    # Packaging again replaces the earlier package.
+    (target / "stale.py").write_text("")
+    assert _package_cli("--out", tmp_path, "--name", NAME).returncode == 0
+    assert not (target / "stale.py").exists()
+
+
+@pytest.mark.parametrize("name", ["bad-name", "1st", "a.b", ""])
+def test_package_refuses_a_name_that_is_not_a_module_name(tmp_path, name):
+    proc = _package_cli("--out", tmp_path, "--name", name)
+    assert proc.returncode == 2
+    assert "--name must be a Python identifier" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_package_refuses_to_replace_a_foreign_folder(tmp_path):
+    (tmp_path / NAME).mkdir()
+    (tmp_path / NAME / "notes.txt").write_text("mine")
+    proc = _package_cli("--out", tmp_path, "--name", NAME)
+    assert proc.returncode == 2 and "not a package written by this script" in proc.stderr
+    assert (tmp_path / NAME / "notes.txt").read_text() == "mine"
+
+
+# A run of 15 steps (a soft reset at step 10: step_hint 30, 3 cycles), evals every 5 steps,
+# through the entry points of `module`; writes the params, the resets and what it imported.
+_TRAIN = """
+import importlib, json, sys
+from pathlib import Path
+
+mode, module_name, out = sys.argv[1:4]
+if mode == "packaged":
+    # As if the project were not installed: its top-level names cannot be imported (a
+    # venv with the project installed in editable mode would otherwise resolve them).
+    import importlib.abc
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {own!r}:
+                raise ModuleNotFoundError(f"blocked: {{name}}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+
+module = importlib.import_module(module_name)  # What submission_runner.py does.
+# The workload's spec is the submission's (both are algoperf.spec in AlgoPerf).
+sys.modules["algoperf_compat"] = importlib.import_module(module.__package__ + ".algoperf_compat") if mode == "packaged" else importlib.import_module("algoperf_compat")
+import jax
+import numpy as np
+from tiny_workload import TinyWorkload
+
+class Logger:
+    records = []
+    def append_scalar_metrics(self, metrics, global_step):
+        self.records.append((int(global_step), dict(metrics)))
+
+workload = TinyWorkload(step_hint=30, batch_norm=True)
+workload.metrics_logger = Logger()
+rng = jax.random.PRNGKey(0)
+params, model_state = workload.init_model_fn(jax.random.fold_in(rng, 1))
+opt = module.init_optimizer_state(workload, params, model_state, None, jax.random.fold_in(rng, 2))
+batches, eval_results = workload.train_batches(0, 32), []
+for step in range(15):
+    step_rng = jax.random.fold_in(rng, 100 + step)
+    batch = module.data_selection(workload, batches, opt, params, model_state, None, step, step_rng)
+    opt, params, model_state = module.update_params(
+        workload, params, None, model_state, None, batch, None, opt, eval_results, step,
+        step_rng, train_state={{}})
+    if (step + 1) % 5 == 0:
+        eval_results.append((step + 1, workload.eval_model(params, model_state)))
+leaves = jax.tree.leaves(jax.device_get((params, model_state)))
+np.savez(out + ".npz", *leaves)
+root = {root!r}
+json.dump({{
+    "module_file": module.__file__,
+    "resets": [(s, m["reset/cycle"]) for s, m in Logger.records if "reset/cycle" in m],
+    "own_top_level": {{n: getattr(sys.modules[n], "__file__", None) for n in {own!r} if n in sys.modules}},
+    "package_files": sorted(m.__file__ for n, m in sys.modules.items() if n.startswith("submissions")
+                            and getattr(m, "__file__", None)),
+    "root_on_path": any(Path(p or ".").resolve() == Path(root) for p in sys.path),
+}}, open(out + ".json", "w"))
+"""  # noqa: E501
+
+
+def _start(mode, module_name, cwd, pythonpath, out):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    env.update(PYTHONPATH=os.pathsep.join(map(str, pythonpath)), JAX_PLATFORMS="cpu")
+    script = _TRAIN.format(own=OWN_TOP_LEVEL, root=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-c", script, mode, module_name, str(out)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc, out):
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    with np.load(f"{out}.npz") as leaves:
+        arrays = [leaves[f"arr_{i}"] for i in range(len(leaves.files))]
+    return arrays, json.loads(Path(f"{out}.json").read_text())
+
+
+def test_packaged_submission_trains_bit_for_bit_like_the_project_one(tmp_path):
+    tree = tmp_path / "algoperf_submissions"  # The submissions repository's root.
+    package_submission.package(tree / "submissions" / "self_tuning", NAME)
+    neutral = tmp_path / "neutral"  # The workload, away from the project.
+    neutral.mkdir()
+    shutil.copy2(ROOT / "tests" / "tiny_workload.py", neutral)
+    module_name = f"submissions.self_tuning.{NAME}.submission"
+    # Both runs at once: the packaged one from the tree's root without the project on the
+    # path (python -c puts the working directory first, as python -m submission_runner
+    # does), the reference with the project's own submission.py.
+    packaged = _start("packaged", module_name, tree, [neutral], tmp_path / "packaged")
+    project = _start("project", "submission", ROOT, [ROOT, ROOT / "tests"], tmp_path / "project")
+    ours, ours_info = _finish(packaged, tmp_path / "packaged")
+    theirs, theirs_info = _finish(project, tmp_path / "project")
+
+    assert ours_info["module_file"] == str(
+        tree / "submissions/self_tuning" / NAME / "submission.py"
+    )
+    assert not ours_info["root_on_path"]
+    # Nothing of the project's own was imported; `algoperf_compat` is the package's.
+    assert ours_info["own_top_level"] == {
+        "algoperf_compat": str(tree / "submissions/self_tuning" / NAME / "algoperf_compat.py")
+    }
+    package_dir = str(tree / "submissions/self_tuning" / NAME) + os.sep
+    assert len(ours_info["package_files"]) >= 10
+    assert all(f.startswith(package_dir) for f in ours_info["package_files"])
+    # A reset happened, and the params after 15 steps are identical.
+    assert ours_info["resets"] == theirs_info["resets"] == [[10, 1]]
+    assert theirs_info["module_file"] == str(ROOT / "submission.py")
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
