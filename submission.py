@@ -255,9 +255,9 @@ BATCH_SIZES = {
     "imagenet_resnet_silu": 512,
     "imagenet_resnet_gelu": 512,
     # The embedded workloads of scripts/workloads.py.
+    "digit_sums": 128,
     "digits": 128,
-    "digits_tiny": 64,
-    "diabetes": 64,
+    "breast_cancer": 64,
 }
 
 
@@ -461,7 +461,7 @@ def _build_runtime(workload, config: Config) -> Runtime:
         functools.partial(_reset_step, strategy),
         in_shardings=replicated,
         out_shardings=replicated,
-        donate_argnums=(0,),
+        donate_argnums=(0,) if strategy.needs_fresh else (),
     )
     return Runtime(
         config=config,
@@ -627,22 +627,15 @@ def _next_cycle(workload, runtime, state, params, model_state, global_step, earl
     )
     current = reset.TrainState(params, model_state, state.opt_state)
     strategy = reset.get_strategy(config.reset_strategy)
-    finite = True
+    fresh = current  # `none` ignores it: no new initialisation, nothing donated.
     if strategy.needs_fresh:
         key = jax.random.fold_in(jnp.asarray(controller.seed), cycle)
         fresh_params, fresh_model_state = workload.init_model_fn(key)
         fresh = reset.TrainState(fresh_params, fresh_model_state, runtime.tx.init(fresh_params))
-        new, finite = runtime.reset_step(
-            current,
-            fresh,
-            np.float32(tau),
-            np.float32(config.reset_alpha),
-            np.bool_(early),
-        )
-        finite = bool(finite)
-        params, model_state, opt_state = new
-    else:
-        opt_state = state.opt_state
+    (params, model_state, opt_state), finite = runtime.reset_step(
+        current, fresh, np.float32(tau), np.float32(config.reset_alpha), np.bool_(early)
+    )
+    finite = bool(finite)
     controller = controller._replace(cycle=cycle, detector=early_switching.initial_state())
     window = jax.device_put(schedules.cycle_window(controller.plan, cycle), runtime.replicated)
     logging.info(

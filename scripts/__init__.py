@@ -1,0 +1,1 @@
+"""Demo tooling: embedded workloads, a local AlgoPerf-style runner, CLI and plots."""

@@ -39,9 +39,7 @@ class MetricsRecorder:
     submission reports through ``workload.metrics_logger`` and the runner's evals.
     """
 
-    records: list[tuple[int, dict[str, Any], bool]] = dataclasses.field(
-        default_factory=list
-    )
+    records: list[tuple[int, dict[str, Any], bool]] = dataclasses.field(default_factory=list)
 
     def append_scalar_metrics(
         self,
@@ -63,14 +61,17 @@ class MetricsRecorder:
 
 @dataclasses.dataclass(frozen=True)
 class RunnerHooks:
-    """Untimed callbacks for progress display; both optional.
+    """Untimed callbacks for progress display and logging; all optional.
 
-    ``after_step(global_step, optimizer_state)`` runs after every step (after any
-    evaluation), ``after_eval(global_step, eval_result)`` after every evaluation.
+    ``before_training(optimizer_state)`` runs once after ``init_optimizer_state``;
+    ``after_eval(global_step, eval_result, optimizer_state)`` after each evaluation;
+    ``after_step(global_step, optimizer_state)`` after every step (after its eval).
+    They must not modify what they are given.
     """
 
+    before_training: Callable[[Any], None] | None = None
+    after_eval: Callable[[int, dict[str, Any], Any], None] | None = None
     after_step: Callable[[int, Any], None] | None = None
-    after_eval: Callable[[int, dict[str, Any]], None] | None = None
 
 
 @dataclasses.dataclass
@@ -126,9 +127,7 @@ def derive_rngs(rng_seed: int) -> tuple[Any, Any, Any, Any]:
 def step_rngs(rng: Any, global_step: int) -> tuple[Any, Any, Any, Any]:
     """Per-step ``(data_select, update, prep_eval, eval)`` keys, as the runner."""
     step_rng = jax.random.fold_in(rng, global_step)
-    data_select_rng, update_rng, prep_eval_rng, eval_rng = jax.random.split(
-        step_rng, 4
-    )
+    data_select_rng, update_rng, prep_eval_rng, eval_rng = jax.random.split(step_rng, 4)
     return data_select_rng, update_rng, prep_eval_rng, eval_rng
 
 
@@ -218,9 +217,7 @@ def train_once(
     schedule = EvalSchedule(
         every_steps=eval_every_steps,
         period_sec=float(
-            workload.eval_period_time_sec
-            if eval_period_time_sec is None
-            else eval_period_time_sec
+            workload.eval_period_time_sec if eval_period_time_sec is None else eval_period_time_sec
         ),
     )
     batch_size = resolve_batch_size(submission_module, workload_name, global_batch_size)
@@ -241,6 +238,8 @@ def train_once(
     logger = metrics_logger if metrics_logger is not None else MetricsRecorder()
     workload.attach_metrics_logger(logger)
 
+    if hooks.before_training is not None:
+        hooks.before_training(optimizer_state)
     train_state = initial_train_state()
     eval_results: list[tuple[int, dict[str, Any]]] = []
     global_step = 0
@@ -254,9 +253,7 @@ def train_once(
         and not (stop_at_target and train_state["validation_goal_reached"])
         and not train_state["training_complete"]
     ):
-        data_select_rng, update_rng, prep_eval_rng, eval_rng = step_rngs(
-            rng, global_step
-        )
+        data_select_rng, update_rng, prep_eval_rng, eval_rng = step_rngs(rng, global_step)
         batch = submission_module.data_selection(
             workload,
             input_queue,
@@ -280,11 +277,7 @@ def train_once(
                 eval_results=eval_results,
                 global_step=global_step,
                 rng=update_rng,
-                **(
-                    {"train_state": MappingProxyType(train_state)}
-                    if needs_train_state
-                    else {}
-                ),
+                **({"train_state": MappingProxyType(train_state)} if needs_train_state else {}),
             )
             jax.block_until_ready((model_params, model_state))
         except spec.TrainingCompleteError:
@@ -319,9 +312,7 @@ def train_once(
             )
             jax.block_until_ready((model_params, model_state))
             train_state["accumulated_submission_time"] += time.time() - prep_start
-        train_state["is_time_remaining"] = (
-            train_state["accumulated_submission_time"] < budget
-        )
+        train_state["is_time_remaining"] = train_state["accumulated_submission_time"] < budget
         if not train_state["is_time_remaining"]:
             stop_reason = stop_reason or "time_budget"
         if eval_due and train_state["is_time_remaining"]:
@@ -348,7 +339,7 @@ def train_once(
             )
             train_state["accumulated_logging_time"] += time.time() - logging_start
             if hooks.after_eval is not None:
-                hooks.after_eval(global_step, result)
+                hooks.after_eval(global_step, result, optimizer_state)
         if hooks.after_step is not None:
             hooks.after_step(global_step, optimizer_state)
         train_state["last_step_end_time"] = time.time()
@@ -403,8 +394,7 @@ def _timed_eval(
         )
     )
     train_state["validation_goal_reached"] = bool(
-        workload.has_reached_validation_target(result)
-        or train_state["validation_goal_reached"]
+        workload.has_reached_validation_target(result) or train_state["validation_goal_reached"]
     )
     train_state["test_goal_reached"] = bool(
         workload.has_reached_test_target(result) or train_state["test_goal_reached"]

@@ -1,0 +1,233 @@
+"""The command line: end-to-end runs, files written, and option errors."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts import plot_algoperf, run
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_COLUMNS = {
+    "global_step",
+    "preemption_count",
+    "score",
+    "total_duration",
+    "accumulated_submission_time",
+    "accumulated_eval_time",
+    "accumulated_logging_time",
+    "train/accuracy",
+    "train/loss",
+    "validation/accuracy",
+    "validation/loss",
+    "validation/num_examples",
+    "test/accuracy",
+    "test/loss",
+    "test/num_examples",
+}
+
+
+def cli(*args, cwd=ROOT):
+    """Run ``python -m scripts.run`` for real in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_png(path: Path, min_side=200):
+    assert path.exists() and path.stat().st_size > 5_000, path
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= min_side
+        gray = np.asarray(image.convert("L"))
+    assert len(np.unique(gray)) > 10  # Not a blank canvas.
+
+
+def read_csv(path: Path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """One real CLI run on tiny digits: 3 cycles of 20 steps, stopped at step 30."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = cli(
+        "--workload",
+        "digits",
+        "--tiny",
+        "--max_steps",
+        "30",
+        "--eval_every_steps",
+        "5",
+        "--run_past_target",
+        "--set",
+        "early_switching=false",
+        "--output_dir",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_run_writes_algoperf_csv(digits_run):
+    out, _ = digits_run
+    rows = read_csv(out / "eval_measurements.csv")
+    assert set(rows[0]) >= EVAL_COLUMNS
+    assert [int(r["global_step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    losses = [float(r["validation/loss"]) for r in rows]
+    assert losses[3] < losses[0] - 0.1  # It learnt during the first cycle.
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores)
+    everything = read_csv(out / "measurements.csv")
+    assert any(r.get("reset/cycle") == "1" for r in everything)
+
+
+def test_run_writes_events_config_and_plots(digits_run):
+    out, stdout = digits_run
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    resets = [e for e in events if e["event"] == "reset"]
+    assert [(e["step"], e["cycle"], e["reason"]) for e in resets] == [(20, 1, "planned")]
+    assert 0.0 <= resets[0]["tau"] <= 1.0
+    assert events[-1]["event"] == "end" and events[-1]["step"] == 30
+    config = json.loads((out / "config.json").read_text())
+    assert config["hyperparameters"]["reset_strategy"] == "soft"
+    assert config["hyperparameters"]["early_switching"] is False
+    assert config["hyperparameter_overrides"] == {"early_switching": False}
+    assert config["initial_plan"]["boundaries"] == [0, 20, 40, 60]
+    assert config["seed"] == 0 and config["workload"] == "digits"
+    for name in ("lr_schedule_planned", "lr_schedule", "validation_accuracy", "validation_loss"):
+        assert_png(out / f"{name}.png")
+    assert "RESET -> cycle 1" in stdout and "tau" in stdout
+    assert "best accuracy" in stdout and "20-30" in stdout  # The cycle table.
+    assert "Target (validation accuracy > 0.97)" in stdout
+
+
+def test_plot_algoperf_reads_a_run_directory(digits_run, tmp_path):
+    out, _ = digits_run
+    assert plot_algoperf.main([str(out.parent), "--out", str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["run__validation_accuracy.png", "run__validation_loss.png"]
+    assert_png(tmp_path / written[0])
+    assert [r.step for r in plot_algoperf.resets_beside(out / "eval_measurements.csv")] == [20]
+
+
+def test_plot_algoperf_on_runner_layout_without_resets(tmp_path):
+    trial = tmp_path / "exp" / "digits_jax" / "trial_1"
+    trial.mkdir(parents=True)
+    columns = [
+        "accumulated_submission_time",
+        "global_step",
+        "preemption_count",
+        "score",
+        "validation/accuracy",
+        "validation/loss",
+        "validation/num_examples",
+    ]
+    lines = [",".join(columns)]
+    for step in range(1, 6):
+        lines.append(f"{step},{step * 10},0,{step},{0.5 + step / 20},{1 / step},359")
+    (trial / "eval_measurements.csv").write_text("\n".join(lines) + "\n")
+    (trial / "measurements.csv").write_text("global_step,loss\n0,2.3\n")
+    assert plot_algoperf.main([str(tmp_path / "exp"), "--out", str(tmp_path / "p")]) == 0
+    names = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert names == [
+        "digits_jax__trial_1__validation_accuracy.png",
+        "digits_jax__trial_1__validation_loss.png",
+    ]
+    assert plot_algoperf.resets_beside(trial / "eval_measurements.csv") == []
+    with pytest.raises(SystemExit) as error:
+        plot_algoperf.main([str(tmp_path / "p")])
+    assert error.value.code == 2
+
+
+def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path, capsys):
+    hparams = tmp_path / "hp.json"
+    hparams.write_text(json.dumps({"num_cycles": 2, "learning_rate": 0.003}))
+    code = run.main(
+        [
+            "--workload",
+            "breast_cancer",
+            "--tiny",
+            "--reset_strategy",
+            "full",
+            "--hparams_file",
+            str(hparams),
+            "--seed",
+            "0",
+            "1",
+            "--max_steps",
+            "35",
+            "--eval_every_steps",
+            "5",
+            "--run_past_target",
+            "--no_progress",
+            "--output_dir",
+            str(tmp_path / "bc"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for seed in (0, 1):
+        out = tmp_path / "bc" / f"seed{seed}"
+        config = json.loads((out / "config.json").read_text())
+        assert config["hyperparameters"]["num_cycles"] == 2
+        assert config["hyperparameters"]["reset_strategy"] == "full"
+        assert config["initial_plan"]["boundaries"] == [0, 30, 60]
+        assert config["target"]["higher_is_better"] is False
+        assert_png(out / "validation_loss.png")
+        assert not (out / "validation_accuracy.png").exists()
+        rows = read_csv(out / "eval_measurements.csv")
+        assert "validation/error_rate" in rows[0]
+    assert "best loss" in printed and "seed  target step" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--workload", "mnist"], ["digit_sums", "digits", "breast_cancer"]),
+        (["--reset_strategy", "half"], ["none", "full", "params_only", "soft"]),
+        (["--set", "num_cyclez=4"], ["valid names:", "learning_rate", "switch_k"]),
+        (["--set", "reset_alpha=2"], ["reset_alpha", "[0, 1]"]),
+        (["--set", "num_cycles=three"], ["num_cycles", "integer"]),
+        (["--set", "warmup_shape=wavy"], ["warmup_shape", "linear", "cosine"]),
+        (["--set", "novalue"], ["KEY=VALUE"]),
+        (["--max_steps", "0"], ["--max_steps", ">= 1"]),
+        (["--hparams_file", "/nonexistent/hp.json"], ["cannot read"]),
+    ],
+)
+def test_bad_options_fail_at_once(args, expected, tmp_path, capsys):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as error:
+        run.main([*args, "--output_dir", str(out)])
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+    assert not out.exists()
+
+
+def test_bad_option_exit_code_from_the_real_command(tmp_path):
+    proc = cli("--set", "reset_strategy=sometimes", "--output_dir", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert "reset_strategy" in proc.stderr and "soft" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_value_parsing_and_hyperparameter_namedtuple():
+    assert run.parse_value("4") == 4
+    assert run.parse_value("[1, 2.5]") == [1, 2.5]
+    assert run.parse_value("false") is False and run.parse_value("None") is None
+    assert run.parse_value("cosine") == "cosine"
+    assert run.as_hyperparameters({}) is None
+    hp = run.as_hyperparameters({"num_cycles": 4, "reset_strategy": "full"})
+    assert hp.num_cycles == 4 and hp._fields == ("num_cycles", "reset_strategy")

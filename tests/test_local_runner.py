@@ -1,0 +1,312 @@
+"""The local runner: AlgoPerf's train_once semantics, driving real submissions."""
+
+import functools
+import types
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import submission
+from algoperf_compat import spec
+from scripts import local_runner, workloads
+
+TINY = {"hidden_sizes": (32, 32), "step_hint": 30}
+
+
+def tiny(name="digits", **overrides):
+    return workloads.make_workload(name, **{**TINY, **overrides})
+
+
+def plain_sgd_submission(calls, with_train_state):
+    """A small real submission (SGD) that records which entry point ran when."""
+
+    def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
+        calls.append(("init_optimizer_state", None))
+        return optax.sgd(0.05).init(model_params), None
+
+    def data_selection(
+        workload,
+        input_queue,
+        optimizer_state,
+        params,
+        model_state,
+        hyperparameters,
+        global_step,
+        rng,
+    ):
+        calls.append(("data_selection", global_step))
+        return next(input_queue)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def step(workload, params, model_state, opt_state, batch, rng):
+        def loss(p):
+            logits, new_state = workload.model_fn(
+                p, batch, model_state, spec.ForwardPassMode.TRAIN, rng, True, 0.0
+            )
+            out = workload.loss_fn(batch["targets"], logits)
+            return out["summed"] / out["n_valid_examples"], new_state
+
+        (_, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt_state = optax.sgd(0.05).update(grads, opt_state)
+        return optax.apply_updates(params, updates), new_state, opt_state
+
+    def update(
+        workload,
+        current_param_container,
+        model_state,
+        optimizer_state,
+        batch,
+        rng,
+        global_step,
+        train_state,
+    ):
+        calls.append(("update_params", global_step, train_state))
+        params, new_state, opt_state = step(
+            workload, current_param_container, model_state, optimizer_state[0], batch, rng
+        )
+        return (opt_state, None), params, new_state
+
+    if with_train_state:
+
+        def update_params(
+            workload,
+            current_param_container,
+            current_params_types,
+            model_state,
+            hyperparameters,
+            batch,
+            loss_type,
+            optimizer_state,
+            eval_results,
+            global_step,
+            rng,
+            train_state=None,
+        ):
+            return update(
+                workload,
+                current_param_container,
+                model_state,
+                optimizer_state,
+                batch,
+                rng,
+                global_step,
+                train_state,
+            )
+    else:
+
+        def update_params(
+            workload,
+            current_param_container,
+            current_params_types,
+            model_state,
+            hyperparameters,
+            batch,
+            loss_type,
+            optimizer_state,
+            eval_results,
+            global_step,
+            rng,
+        ):
+            return update(
+                workload,
+                current_param_container,
+                model_state,
+                optimizer_state,
+                batch,
+                rng,
+                global_step,
+                "absent",
+            )
+
+    def prepare_for_eval(
+        workload,
+        current_param_container,
+        current_params_types,
+        model_state,
+        hyperparameters,
+        loss_type,
+        optimizer_state,
+        eval_results,
+        global_step,
+        rng,
+    ):
+        calls.append(("prepare_for_eval", global_step))
+        return optimizer_state, current_param_container, model_state
+
+    return types.SimpleNamespace(
+        get_batch_size=lambda name: 32,
+        init_optimizer_state=init_optimizer_state,
+        data_selection=data_selection,
+        update_params=update_params,
+        prepare_for_eval=prepare_for_eval,
+    )
+
+
+def test_rngs_follow_the_runner():
+    rng = jax.random.split(jax.random.PRNGKey(5), 2)[0]
+    expected = jax.random.split(rng, 4)
+    for got, want in zip(local_runner.derive_rngs(5), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    per_step = jax.random.split(jax.random.fold_in(expected[3], 7), 4)
+    got = local_runner.step_rngs(expected[3], 7)
+    for a, b in zip(got, per_step, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("with_train_state", [True, False])
+def test_calls_entry_points_in_runner_order(with_train_state):
+    calls = []
+    sub = plain_sgd_submission(calls, with_train_state)
+    result = local_runner.train_once(
+        tiny(),
+        sub,
+        None,
+        0,
+        workload_name="digits",
+        eval_every_steps=2,
+        max_global_steps=4,
+    )
+    names = [c[0] for c in calls]
+    assert names == [
+        "init_optimizer_state",
+        "data_selection",
+        "update_params",
+        "data_selection",
+        "update_params",
+        "prepare_for_eval",
+        "data_selection",
+        "update_params",
+        "data_selection",
+        "update_params",
+        "prepare_for_eval",
+    ]
+    updates = [c for c in calls if c[0] == "update_params"]
+    assert [c[1] for c in updates] == [0, 1, 2, 3]
+    if with_train_state:
+        state = updates[-1][2]
+        assert isinstance(state, types.MappingProxyType)
+        assert state["accumulated_submission_time"] > 0
+    else:
+        assert updates[-1][2] == "absent"
+    assert [s for s, _ in result.eval_results] == [2, 4]
+    assert result.global_batch_size == 32  # From get_batch_size.
+    assert result.stop_reason == "max_steps"
+
+
+def test_eval_results_carry_runner_fields_and_are_reproducible():
+    def run(seed):
+        return local_runner.train_once(
+            tiny(),
+            submission,
+            None,
+            seed,
+            global_batch_size=64,
+            eval_every_steps=5,
+            max_global_steps=15,
+        )
+
+    a, b, c = run(0), run(0), run(1)
+    assert [s for s, _ in a.eval_results] == [5, 10, 15]
+    times = [m["accumulated_submission_time"] for _, m in a.eval_results]
+    assert times == sorted(times) and times[0] > 0
+    for _, m in a.eval_results:
+        assert m["score"] == m["accumulated_submission_time"]
+        for key in ("total_duration", "accumulated_eval_time", "accumulated_logging_time"):
+            assert key in m
+        assert {"validation/accuracy", "validation/loss", "test/accuracy"} <= set(m)
+    losses = [m["validation/loss"] for _, m in a.eval_results]
+    assert losses == [m["validation/loss"] for _, m in b.eval_results]
+    assert losses != [m["validation/loss"] for _, m in c.eval_results]
+    evals = [rec for _, rec, is_eval in a.metrics_logger.records if is_eval]
+    assert [r["global_step"] for r in evals] == [5, 10, 15]
+    assert all(r["preemption_count"] == 0 for r in evals)
+
+
+def test_plan_end_stops_with_final_eval_and_logs_resets():
+    result = local_runner.train_once(
+        tiny(),
+        submission,
+        {"early_switching": False},
+        0,
+        global_batch_size=64,
+        eval_every_steps=4,
+        stop_at_target=False,
+    )
+    assert result.stop_reason == "training_complete"
+    assert result.global_step == 31  # The step that raised still counts, as in AlgoPerf.
+    assert result.eval_results[-1][0] == 31
+    records = result.metrics_logger.records
+    resets = [(s, m) for s, m, _ in records if "reset/cycle" in m]
+    assert [(s, m["reset/cycle"]) for s, m in resets] == [(10, 1), (20, 2)]
+    for _, m in resets:
+        assert {"reset/tau", "reset/metric", "reset/early_switch"} <= set(m)
+        assert m["reset/early_switch"] == 0.0
+    periodic = [m for s, m, _ in records if "learning_rate" in m]
+    assert periodic and {"loss", "grad_norm", "cycle"} <= set(periodic[0])
+    assert records[-1][1] == {
+        "score": pytest.approx(result.train_state["accumulated_submission_time"]),
+        "global_step": 31,
+        "preemption_count": 0,
+    }
+
+
+def test_stops_when_validation_target_is_reached():
+    workload = tiny(validation_target_value=0.0)  # Any accuracy above 0 reaches it.
+    result = local_runner.train_once(
+        workload,
+        submission,
+        None,
+        0,
+        global_batch_size=64,
+        eval_every_steps=3,
+    )
+    assert result.stop_reason == "target_reached"
+    assert result.target_step == 3 == result.global_step
+    assert result.target_submission_time == result.eval_results[0][1]["score"]
+
+
+def test_time_based_evaluation_and_budget():
+    every_step = local_runner.train_once(
+        tiny(),
+        submission,
+        None,
+        0,
+        global_batch_size=64,
+        eval_period_time_sec=0.0,
+        max_global_steps=3,
+    )
+    assert [s for s, _ in every_step.eval_results] == [1, 2, 3]
+    rarely = local_runner.train_once(
+        tiny(),
+        submission,
+        None,
+        0,
+        global_batch_size=64,
+        eval_period_time_sec=1e6,
+        max_global_steps=3,
+    )
+    assert [s for s, _ in rarely.eval_results] == [1, 3]  # First step, then the end.
+    out_of_time = local_runner.train_once(
+        tiny(),
+        submission,
+        None,
+        0,
+        global_batch_size=64,
+        eval_every_steps=1,
+        max_runtime_sec=1e-9,
+    )
+    assert out_of_time.stop_reason == "time_budget"
+    assert out_of_time.global_step == 1 and out_of_time.eval_results == []
+
+
+def test_rejects_bad_batch_and_eval_settings():
+    with pytest.raises(ValueError, match="workload_name or global_batch_size"):
+        local_runner.train_once(tiny(), submission, None, 0, max_global_steps=1)
+    with pytest.raises(ValueError, match="eval_every_steps"):
+        local_runner.train_once(
+            tiny(), submission, None, 0, global_batch_size=64, eval_every_steps=0
+        )
+    assert local_runner.runtime_budget(tiny(), None, self_tuning=True) == 1.5 * 60
+    assert local_runner.runtime_budget(tiny(), 7.0, self_tuning=True) == 7.0
