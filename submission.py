@@ -516,7 +516,9 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
 
 
 def _to_host(controller: Controller) -> Controller:
-    """The controller as host numbers; a no-op unless restored onto a device."""
+    """The controller as host numbers: itself, unless restored from a checkpoint."""
+    if type(controller.cycle) is int and type(controller.plan.boundaries) is np.ndarray:
+        return controller  # Every call but the first after a restore.
     return Controller(
         plan=schedules.CyclePlan(*(np.asarray(x) for x in controller.plan)),
         cycle=int(controller.cycle),
