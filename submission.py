@@ -729,7 +729,11 @@ def update_params(
             state = state._replace(
                 controller=state.controller._replace(plan=schedules.extend_plan(plan))
             )
-        early = switched_at is not None and switched_at == global_step
+        # The boundary an early switch just moved (to the evaluation's step) ends a failed cycle.
+        early = (
+            switched_at is not None
+            and int(plan.boundaries[state.controller.cycle + 1]) == switched_at
+        )
         state, params, model_state = _next_cycle(
             workload, runtime, state, params, model_state, global_step, early
         )

@@ -300,3 +300,24 @@ def test_one_and_eight_devices_give_the_same_result():
     peak = 0.0017486387539278373 * 1.5727
     assert diff.max() <= 3 * peak
     assert np.mean(diff <= 1e-4) >= 0.95
+
+
+def test_plan_end_stops_or_queues_more_cycles():
+    """stop_when_plan_ends: TrainingCompleteError at T; otherwise cycles like the last one
+    follow, each with its reset, and the last cycle may then switch early."""
+    workload = TinyWorkload(target=0.99, step_hint=60)
+    stopped, _ = _run_with_logger(workload, None, num_steps=200)
+    assert stopped["global_step"] == 60
+    hyperparameters = {"stop_when_plan_ends": False}
+    queued, resets = _run_with_logger(workload, hyperparameters, num_steps=100)
+    assert queued["global_step"] == 100
+    assert [step for step, _ in resets] == [20, 40, 60, 80]
+    summary = submission.plan_summary(queued["optimizer_state"])
+    assert summary["boundaries"] == [0, 20, 40, 60, 80, 100]
+    peak = summary["peak_learning_rates"]
+    assert peak[3] == peak[4] == peak[2]
+    # A rising loss in the last planned cycle (40-60) now switches it.
+    evals = _fabricated_evals(RISING, 40, 2)
+    switched, resets = _run_fabricated(workload, hyperparameters, evals, num_steps=70)
+    assert [(s, m["reset/early_switch"]) for s, m in resets] == [(20, 0.0), (40, 0.0), (50, 1.0)]
+    assert submission.plan_summary(switched["optimizer_state"])["boundaries"] == [0, 20, 40, 50, 70]
