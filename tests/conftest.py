@@ -1,4 +1,4 @@
-"""Shared test set-up: a persistent XLA compilation cache for this test session.
+"""Shared test set-up: a persistent XLA compilation cache, reproducible property tests.
 
 Compiling dominates the run time of small CPU tests (about 0.5 s per computation on
 2 cores). The cache lives in one temporary directory per session and is inherited by
@@ -19,3 +19,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+try:  # Property tests draw the same examples on every run: CI results are reproducible.
+    from hypothesis import settings
+
+    settings.register_profile("reproducible", derandomize=True, deadline=None)
+    settings.load_profile("reproducible")
+except ImportError:  # An environment without the test extras (e.g. AlgoPerf's own venv).
+    pass
