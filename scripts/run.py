@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+import submission
 from scripts import local_runner, plots, workloads
 
 RESET_STRATEGIES = ("none", "full", "params_only", "soft")
@@ -283,14 +284,6 @@ def _finite(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- monitor
-
-
-def higher_is_better(workload: Any) -> bool:
-    """Direction of the target metric, asked of ``has_reached_validation_target``."""
-    key = f"validation/{workload.target_metric_name}"
-    target = float(workload.validation_target_value)
-    delta = max(abs(target), 1.0)
-    return bool(workload.has_reached_validation_target({key: target + delta}))
 
 
 @dataclasses.dataclass
@@ -548,7 +541,7 @@ def format_cycle_table(rows: Sequence[CycleRow], metric_name: str) -> str:
 
 def target_line(result: local_runner.RunResult, workload: Any) -> str:
     """When the validation target was reached, or that it was not."""
-    op = ">" if higher_is_better(workload) else "<"
+    op = ">" if submission.metric_direction(workload) else "<"
     goal = f"validation {workload.target_metric_name} {op} {workload.validation_target_value:g}"
     if result.target_step is None:
         return (
@@ -617,7 +610,7 @@ def run_seed(
         "target": {
             "metric": f"validation/{workload.target_metric_name}",
             "value": workload.validation_target_value,
-            "higher_is_better": higher_is_better(workload),
+            "higher_is_better": submission.metric_direction(workload),
         },
         "command": [sys.executable, "-m", "scripts.run", *sys.argv[1:]],
     }
@@ -690,7 +683,7 @@ def finish_run(
         }
     )
     draw_final_plots(monitor, result, workload, out_dir)
-    higher = higher_is_better(workload)
+    higher = submission.metric_direction(workload)
     table = cycle_rows(
         monitor.snapshots,
         monitor.resets,
@@ -764,8 +757,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for invalid options)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    import submission  # The project's submission.py (repository root).
-
     try:
         overrides, resolved = validate_options(args, submission)
     except ValueError as error:
