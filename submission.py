@@ -400,34 +400,45 @@ class Runtime(NamedTuple):
     higher_is_better: bool
     tx: optax.GradientTransformation
     replicated: NamedSharding
-    batch_sharding: NamedSharding
     train_step: Any
     reset_step: Any
     num_devices: int
 
 
+def mean_loss(workload, params, model_state, batch, rng, dropout_rate, label_smoothing=0.0):
+    """The batch's mean training loss and the new model state (a forward pass in TRAIN mode).
+
+    Loss = summed per-example loss / number of valid examples, as the workload defines it.
+    """
+    logits, new_model_state = workload.model_fn(
+        params,
+        batch,
+        model_state,
+        spec.ForwardPassMode.TRAIN,
+        rng,
+        update_batch_norm=True,
+        dropout_rate=dropout_rate,
+    )
+    losses = workload.loss_fn(
+        label_batch=batch["targets"],
+        logits_batch=logits,
+        mask_batch=batch.get("weights"),
+        label_smoothing=label_smoothing,
+    )
+    return losses["summed"] / losses["n_valid_examples"], new_model_state
+
+
 def _train_step(workload, tx, config, opt_state, window, params, model_state, batch, rng, step):
     """One AdamW step at the plan's learning rate for `step`; returns diagnostics too."""
-
-    def loss_fn(p):
-        logits, new_model_state = workload.model_fn(
-            p,
-            batch,
-            model_state,
-            spec.ForwardPassMode.TRAIN,
-            rng,
-            update_batch_norm=True,
-            dropout_rate=config.dropout_rate,
-        )
-        losses = workload.loss_fn(
-            label_batch=batch["targets"],
-            logits_batch=logits,
-            mask_batch=batch.get("weights"),
-            label_smoothing=config.label_smoothing,
-        )
-        n_valid = losses["n_valid_examples"]
-        return losses["summed"] / n_valid, new_model_state
-
+    loss_fn = functools.partial(
+        mean_loss,
+        workload,
+        model_state=model_state,
+        batch=batch,
+        rng=rng,
+        dropout_rate=config.dropout_rate,
+        label_smoothing=config.label_smoothing,
+    )
     (loss, new_model_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(params)
     lr = schedules.learning_rate(step, window)
     hyperparams = dict(opt_state.hyperparams, learning_rate=lr)
@@ -469,7 +480,6 @@ def _build_runtime(workload, config: Config) -> Runtime:
         higher_is_better=metric_direction(workload),
         tx=tx,
         replicated=replicated,
-        batch_sharding=batch_sharding,
         train_step=train_step,
         reset_step=reset_step,
         num_devices=mesh.size,

@@ -24,7 +24,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import submission
-from algoperf_compat import spec
 from scripts import workloads
 
 
@@ -34,18 +33,8 @@ def plain_adamw_step(workload, tx, dropout_rate):
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
 
     def step(opt_state, params, model_state, batch, rng):
-        def loss_fn(p):
-            logits, new_model_state = workload.model_fn(
-                p,
-                batch,
-                model_state,
-                spec.ForwardPassMode.TRAIN,
-                rng,
-                update_batch_norm=True,
-                dropout_rate=dropout_rate,
-            )
-            losses = workload.loss_fn(batch["targets"], logits, batch.get("weights"))
-            return losses["summed"] / losses["n_valid_examples"], new_model_state
+        def loss_fn(p):  # The same loss as the submission's step.
+            return submission.mean_loss(workload, p, model_state, batch, rng, dropout_rate)
 
         (loss, new_model_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grad, opt_state, params)
