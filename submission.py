@@ -46,6 +46,7 @@ else:  # Run from the project root: --submission_path=submission.py.
 
 STRATEGY_NAMES = tuple(sorted(reset.STRATEGIES))
 OPTIMIZERS = ("adamw", "nadamw")
+TAU_METRICS = ("latest", "best")
 
 # name -> (default, kind, allowed values in words). Section 2 of METHOD.md, plus the
 # cycle plan, reset and detector settings.
@@ -68,6 +69,8 @@ HYPERPARAMETERS: dict[str, tuple[Any, str, str]] = {
     "decay_shape": ("cosine", "choice", f"one of {list(schedules.DECAY_SHAPES)}"),
     "reset_strategy": ("soft", "choice", f"one of {list(STRATEGY_NAMES)}"),
     "reset_alpha": (0.5, "float", "a number in [0, 1]"),
+    "tau_metric": ("latest", "choice", f"one of {list(TAU_METRICS)}"),
+    "failed_cycle_fresh_moments": (True, "bool", "true or false"),
     "early_switching": (True, "bool", "true or false"),
     "switch_lambda": (0.7, "float", "a number in (0, 1]"),
     "switch_eps1": (0.01, "float", "a number > 0"),
@@ -84,6 +87,7 @@ _CHOICES = {
     "warmup_shape": schedules.WARMUP_SHAPES,
     "decay_shape": schedules.DECAY_SHAPES,
     "reset_strategy": STRATEGY_NAMES,
+    "tau_metric": TAU_METRICS,
 }
 
 # Open and closed bounds of the numeric hyperparameters: (low, high, low_open, high_open).
@@ -129,6 +133,8 @@ class Config(NamedTuple):
     decay_shape: str
     reset_strategy: str
     reset_alpha: float
+    tau_metric: str
+    failed_cycle_fresh_moments: bool
     early_switching: bool
     switch_lambda: float
     switch_eps1: float
@@ -172,14 +178,18 @@ def _coerce(name: str, value: Any) -> Any:
     _, kind, allowed = HYPERPARAMETERS[name]
     bad = ValueError(f"hyperparameter {name!r} must be {allowed}, got {value!r}.")
     is_number = _is_number(value)
+    try:
+        number = float(value) if is_number else math.nan
+    except OverflowError:  # An int beyond float range (10**400) is out of every range.
+        number = math.inf
     if kind == "optional_float" and value is None:
         return None
     if kind in ("float", "optional_float"):
-        if not is_number or not _in_range(name, float(value)):
+        if not is_number or not _in_range(name, number):
             raise bad
-        return float(value)
+        return number
     if kind == "int":
-        if not is_number or not _in_range(name, float(value)) or float(value) != int(value):
+        if not is_number or not _in_range(name, number) or number != int(value):
             raise bad
         return int(value)
     if kind == "bool":
@@ -371,6 +381,8 @@ class Controller(NamedTuple):
     cycle: index of the current cycle.
     evals_seen: len(eval_results) when last read; last_eval_step: its newest step.
     last_metric: latest validation target metric (nan before the first evaluation).
+    cycle_best_metric: the best finite target metric evaluated since the current cycle
+      started (nan if none), for `tau_metric = "best"`.
     detector: the early-switch detector's state for the current cycle.
     seed: key data from which each fresh initialisation's key is folded.
     """
@@ -380,6 +392,7 @@ class Controller(NamedTuple):
     evals_seen: int
     last_eval_step: int
     last_metric: float
+    cycle_best_metric: float
     detector: early_switching.DetectorState
     seed: np.ndarray
 
@@ -511,6 +524,7 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
         evals_seen=0,
         last_eval_step=-1,
         last_metric=math.nan,
+        cycle_best_metric=math.nan,
         detector=early_switching.initial_state(),
         seed=np.asarray(key, dtype=np.uint32),
     )
@@ -535,6 +549,7 @@ def _to_host(controller: Controller) -> Controller:
         evals_seen=int(controller.evals_seen),
         last_eval_step=int(controller.last_eval_step),
         last_metric=float(controller.last_metric),
+        cycle_best_metric=float(controller.cycle_best_metric),
         detector=early_switching.DetectorState(
             int(controller.detector.num_evals),
             float(controller.detector.smoothed),
@@ -606,8 +621,10 @@ def _read_evaluations(controller, eval_results, workload, runtime):
     new = [(g, m) for g, m in parse_eval_results(eval_results) if g > controller.last_eval_step]
     plan, detector, switched_at = controller.plan, controller.detector, None
     last_metric, last_step = controller.last_metric, controller.last_eval_step
+    best = controller.cycle_best_metric
     for g, metrics in new:
         last_metric, last_step = _metric(metrics, metric_key, g), g
+        best = reset.better_metric(best, last_metric, runtime.higher_is_better)
         loss = _metric(metrics, "validation/loss", g)
         c = controller.cycle
         inside = plan.boundaries[c] < g < plan.boundaries[c + 1]
@@ -624,6 +641,7 @@ def _read_evaluations(controller, eval_results, workload, runtime):
         evals_seen=len(eval_results),
         last_eval_step=last_step,
         last_metric=last_metric,
+        cycle_best_metric=best,
     )
     return controller, switched_at
 
@@ -632,11 +650,11 @@ def _next_cycle(workload, runtime, state, params, model_state, global_step, earl
     """Starts cycle c + 1 at `global_step`: the reset, a fresh detector and window."""
     config, controller = runtime.config, state.controller
     cycle = controller.cycle + 1
-    tau = reset.tau(
-        controller.last_metric,
-        workload.validation_target_value,
-        runtime.higher_is_better,
-    )
+    latest, best = controller.last_metric, controller.cycle_best_metric
+    metric = reset.tau_metric(latest, best, config.tau_metric)
+    tau = reset.tau(metric, workload.validation_target_value, runtime.higher_is_better)
+    # METHOD.md section 4: a failed cycle hands on no momentum (ablation switch).
+    failed = early and config.failed_cycle_fresh_moments
     current = reset.TrainState(params, model_state, state.opt_state)
     strategy = reset.get_strategy(config.reset_strategy)
     fresh = current  # `none` ignores it: no new initialisation, nothing donated.
@@ -645,10 +663,12 @@ def _next_cycle(workload, runtime, state, params, model_state, global_step, earl
         fresh_params, fresh_model_state = workload.init_model_fn(key)
         fresh = reset.TrainState(fresh_params, fresh_model_state, runtime.tx.init(fresh_params))
     (params, model_state, opt_state), finite = runtime.reset_step(
-        current, fresh, np.float32(tau), np.float32(config.reset_alpha), np.bool_(early)
+        current, fresh, np.float32(tau), np.float32(config.reset_alpha), np.bool_(failed)
     )
     finite = bool(finite)
-    controller = controller._replace(cycle=cycle, detector=early_switching.initial_state())
+    controller = controller._replace(
+        cycle=cycle, cycle_best_metric=math.nan, detector=early_switching.initial_state()
+    )
     window = jax.device_put(schedules.cycle_window(controller.plan, cycle), runtime.replicated)
     logging.info(
         "reset at step %d: cycle %d starts, %s, tau %.4f (metric %s), %s, strategy %s%s",
@@ -656,7 +676,7 @@ def _next_cycle(workload, runtime, state, params, model_state, global_step, earl
         cycle,
         "early switch" if early else "planned",
         tau,
-        controller.last_metric,
+        metric,
         f"until step {int(controller.plan.boundaries[cycle + 1])}",
         config.reset_strategy,
         "" if finite else " (non-finite state: full reset)",
@@ -666,7 +686,7 @@ def _next_cycle(workload, runtime, state, params, model_state, global_step, earl
             {
                 "reset/cycle": cycle,
                 "reset/tau": tau,
-                "reset/metric": controller.last_metric,
+                "reset/metric": metric,
                 "reset/early_switch": float(early),
                 "reset/non_finite": float(not finite),
             },

@@ -13,13 +13,14 @@ from .strategies import (
     params_only_reset,
     soft_reset,
 )
-from .tau import tau
+from .tau import better_metric, tau, tau_metric
 
 __all__ = [
     "STRATEGIES",
     "ResetStrategy",
     "TrainState",
     "all_finite",
+    "better_metric",
     "blend",
     "full_reset",
     "get_strategy",
@@ -31,4 +32,5 @@ __all__ = [
     "scale_moments",
     "soft_reset",
     "tau",
+    "tau_metric",
 ]

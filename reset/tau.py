@@ -28,3 +28,29 @@ def tau(metric: float | None, target: float, higher_is_better: bool) -> float:
         # -> its successor with y* = 0.4487980472198576).
         shortfall = 1.0 - target / metric if metric > 0 else 0.0
     return min(max(shortfall, 0.0), 1.0)
+
+
+def better_metric(best: float, value: float, higher_is_better: bool) -> float:
+    """The better of a running best and a new value; non-finite values never count.
+
+    nan stands for "none yet": better_metric(nan, y) = y for finite y.
+    """
+    if not math.isfinite(value):
+        return best
+    if not math.isfinite(best):
+        return value
+    return max(best, value) if higher_is_better else min(best, value)
+
+
+def tau_metric(latest: float, cycle_best: float, source: str) -> float:
+    """The y that tau is computed from: the latest evaluation, or the cycle's best.
+
+    `source` is "latest" (METHOD.md section 4: the latest validation value before the
+    reset) or "best" (the best finite value evaluated inside the cycle, an ablation); a
+    cycle without a finite evaluation falls back to the latest value.
+    """
+    if source == "latest":
+        return latest
+    if source == "best":
+        return cycle_best if math.isfinite(cycle_best) else latest
+    raise ValueError(f"tau_metric must be one of ['latest', 'best'], got {source!r}.")

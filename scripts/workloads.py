@@ -295,6 +295,9 @@ class WorkloadConfig:
     eval_every_steps: int = 25
     eval_batch_size: int = 1000
     batch_size: int = 128
+    # Evaluate validation metrics on only the first N validation examples (a random
+    # subset: the split is permuted), to study a noisy metric; None: the whole split.
+    validation_examples: int | None = None
 
 
 class SklearnWorkload:
@@ -319,6 +322,15 @@ class SklearnWorkload:
         self.config = dataclasses.replace(self.default_config, **overrides)
         self.data = self._load_splits()
         self._eval_sets = {split: self._make_eval_set(split) for split in EVAL_SPLITS}
+        subset = self.config.validation_examples
+        if subset is not None:
+            x, y = self._eval_sets["validation"]
+            if not 1 <= subset <= len(y):
+                raise ValueError(
+                    f"validation_examples must be null or an integer in [1, {len(y)}], "
+                    f"got {subset!r}."
+                )
+            self._eval_sets["validation"] = (x[:subset], y[:subset])
         self._model = MLP(
             hidden_sizes=self.config.hidden_sizes,
             num_outputs=self.num_outputs,

@@ -103,6 +103,11 @@ HP_ROWS = [
     ("type", {"reset_alpha": "0.5"}, ValueError, _must("reset_alpha", r"a number in \[0, 1\]")),
     ("range", {"reset_alpha": 1.5}, ValueError, _must("reset_alpha", r"a number in \[0, 1\]")),
     ("range", {"reset_alpha": -0.1}, ValueError, _must("reset_alpha", r"a number in \[0, 1\]")),
+    ("type", {"tau_metric": 1}, ValueError, _must("tau_metric", r"one of \['latest', 'best'\]")),  # noqa: E501
+    ("range", {"tau_metric": "mean"}, ValueError, _must("tau_metric", r"one of \['latest', 'best'\]")),  # noqa: E501
+    ("type", {"failed_cycle_fresh_moments": 1}, ValueError, _must("failed_cycle_fresh_moments", BOOL)),  # noqa: E501
+    ("type", {"switch_m": 10**400}, ValueError, _must("switch_m", INT_1)),
+    ("type", {"learning_rate": 10**400}, ValueError, _must("learning_rate", r"a number > 0")),
     ("type", {"early_switching": 1}, ValueError, _must("early_switching", BOOL)),
     ("type", {"early_switching": "true"}, ValueError, _must("early_switching", BOOL)),
     ("type", {"early_switching": None}, ValueError, _must("early_switching", BOOL)),

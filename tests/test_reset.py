@@ -65,6 +65,33 @@ def test_tau_monotone_at_the_last_bit():
     assert reset.tau(y, target, False) == 1.0 - target / y
 
 
+@pytest.mark.parametrize(
+    ("best", "value", "higher", "expected"),
+    [
+        (math.nan, 0.4, True, 0.4),  # nan: no best yet.
+        (0.5, 0.4, True, 0.5),
+        (0.5, 0.6, True, 0.6),
+        (0.5, 0.4, False, 0.4),
+        (0.5, 0.6, False, 0.5),
+        (0.5, math.nan, True, 0.5),  # Non-finite values never count.
+        (0.5, math.inf, False, 0.5),
+        (math.nan, math.nan, True, math.nan),
+    ],
+)
+def test_better_metric(best, value, higher, expected):
+    result = reset.better_metric(best, value, higher)
+    assert result == expected or (math.isnan(result) and math.isnan(expected))
+
+
+def test_tau_metric_source():
+    assert reset.tau_metric(0.4, 0.6, "latest") == 0.4
+    assert reset.tau_metric(0.4, 0.6, "best") == 0.6
+    assert reset.tau_metric(math.nan, 0.6, "best") == 0.6
+    assert reset.tau_metric(0.4, math.nan, "best") == 0.4  # No finite value in the cycle.
+    with pytest.raises(ValueError, match=r"tau_metric must be one of \['latest', 'best'\]"):
+        reset.tau_metric(0.4, 0.6, "mean")
+
+
 @pytest.mark.parametrize("target", [0.0, -1.0, math.nan, math.inf])
 def test_tau_rejects_bad_target(target):
     with pytest.raises(ValueError, match="target must be a positive finite number"):

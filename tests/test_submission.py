@@ -174,6 +174,60 @@ def test_failed_cycle_hands_on_no_momentum():
     np.testing.assert_allclose(nu, (1 - 0.9955159689799007) * (mu / (1 - b1)) ** 2, rtol=1e-4)
 
 
+def test_failed_cycle_rule_off_scales_the_moments():
+    """failed_cycle_fresh_moments = False: the thesis's rule after an early switch too."""
+    workload = TinyWorkload(target=0.99, step_hint=300)
+    captured = {}
+
+    def hook(global_step, optimizer_state, params, model_state, results):
+        results.extend(e for e in _fabricated_evals(RISING, 0, 10) if e[0] == global_step)
+        if global_step == 51:
+            captured["opt"] = jax.device_get(optimizer_state[0].opt_state)
+
+    workload.metrics_logger = loop.RecordingLogger()
+    loop.run(
+        workload,
+        {"failed_cycle_fresh_moments": False},
+        num_steps=51,
+        eval_every=10**9,
+        on_step=hook,
+    )
+    (_, logged), *_ = _resets(workload.metrics_logger)
+    assert logged["reset/early_switch"] == 1.0
+    (adam,) = reset.moment_states(captured["opt"])
+    assert int(adam.count) == 51  # The step count is kept: no fresh optimizer state.
+    mu = np.concatenate([np.ravel(x) for x in jax.tree.leaves(adam.mu)])
+    assert np.any(mu != 0) and np.all(np.isfinite(mu))
+
+
+def test_tau_from_the_best_evaluation_of_the_cycle():
+    """tau_metric = "best": y is the best accuracy evaluated inside the ending cycle,
+    not the latest, and the best starts afresh with each cycle."""
+    accuracies = {10: 0.3, 20: 0.6, 30: 0.4, 40: 0.2, 50: 0.25, 60: 0.1}
+
+    def run(tau_metric):
+        evals = [
+            (g, {"validation/loss": 1.0, "validation/accuracy": a}) for g, a in accuracies.items()
+        ]
+        _, resets = _run_fabricated(
+            TinyWorkload(target=0.8, step_hint=90),
+            {"early_switching": False, "tau_metric": tau_metric},
+            evals,
+            num_steps=61,
+        )
+        return [(step, m["reset/metric"], m["reset/tau"]) for step, m in resets]
+
+    # Cycles of 30 steps; the evaluation at 30 (on the boundary) belongs to cycle 0.
+    assert run("latest") == [
+        (30, 0.4, pytest.approx(reset.tau(0.4, 0.8, True))),
+        (60, 0.1, pytest.approx(reset.tau(0.1, 0.8, True))),
+    ]
+    assert run("best") == [
+        (30, 0.6, pytest.approx(reset.tau(0.6, 0.8, True))),
+        (60, 0.25, pytest.approx(reset.tau(0.25, 0.8, True))),
+    ]
+
+
 def test_no_compilation_after_the_first_reset():
     """Cycle changes, a moved boundary and an early switch compile nothing after the
     first reset: no XLA compilation (nor a persistent-cache hit standing in for one)

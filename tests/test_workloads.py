@@ -198,3 +198,29 @@ def test_target_direction(name, key, higher):
     test_key = key.replace("validation/", "test/")
     test_better = w.test_target_value + (0.01 if higher else -0.01)
     assert w.has_reached_test_target({test_key: test_better})
+
+
+@pytest.mark.parametrize("name", workloads.WORKLOAD_NAMES)
+def test_validation_subset_evaluates_its_first_examples(name):
+    full = workloads.make_workload(name, **TINY)
+    small = workloads.make_workload(name, **TINY, validation_examples=40)
+    assert small.num_validation_examples == 40
+    assert small.num_test_examples == full.num_test_examples
+    x, y = full._eval_arrays("validation")
+    sx, sy = small._eval_arrays("validation")
+    np.testing.assert_array_equal(sx, x[:40])
+    np.testing.assert_array_equal(sy, y[:40])
+    params, state = small.init_model_fn(jax.random.PRNGKey(3))
+    result = small.eval_model(16, params, state, jax.random.PRNGKey(0), None, None, 0)
+    assert result["validation/num_examples"] == 40
+    logits, _ = small.model_fn(
+        params, {"inputs": sx}, state, spec.ForwardPassMode.EVAL, None, False
+    )
+    loss = small.loss_fn(jnp.asarray(sy), logits)["summed"] / 40
+    assert result["validation/loss"] == pytest.approx(float(loss), rel=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10**6])
+def test_validation_subset_out_of_range_is_rejected(bad):
+    with pytest.raises(ValueError, match=r"validation_examples must be null or an integer in"):
+        workloads.make_workload("digits", **TINY, validation_examples=bad)
