@@ -10,7 +10,7 @@ CONSTRAINTS ?=
 PIP_FLAGS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint format benchmark package clean
+.PHONY: demo test lint format benchmark evidence package clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ format: $(VENV)/.installed-test
 
 benchmark: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.benchmark_step
+
+evidence: $(VENV)/.installed-demo
+	$(BIN)/python -m scripts.evidence $(ARGS)
 
 package: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.package_submission $(ARGS)

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from scripts import evidence as ev
+from scripts import evidence_report as er
 
 INF = math.inf
 
@@ -87,21 +88,21 @@ def test_steps_recovery_and_missed_switches():
         [(50, 0.3), (100, 0.6), (150, 0.5), (200, 0.5), (250, 0.8)],
         resets=[(100, False), (200, False)],
     )
-    assert ev.steps_to_target(record) == INF
-    assert ev.recovery(record, 0) == (0.6, 0.5)
-    assert ev.recovery(record, 1) == (0.5, 0.8)
-    assert ev.recovery(record, 2) == (None, None)
+    assert er.steps_to_target(record) == INF
+    assert er.recovery(record, 0) == (0.6, 0.5)
+    assert er.recovery(record, 1) == (0.5, 0.8)
+    assert er.recovery(record, 2) == (None, None)
     # Cycle 1 (steps 100-200) went 0.5 -> 0.5: it failed and ran to its planned end.
-    assert ev.missed_switches(record) == 1
-    assert ev.missed_switches({**record, "hyperparameters": {"early_switching": False}}) == 0
+    assert er.missed_switches(record) == 1
+    assert er.missed_switches({**record, "hyperparameters": {"early_switching": False}}) == 0
     # A cycle with a non-finite evaluation failed, whatever its ends.
     broken = _record([(50, 0.3), (100, None), (150, 0.8), (200, 0.85)], resets=[(150, False)])
-    assert ev.missed_switches(broken) == 1
+    assert er.missed_switches(broken) == 1
     # Lower is better: 0.5 -> 0.3 is an improvement.
     loss = _record([(50, 0.5), (100, 0.3), (150, 0.2)], resets=[(100, False)], higher=False)
-    assert ev.missed_switches(loss) == 0
+    assert er.missed_switches(loss) == 0
     reached = _record([(50, 0.5), (100, 0.95)], target_step=100)
-    assert ev.steps_to_target(reached) == 100 and ev.seconds_to_target(reached) == 10
+    assert er.steps_to_target(reached) == 100 and er.seconds_to_target(reached) == 10
 
 
 def test_first_switch_judged_against_the_run_without_switching():
@@ -109,25 +110,25 @@ def test_first_switch_judged_against_the_run_without_switching():
     twin = _record(twin_evals, variant=ev.COUNTERFACTUAL, early_switching=False)
     # Switched at 60; the twin's cycle went on from 0.35 to 0.7 by its end (100): false.
     switched = _record([(50, 0.3), (60, 0.35), (100, 0.5)], resets=[(60, True)])
-    assert ev.judge_first_switch(switched, twin) == "false"
+    assert er.judge_first_switch(switched, twin) == "false"
     # The same switch where the twin's cycle got nowhere: right.
     flat = _record([(50, 0.3), (60, 0.35), (70, 0.34), (100, 0.352)], variant=ev.COUNTERFACTUAL)
-    assert ev.judge_first_switch(switched, flat) == "right"
+    assert er.judge_first_switch(switched, flat) == "right"
     # The twin reached the target before the cycle's end: false.
     hit = _record([(50, 0.3), (60, 0.35), (80, 0.95)], target_step=80)
-    assert ev.judge_first_switch(switched, hit) == "false"
+    assert er.judge_first_switch(switched, hit) == "false"
     # Nothing to judge: no switch, or no twin.
-    assert ev.judge_first_switch(_record([(50, 0.3)]), twin) == ""
-    assert ev.judge_first_switch(switched, None) == ""
-    assert ev.twin_key(switched["spec"]) == twin["key"]
+    assert er.judge_first_switch(_record([(50, 0.3)]), twin) == ""
+    assert er.judge_first_switch(switched, None) == ""
+    assert er.twin_key(switched["spec"]) == twin["key"]
 
 
 def test_compare_pairs_by_seed_and_counts_never_as_worst():
     a = [_record([(10, 0.9)], target_step=s, seed=i) for i, s in enumerate([100, 200, None])]
     b = [_record([(10, 0.9)], target_step=s, seed=i) for i, s in enumerate([150, None, None])]
-    assert ev.compare(a, b) == ev.Comparison(2, 1, 0, "wins")
-    assert ev.compare(b, a) == ev.Comparison(0, 1, 2, "loses")
-    assert ev.compare(a, a).verdict == "ties"
+    assert er.compare(a, b) == er.Comparison(2, 1, 0, "wins")
+    assert er.compare(b, a) == er.Comparison(0, 1, 2, "loses")
+    assert er.compare(a, a).verdict == "ties"
 
 
 def test_median_curve_holds_a_stopped_runs_last_value():
@@ -136,7 +137,7 @@ def test_median_curve_holds_a_stopped_runs_last_value():
         _record([(10, 0.4), (20, 0.5), (30, 0.7)], seed=1),
         _record([(10, None), (20, 0.3), (30, 0.6)], seed=2),
     ]
-    steps, med, low, high = ev.median_curve(runs)
+    steps, med, low, high = er.median_curve(runs)
     assert steps == [10, 20, 30]
     assert med == pytest.approx([0.3, 0.5, 0.7])
     assert low == [0.2, 0.3, 0.6] and high == [0.4, 0.95, 0.95]
@@ -161,7 +162,7 @@ def small_grid(tmp_path_factory):
     lines = []
     errors = ev.run_grid(specs, out, workers=1, say=lines.append)
     report = out / "report.md"
-    result = ev.aggregate(out, specs, report, "python -m scripts.evidence --grid small")
+    result = er.aggregate(out, specs, report, "python -m scripts.evidence --grid small")
     return out, specs, lines, errors, report, result
 
 
@@ -179,7 +180,7 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
     for row in rows:
         spec = ev.RunSpec(row["workload"], row["scenario"], row["variant"], int(row["seed"]), True)
         record = result["records"][spec.key]
-        assert float(row["steps_to_target"]) == ev.steps_to_target(record)
+        assert float(row["steps_to_target"]) == er.steps_to_target(record)
         assert int(row["resets"]) == len(record["resets"])
         # Runs end at the target, or when the plan (0.2 x step_hint 150 = 30 steps) ends.
         assert row["stop_reason"] in ("target_reached", "training_complete")
@@ -192,6 +193,7 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
     assert "python -m scripts.evidence --grid small" in text
     assert "![strategies_breast_cancer](report/strategies_breast_cancer.png)" in text
     assert (out / "report" / "strategies_breast_cancer.png").stat().st_size > 1000
+    assert (out / "report" / "runs.csv").read_text() == (out / "runs.csv").read_text()
     assert "## Reading" in text
     assert "- breast_cancer, failed first cycle: soft " in text
 
