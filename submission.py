@@ -581,19 +581,19 @@ def parse_eval_results(eval_results) -> list[tuple[int, dict]]:
         if step is None or not isinstance(metrics, Mapping):
             raise ValueError(
                 "eval_results entries must be (global_step, metrics) pairs with an integer "
-                f"global_step and a dict of metrics, got {str(entry)[:200]}."
+                f"global_step >= 0 and a dict of metrics, got {str(entry)[:200]}."
             )
         pairs.append((step, dict(metrics)))
     return sorted(pairs, key=lambda pair: pair[0])
 
 
 def _eval_step(value) -> int | None:
-    """An evaluation's global step as an int (Python, numpy or 0-d array), else None."""
+    """An evaluation's global step as an int >= 0 (Python, numpy or 0-d array), else None."""
     try:
         array = np.asarray(value)
     except Exception:  # Not array-like, so not a step.
         return None
-    if array.ndim or array.dtype.kind not in "iuf" or not np.isfinite(array):
+    if array.ndim or array.dtype.kind not in "iuf" or not np.isfinite(array) or array < 0:
         return None
     return int(array) if array == np.round(array) else None
 

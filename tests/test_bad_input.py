@@ -254,7 +254,7 @@ NO_TARGET = r"^the evaluation at step 2 has no 'validation/accuracy'; it has \["
 NO_LOSS = r"^the evaluation at step 2 has no 'validation/loss'; it has \["
 MALFORMED = (
     r"^eval_results entries must be \(global_step, metrics\) pairs with an integer "
-    r"global_step and a dict of metrics, got "
+    r"global_step >= 0 and a dict of metrics, got "
 )
 EVAL_ROWS = [
     ((2, {"validation/loss": 1.2}), ValueError, NO_TARGET),
@@ -277,6 +277,7 @@ EVAL_ROWS = [
     ((2.5, GOOD), ValueError, MALFORMED),
     (("2", GOOD), ValueError, MALFORMED),
     ((None, GOOD), ValueError, MALFORMED),
+    ((-1, GOOD), ValueError, MALFORMED),
     ((2, list(GOOD.items())), ValueError, MALFORMED),
     (({"0": 2}, "0"), ValueError, MALFORMED),
     (({"0": 2, "1": "metrics"}, "0"), ValueError, MALFORMED),
