@@ -380,6 +380,9 @@ def load_records(out: Path, specs: Iterable[RunSpec]) -> dict[str, dict[str, Any
 # --------------------------------------------------------------------------- CLI
 
 
+_NO_EFFECT = ("--no_run", "--redo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.evidence", description=__doc__.splitlines()[0]
@@ -417,7 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tiny=preset["tiny"],
     )
     errors = [] if args.no_run else run_grid(specs, out, args.workers, args.redo)
-    command = "python -m scripts.evidence " + " ".join(argv if argv is not None else sys.argv[1:])
+    # The command that reproduces the records (--no_run and --redo do not change them).
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python -m scripts.evidence", *(a for a in given if a not in _NO_EFFECT)])
     from scripts.evidence_report import aggregate  # It imports this module's design.
 
     result = aggregate(out, specs, report, command.strip())

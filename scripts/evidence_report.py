@@ -189,23 +189,23 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def _fmt_steps(values: Sequence[float]) -> str:
-    """Median [min-max] of step counts; 'never' for inf, 'n/a' for no runs."""
+def _fmt_spread(values: Sequence[float], digits: int) -> str:
+    """Median [min-max]; "never" for inf (a run that did not reach the target)."""
     if not values:
         return "n/a"
 
     def one(v: float) -> str:
-        return "never" if v == INF else f"{v:.0f}"
+        return "never" if v == INF else f"{v:.{digits}f}"
 
-    median = _median(sorted(values))
-    return f"{one(median)} [{one(min(values))}-{one(max(values))}]"
+    return f"{one(_median(sorted(values)))} [{one(min(values))}-{one(max(values))}]"
+
+
+def _fmt_steps(values: Sequence[float]) -> str:
+    return _fmt_spread(values, 0)
 
 
 def _fmt_seconds(values: Sequence[float]) -> str:
-    if not values:
-        return "n/a"
-    median = _median(sorted(values))
-    return "never" if median == INF else f"{median:.1f}"
+    return _fmt_spread(values, 1)
 
 
 def _fmt_metric(values: Sequence[float | None]) -> str:
@@ -229,8 +229,8 @@ class Comparison(NamedTuple):
 def compare(a: Sequence[Mapping], b: Sequence[Mapping]) -> Comparison:
     """Pairs runs by seed: a is better on a seed when it reached the target in fewer
     steps (a run that never reached it is worst). The verdict is "wins" when a is better
-    on more seeds than it is worse and its median is better, "loses" in the mirror case,
-    "ties" otherwise."""
+    on a strict majority of the seeds (3 of 5) and on more seeds than it is worse,
+    "loses" in the mirror case, "ties" otherwise: one seed in five decides nothing."""
     by_seed = {r["spec"]["seed"]: steps_to_target(r) for r in b}
     pairs = [
         (steps_to_target(r), by_seed[r["spec"]["seed"]]) for r in a if r["spec"]["seed"] in by_seed
@@ -238,11 +238,9 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping]) -> Comparison:
     better = sum(x < y for x, y in pairs)
     worse = sum(x > y for x, y in pairs)
     tie = len(pairs) - better - worse
-    med_a = _median(sorted(x for x, _ in pairs))
-    med_b = _median(sorted(y for _, y in pairs))
-    if better > worse and med_a <= med_b:
+    if 2 * better > len(pairs) and better > worse:
         verdict = "wins"
-    elif worse > better and med_a >= med_b:
+    elif 2 * worse > len(pairs) and worse > better:
         verdict = "loses"
     else:
         verdict = "ties"
@@ -264,8 +262,8 @@ def _cell_records(records, workload, scenario, variant) -> list[Mapping]:
 def outcome_table(records, workload, scenario, variants, reference="soft") -> list[str]:
     """Markdown rows: reach rate, steps and seconds to target, recovery, vs reference."""
     lines = [
-        "| variant | reached | steps to target, median [min-max] | seconds to target "
-        "(median) | first reset: step, tau (median) | metric before -> after it (median) "
+        "| variant | reached | steps to target, median [min-max] | seconds to target, "
+        "median [min-max] | first reset: step, tau (median) | metric before -> after it (median) "
         f"| vs {reference} (better/tie/worse seeds) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -305,12 +303,15 @@ def outcome_table(records, workload, scenario, variants, reference="soft") -> li
 
 
 def switch_table(records, workload, scenario, rows: Mapping[str, Mapping]) -> list[str]:
-    """Markdown rows about the detector: switches, judged first switches, misses."""
+    """Markdown rows about the detector: switches, judged first switches, misses, and
+    what switching did to the steps to target (against the same seeds without it)."""
     lines = [
-        "| detector | early switches per run (median [min-max]) | first switch false "
-        "/ right / not judged | missed switches (runs with any) |",
-        "| --- | --- | --- | --- |",
+        "| detector | early switches per run, median [min-max] | first switch false "
+        "/ right / not judged | missed switches (runs with any) | steps to target vs "
+        "switching off (better/tie/worse seeds) |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    off = _cell_records(records, workload, scenario, COUNTERFACTUAL)
     for variant in (*DETECTOR_VARIANTS, COUNTERFACTUAL):
         runs = _cell_records(records, workload, scenario, variant)
         if not runs:
@@ -319,15 +320,18 @@ def switch_table(records, workload, scenario, rows: Mapping[str, Mapping]) -> li
         judged = [rows[r["key"]]["first_switch_judged"] for r in runs]
         with_switch = sum(c > 0 for c in counts)
         missed = [rows[r["key"]]["missed_switches"] for r in runs]
-        judge_text = (
-            f"{judged.count('false')} / {judged.count('right')} / "
-            f"{with_switch - judged.count('false') - judged.count('right')}"
-            if variant != COUNTERFACTUAL
-            else "-"
-        )
+        judge_text = versus = "-"
+        if variant != COUNTERFACTUAL:
+            judge_text = (
+                f"{judged.count('false')} / {judged.count('right')} / "
+                f"{with_switch - judged.count('false') - judged.count('right')}"
+            )
+            if off:
+                c = compare(runs, off)
+                versus = f"{c.verdict} ({c.better}/{c.tie}/{c.worse})"
         lines.append(
             f"| {VARIANTS[variant].label} | {_fmt_steps(counts)} | {judge_text} "
-            f"| {sum(missed)} ({sum(m > 0 for m in missed)}/{len(runs)}) |"
+            f"| {sum(missed)} ({sum(m > 0 for m in missed)}/{len(runs)}) | {versus} |"
         )
     return lines
 
@@ -520,9 +524,19 @@ def reading(records, rows, workloads, scenarios) -> list[str]:
             false = sum(r["first_switch_judged"] == "false" for r in cell)
             right = sum(r["first_switch_judged"] == "right" for r in cell)
             missed = sum(r["missed_switches"] for r in cell)
+            pairs = [
+                (
+                    _cell_records(records, w, scenario, variant),
+                    _cell_records(records, w, scenario, COUNTERFACTUAL),
+                )
+                for w in workloads
+            ]
+            better = sum(compare(a, b).better for a, b in pairs if a and b)
+            worse = sum(compare(a, b).worse for a, b in pairs if a and b)
             by_scenario.append(
                 f"{SCENARIOS[scenario].label}: {false} false / {right} right first switches, "
-                f"{missed} missed in {len(cell)} runs"
+                f"{missed} missed in {len(cell)} runs; against switching off, target sooner "
+                f"on {better} seeds, later on {worse}"
             )
         lines.append(f"- {VARIANTS[variant].label}: " + "; ".join(by_scenario) + ".")
     return lines
@@ -570,14 +584,17 @@ DEFINITIONS = """\
   "never" as infinite. Seconds come from grid processes sharing the CPU: compare them
   within a table, not with other machines.
 - **vs soft (better/tie/worse seeds)**: runs paired by seed; better = reached the target
-  in fewer steps (never = worst). "wins" when better on more seeds than worse and the
-  median is not worse, "loses" in the mirror case, else "ties".
+  in fewer steps (never = worst). "wins" when better on a strict majority of the seeds
+  (at least 3 of 5) and on more seeds than worse, "loses" in the mirror case, else
+  "ties": a difference on one or two seeds in five is reported, not concluded from.
 - **First reset**: its step, tau, and the target metric at the last evaluation before it
   and the first evaluation after it (recovery: how much of the cycle's learning survived).
 - **False switch**: the first early switch of a detector variant, judged against the same
   seed with early switching off (identical up to the switch): false when that run's
   cycle then improved the target metric by >= 1% of the target, or reached the target,
-  before its planned end; right otherwise.
+  before its planned end (the cycle was not failing); right otherwise. Whether switching
+  paid off is a separate column: steps to target against switching off, per seed. A
+  false switch can pay off (a slow cycle replaced by a faster one).
 - **Missed switch**: a cycle that ran to a planned reset although it failed: its last
   evaluation was not better than its first by 1% of the target, or one was not finite.
 """
