@@ -66,6 +66,21 @@ def recovery(record: Mapping, reset_index: int = 0) -> tuple[float | None, float
     return (before[-1] if before else None), after[0]
 
 
+def every_reset(record: Mapping) -> str:
+    """Each reset as "step tau kind: before->after" (the target metric around it)."""
+
+    def metric(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    parts = []
+    for i, reset in enumerate(record["resets"]):
+        before, after = recovery(record, i)
+        kind = "early" if reset["early_switch"] else "planned"
+        tau = "-" if reset["tau"] is None else f"{reset['tau']:.3f}"
+        parts.append(f"{reset['step']} tau {tau} {kind}: {metric(before)}->{metric(after)}")
+    return "; ".join(parts)
+
+
 def improvement_tolerance(record: Mapping) -> float:
     """What counts as a real improvement of the target metric: 1% of the target."""
     return 0.01 * abs(record["target"]["value"])
@@ -165,6 +180,7 @@ def run_row(record: Mapping, records: Mapping[str, Mapping]) -> dict[str, Any]:
         "first_reset_early": first.get("early_switch", ""),
         "metric_before_first_reset": before,
         "metric_after_first_reset": after,
+        "every_reset": every_reset(record),
         "first_switch_judged": judged,
         "missed_switches": missed_switches(record),
         "submission_time": record["submission_time"],
@@ -589,6 +605,7 @@ DEFINITIONS = """\
   "ties": a difference on one or two seeds in five is reported, not concluded from.
 - **First reset**: its step, tau, and the target metric at the last evaluation before it
   and the first evaluation after it (recovery: how much of the cycle's learning survived).
+  `runs.csv` lists the same for every reset of a run (column `every_reset`).
 - **False switch**: the first early switch of a detector variant, judged against the same
   seed with early switching off (identical up to the switch): false when that run's
   cycle then improved the target metric by >= 1% of the target, or reached the target,

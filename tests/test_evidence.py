@@ -92,6 +92,9 @@ def test_steps_recovery_and_missed_switches():
     assert er.recovery(record, 0) == (0.6, 0.5)
     assert er.recovery(record, 1) == (0.5, 0.8)
     assert er.recovery(record, 2) == (None, None)
+    assert er.every_reset(record) == (
+        "100 tau 0.500 planned: 0.6->0.5; 200 tau 0.500 planned: 0.5->0.8"
+    )
     # Cycle 1 (steps 100-200) went 0.5 -> 0.5: it failed and ran to its planned end.
     assert er.missed_switches(record) == 1
     assert er.missed_switches({**record, "hyperparameters": {"early_switching": False}}) == 0
