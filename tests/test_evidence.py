@@ -258,3 +258,12 @@ def test_cli_aggregates_existing_records(small_grid, tmp_path, capsys):
     assert (tmp_path / "e" / "strategies_breast_cancer.png").exists()
     with pytest.raises(SystemExit):
         ev.main(["--seeds", "0", "--no_run"])
+
+
+def test_a_failing_run_is_reported_and_left_to_redo(tmp_path):
+    bad = ev.RunSpec("mnist", "healthy", "soft", 0)  # Not an embedded workload.
+    lines = []
+    errors = ev.run_grid([bad], tmp_path, workers=1, say=lines.append)
+    assert len(errors) == 1 and errors[0].startswith(f"{bad.key}: KeyError")
+    assert lines[1].startswith(f"[1/1] {bad.key}: FAILED KeyError")
+    assert not (tmp_path / "runs" / f"{bad.key}.json").exists()  # Retried next time.
