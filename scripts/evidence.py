@@ -65,6 +65,7 @@ VARIANTS: dict[str, Variant] = {
     "soft-tau-best": Variant("ablation", "tau from the best eval", {"tau_metric": "best"}),
 }
 STRATEGY_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "strategy")
+ABLATION_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "ablation")
 # The detector's variants: soft's reset, a different detector. Each is the same run as
 # "soft-switching-off" up to its first switch, which makes that run the counterfactual.
 DETECTOR_VARIANTS = ("soft", "soft-absolute-eps", "soft-grace0")
@@ -245,7 +246,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "key": spec.key,
         "spec": spec._asdict(),
         "hyperparameters": spec.hyperparameters(),
-        "workload_options": {k: _jsonable(v) for k, v in spec.workload_options().items()},
+        "workload_options": spec.workload_options(),  # json writes tuples as lists.
         "target": {
             "metric": metric_key,
             "value": workload.validation_target_value,
@@ -268,10 +269,6 @@ def _number(value: Any) -> float | None:
     """A float for JSON: None for nan/inf (JSON has neither)."""
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _worker_run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any] | None, str | None]:

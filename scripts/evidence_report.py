@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scripts.evidence import (
+    ABLATION_VARIANTS,
     COUNTERFACTUAL,
     DETECTOR_VARIANTS,
     SCENARIOS,
@@ -131,7 +132,8 @@ def judge_first_switch(record: Mapping, twin: Mapping | None) -> str:
     if not switches or twin is None:
         return ""
     step = switches[0]["step"]
-    ends = [b for b in twin_boundaries(twin) if b > step]
+    # The twin never switches: its cycles end at the planned boundaries.
+    ends = [b for b in twin["planned_boundaries"] if b > step]
     end = ends[0] if ends else twin["global_step"]
     higher = record["target"]["higher_is_better"]
     at_switch = [e["metric"] for e in twin["evals"] if e["step"] == step]
@@ -142,11 +144,6 @@ def judge_first_switch(record: Mapping, twin: Mapping | None) -> str:
         return ""
     gained = _value(later[-1], higher) - _value(at_switch[0], higher)
     return "false" if gained > improvement_tolerance(record) else "right"
-
-
-def twin_boundaries(record: Mapping) -> list[int]:
-    """Cycle boundaries of a run without switching: the planned ones."""
-    return [int(b) for b in record["planned_boundaries"]]
 
 
 def twin_key(spec: Mapping) -> str:
@@ -417,7 +414,7 @@ def draw_figures(records, workloads, scenarios, out_dir: Path) -> list[Path]:
     paths = []
     for group, variants in (
         ("strategies", STRATEGY_VARIANTS),
-        ("ablations", ("soft", *[k for k, v in VARIANTS.items() if v.group == "ablation"])),
+        ("ablations", ("soft", *ABLATION_VARIANTS)),
     ):
         for workload in workloads:
             present = [
@@ -511,9 +508,8 @@ def reading(records, rows, workloads, scenarios) -> list[str]:
                     f"- {workload}, {SCENARIOS[scenario].label}: " + "; ".join(parts) + "."
                 )
     lines += ["", "### Which decisions matter (each ablation against soft's defaults)", ""]
-    for variant, v in VARIANTS.items():
-        if v.group != "ablation":
-            continue
+    for variant in ABLATION_VARIANTS:
+        v = VARIANTS[variant]
         verdicts = []
         for workload in workloads:
             for scenario in scenarios:
@@ -572,7 +568,7 @@ def build_tables(records, rows, workloads, scenarios) -> list[str]:
     lines = []
     for title, variants in (
         ("Reset strategies", STRATEGY_VARIANTS),
-        ("Ablations of our decisions (soft with one change)", ("soft", *_ablations())),
+        ("Ablations of our decisions (soft with one change)", ("soft", *ABLATION_VARIANTS)),
     ):
         lines += [f"## {title}", ""]
         for workload in workloads:
@@ -587,10 +583,6 @@ def build_tables(records, rows, workloads, scenarios) -> list[str]:
             if len(table) > 2:
                 lines += [f"### {workload}, {SCENARIOS[scenario].label}", "", *table, ""]
     return lines
-
-
-def _ablations() -> list[str]:
-    return [k for k, v in VARIANTS.items() if v.group == "ablation"]
 
 
 DEFINITIONS = """\
