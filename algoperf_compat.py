@@ -7,6 +7,9 @@ minimal stand-in with the same names and values is used.
 
 import enum
 import types
+from collections.abc import Mapping
+
+import numpy as np
 
 try:
     from algoperf import spec
@@ -65,4 +68,63 @@ except ImportError:  # algoperf not installed: the stand-in below.
 
 HAVE_ALGOPERF = not isinstance(spec, types.SimpleNamespace)
 
-__all__ = ["HAVE_ALGOPERF", "spec"]
+
+def parse_eval_results(eval_results) -> list[tuple[int, dict]]:
+    """(global_step, metrics) pairs sorted by step; ValueError for anything else.
+
+    Accepts the runner's live list of `(step, metrics)` and the shape its checkpoint
+    restore produces today, `({'0': step, '1': metrics}, '0')` entries (ALGOPERF.md).
+    """
+    pairs = []
+    for entry in eval_results:
+        step, metrics, inner = None, None, entry
+        if isinstance(entry, tuple | list) and len(entry) == 2:
+            first, second = entry
+            if isinstance(second, Mapping) and not isinstance(first, Mapping):
+                step, metrics = first, second
+            inner = first
+        if metrics is None and isinstance(inner, Mapping) and "0" in inner and "1" in inner:
+            step, metrics = inner["0"], inner["1"]
+        step = _eval_step(step)
+        if step is None or not isinstance(metrics, Mapping):
+            raise ValueError(
+                "eval_results entries must be (global_step, metrics) pairs with an integer "
+                f"global_step >= 0 and a dict of metrics, got {str(entry)[:200]}."
+            )
+        pairs.append((step, dict(metrics)))
+    return sorted(pairs, key=lambda pair: pair[0])
+
+
+def _eval_step(value) -> int | None:
+    """An evaluation's global step as an int >= 0 (Python, numpy or 0-d array), else None."""
+    try:
+        array = np.asarray(value)
+    except Exception:  # Not array-like, so not a step.
+        return None
+    if array.ndim or array.dtype.kind not in "iuf" or not np.isfinite(array) or array < 0:
+        return None
+    return int(array) if array == np.round(array) else None
+
+
+def metric_value(metrics: Mapping, key: str, step: int) -> float:
+    """`metrics[key]` as a float; ValueError naming the step and key otherwise."""
+    if key not in metrics:
+        raise ValueError(f"the evaluation at step {step} has no {key!r}; it has {sorted(metrics)}.")
+    try:
+        return float(metrics[key])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the evaluation at step {step} has {key!r} = {metrics[key]!r}; it must be a number."
+        ) from None
+
+
+def read_evaluations(eval_results, target_metric_name: str) -> list[tuple[int, float, float]]:
+    """(step, validation target metric, validation loss) of every evaluation, by step."""
+    key = f"validation/{target_metric_name}"
+    return [
+        (step, metric_value(m, key, step), metric_value(m, "validation/loss", step))
+        for step, m in parse_eval_results(eval_results)
+    ]
+
+
+__all__ = ["HAVE_ALGOPERF", "metric_value", "parse_eval_results", "read_evaluations", "spec"]

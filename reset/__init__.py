@@ -13,10 +13,11 @@ from .strategies import (
     params_only_reset,
     soft_reset,
 )
-from .tau import better_metric, tau, tau_metric
+from .tau import TAU_METRICS, better_metric, tau, tau_metric
 
 __all__ = [
     "STRATEGIES",
+    "TAU_METRICS",
     "ResetStrategy",
     "TrainState",
     "all_finite",

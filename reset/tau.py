@@ -2,6 +2,8 @@
 
 import math
 
+TAU_METRICS = ("latest", "best")
+
 
 def tau(metric: float | None, target: float, higher_is_better: bool) -> float:
     """How far the last cycle fell short of the target, in [0, 1].
@@ -53,4 +55,4 @@ def tau_metric(latest: float, cycle_best: float, source: str) -> float:
         return latest
     if source == "best":
         return cycle_best if math.isfinite(cycle_best) else latest
-    raise ValueError(f"tau_metric must be one of ['latest', 'best'], got {source!r}.")
+    raise ValueError(f"tau_metric must be one of {list(TAU_METRICS)}, got {source!r}.")

@@ -9,6 +9,7 @@ device) and `cycle_window` cuts out one cycle, with fixed shapes and dtypes, for
 compiled training step.
 """
 
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -37,8 +38,8 @@ class CyclePlan(NamedTuple):
 
 
 def _is_real(x) -> bool:
-    """A real number that is not a bool."""
-    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+    """A real number (Python or numpy) that is not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
 
 
 def _shape_index(name: str, allowed: Sequence[str], field: str) -> int:
@@ -75,6 +76,43 @@ def equal_lengths(total_steps: int, num_cycles: int) -> np.ndarray:
     return np.array([base + (i < extra) for i in range(num_cycles)], dtype=np.int64)
 
 
+def check_plan_settings(
+    num_cycles: int = 3,
+    learning_rate: float = 1.0,
+    warmup_factor: float = 0.02,
+    cycle_length_factors: Sequence[float] | None = None,
+    cycle_lr_factors: Sequence[float] | None = None,
+    cycle_warmup_factors: Sequence[float] | None = None,
+    warmup_shape: str = "linear",
+    decay_shape: str = "cosine",
+) -> None:
+    """Raises ValueError naming the field for settings no plan can have, whatever T.
+
+    N >= 1; eta > 0; warm-up factor w in (0, 1); per-cycle lists of N positive numbers;
+    every warm-up fraction w q_i < 1 (a cycle needs decay steps); known shape names.
+    """
+    if isinstance(num_cycles, bool) or not isinstance(num_cycles, int | np.integer):
+        raise ValueError(f"num_cycles must be a positive integer, got {num_cycles!r}.")
+    if num_cycles < 1:
+        raise ValueError(f"num_cycles must be a positive integer, got {num_cycles}.")
+    if not (_is_real(learning_rate) and np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+    if not (_is_real(warmup_factor) and 0 < warmup_factor < 1):
+        raise ValueError(f"warmup_factor must be a number in (0, 1), got {warmup_factor!r}.")
+    _per_cycle(cycle_lr_factors, num_cycles, "cycle_lr_factors")
+    warmup_fractions = warmup_factor * _per_cycle(
+        cycle_warmup_factors, num_cycles, "cycle_warmup_factors"
+    )
+    if np.any(warmup_fractions >= 1):
+        raise ValueError(
+            "warmup_factor * cycle_warmup_factors must stay below 1 (a cycle needs "
+            f"decay steps), got {warmup_fractions.tolist()}."
+        )
+    _per_cycle(cycle_length_factors, num_cycles, "cycle_length_factors")
+    _shape_index(warmup_shape, WARMUP_SHAPES, "warmup_shape")
+    _shape_index(decay_shape, DECAY_SHAPES, "decay_shape")
+
+
 def make_plan(
     total_steps: int,
     num_cycles: int = 3,
@@ -90,12 +128,19 @@ def make_plan(
 
     Boundaries: b_i = round(T * sum_{j<i} f_j / sum_j f_j) for length factors f (equal
     lengths when None). Peaks eta_i = learning_rate * r_i, warm-up fractions
-    w_i = warmup_factor * q_i. Raises ValueError naming the field for invalid input.
+    w_i = warmup_factor * q_i. Raises ValueError naming the field for invalid input
+    (`check_plan_settings`, then T >= N and no cycle of zero steps).
     """
-    if isinstance(num_cycles, bool) or not isinstance(num_cycles, int | np.integer):
-        raise ValueError(f"num_cycles must be a positive integer, got {num_cycles!r}.")
-    if num_cycles < 1:
-        raise ValueError(f"num_cycles must be a positive integer, got {num_cycles}.")
+    check_plan_settings(
+        num_cycles,
+        learning_rate,
+        warmup_factor,
+        cycle_length_factors,
+        cycle_lr_factors,
+        cycle_warmup_factors,
+        warmup_shape,
+        decay_shape,
+    )
     if isinstance(total_steps, bool) or not isinstance(total_steps, int | np.integer):
         raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
     if total_steps < num_cycles:
@@ -103,18 +148,8 @@ def make_plan(
             f"total_steps must be at least num_cycles ({num_cycles}) so that every "
             f"cycle gets a step, got {total_steps}."
         )
-    if not (_is_real(learning_rate) and np.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    if not (_is_real(warmup_factor) and 0 < warmup_factor < 1):
-        raise ValueError(f"warmup_factor must be a number in (0, 1), got {warmup_factor!r}.")
     r = _per_cycle(cycle_lr_factors, num_cycles, "cycle_lr_factors")
     q = _per_cycle(cycle_warmup_factors, num_cycles, "cycle_warmup_factors")
-    warmup_fractions = warmup_factor * q
-    if np.any(warmup_fractions >= 1):
-        raise ValueError(
-            "warmup_factor * cycle_warmup_factors must stay below 1 (a cycle needs "
-            f"decay steps), got {warmup_fractions.tolist()}."
-        )
     if cycle_length_factors is None:
         lengths = equal_lengths(total_steps, num_cycles)
         boundaries = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -127,14 +162,12 @@ def make_plan(
                 f"cycle_length_factors {list(f)} give a cycle of no steps out of "
                 f"{total_steps}: make the factors less uneven or the plan longer."
             )
-    warm = _shape_index(warmup_shape, WARMUP_SHAPES, "warmup_shape")
-    decay = _shape_index(decay_shape, DECAY_SHAPES, "decay_shape")
     return CyclePlan(
         boundaries=boundaries,
         peak_learning_rates=learning_rate * r,
-        warmup_fractions=warmup_fractions,
-        warmup_shapes=np.full(num_cycles, warm, dtype=np.int32),
-        decay_shapes=np.full(num_cycles, decay, dtype=np.int32),
+        warmup_fractions=warmup_factor * q,
+        warmup_shapes=np.full(num_cycles, WARMUP_SHAPES.index(warmup_shape), dtype=np.int32),
+        decay_shapes=np.full(num_cycles, DECAY_SHAPES.index(decay_shape), dtype=np.int32),
     )
 
 

@@ -23,6 +23,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import hyperparameters
 import submission
 from scripts import workloads
 
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
 
     hidden = tuple(int(h) for h in args.hidden.split(","))
     workload = workloads.make_workload(args.workload, hidden_sizes=hidden)
-    config = submission.resolve_hyperparameters({"cycle_budget_factor": 1e4})
+    config = hyperparameters.resolve({"cycle_budget_factor": 1e4})
     rng = jax.random.PRNGKey(0)
     params, model_state = workload.init_model_fn(rng)
     batch = next(workload._build_input_queue(rng, "train", None, args.batch_size))

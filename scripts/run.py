@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+import hyperparameters
 import submission
 from scripts import local_runner, plots, workloads
 
@@ -230,9 +231,9 @@ def validate_options(
         )
     if args.max_runtime_sec is not None and not args.max_runtime_sec > 0:
         raise ValueError(f"--max_runtime_sec must be > 0, got {args.max_runtime_sec}.")
-    valid_names = list(as_dict(submission.resolve_hyperparameters(None)))
+    valid_names = list(hyperparameters.NAMES)
     overrides = collect_overrides(args, valid_names)
-    resolved = as_dict(submission.resolve_hyperparameters(as_hyperparameters(overrides)))
+    resolved = hyperparameters.to_json(hyperparameters.resolve(as_hyperparameters(overrides)))
     return overrides, resolved
 
 

@@ -27,6 +27,7 @@ from algoperf import spec as algoperf_spec  # noqa: E402
 from algoperf.workloads.mnist.mnist_jax.workload import MnistWorkload  # noqa: E402
 
 import algoperf_compat  # noqa: E402
+import hyperparameters as hp  # noqa: E402
 import schedules  # noqa: E402
 import submission  # noqa: E402
 
@@ -49,7 +50,7 @@ def test_search_space_points_from_algoperf_halton_resolve():
     points = halton.generate_search(space, num_trials=5)
     for point in points:
         assert hasattr(point, "_asdict")  # A namedtuple, as the runner passes it.
-        config = submission.resolve_hyperparameters(point)
+        config = hp.resolve(point)
         for name, value in point._asdict().items():
             assert getattr(config, name) == pytest.approx(value)
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import hyperparameters as hp
 import submission
 from tiny_workload import TinyWorkload
 
@@ -197,22 +198,22 @@ def test_rows_cover_every_hyperparameter():
     for category, hyperparameters, _, _ in HP_ROWS:
         if len(hyperparameters) == 1:
             seen[category].update(hyperparameters)
-    names = set(submission.HYPERPARAMETERS)
+    names = set(hp.NAMES)
     assert names - seen["type"] == set()
-    ranged = {n for n, (_, kind, _) in submission.HYPERPARAMETERS.items() if kind != "bool"}
+    ranged = {n for n, spec in hp.SPECS.items() if spec.kind != "bool"}
     assert ranged - seen["range"] == set()
 
 
 def test_unknown_name_message_lists_every_known_name():
     with pytest.raises(ValueError, match="unknown hyperparameter") as info:
-        submission.resolve_hyperparameters({"lr": 0.1})
+        hp.resolve({"lr": 0.1})
     known = str(info.value).split("known names: ")[1]
-    assert all(repr(name) in known for name in submission.HYPERPARAMETERS)
+    assert all(repr(name) in known for name in hp.NAMES)
 
 
 def test_valid_values_at_the_edges_are_accepted():
     """The closed ends of the ranges, and integral numbers of numpy types, pass."""
-    config = submission.resolve_hyperparameters(
+    config = hp.resolve(
         {
             "weight_decay": 0,
             "dropout_rate": 0.0,
@@ -228,7 +229,7 @@ def test_valid_values_at_the_edges_are_accepted():
     )
     assert config.num_cycles == 2 and config.cycle_length_factors == (1.0, 3.0)
     assert config.cycle_lr_factors is None  # Not given, wrong default length: all ones.
-    assert submission.resolve_hyperparameters(None) == submission.resolve_hyperparameters({})
+    assert hp.resolve(None) == hp.resolve({})
 
 
 # --------------------------------------------------------------------------------------

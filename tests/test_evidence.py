@@ -74,10 +74,10 @@ def test_run_settings_stack_study_scenario_and_variant():
 
 
 def test_every_variant_and_scenario_is_valid_for_the_submission():
-    import submission
+    import hyperparameters
 
     for spec in ev.grid(ev.WORKLOADS, list(ev.SCENARIOS), list(ev.VARIANTS), [0]):
-        submission.resolve_hyperparameters(spec.hyperparameters())
+        hyperparameters.resolve(spec.hyperparameters())
 
 
 # --------------------------------------------------------------------------- measures

@@ -23,7 +23,9 @@ from scripts import package_submission
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "cyclic_test"
-OWN_TOP_LEVEL = ("submission", "schedules", "reset", "early_switching", "algoperf_compat")
+OWN_TOP_LEVEL = tuple(m.removesuffix(".py") for m in package_submission.MODULES) + tuple(
+    package_submission.PACKAGES
+)
 
 
 def _package_cli(*args, cwd=ROOT):
@@ -36,7 +38,7 @@ def _package_cli(*args, cwd=ROOT):
 
 
 def _expected_files():
-    files = {"submission.py", "algoperf_compat.py", "__init__.py"}
+    files = {*package_submission.MODULES, "__init__.py"}
     files |= {"submission_info.yml", "requirements.txt"}
     for package in package_submission.PACKAGES:
         files |= {

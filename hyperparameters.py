@@ -1,0 +1,430 @@
+"""The hyperparameters: each one's name, default, type, allowed values and meaning, once.
+
+`Config` is a frozen dataclass; every field carries a `Spec` in its metadata. Everything
+else derives from it: validation (`resolve`), the README's table (`markdown_table`), the
+check of `tuning_search_space.json` (`check_search_space`), the local CLI's
+`--set name=value` parsing (`parse_cli_value`) and the JSON a run writes (`to_json`).
+Cross-field rules of the cycle plan are checked by `schedules.check_plan_settings`, the
+detector's by `early_switching.validate_config`: one check each, where the math lives.
+"""
+
+import dataclasses
+import json
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+if __package__:  # Packaged: submissions.self_tuning.<name>.hyperparameters.
+    from . import early_switching, reset, schedules
+else:  # From the project root.
+    import early_switching
+    import reset
+    import schedules
+
+OPTIMIZERS = ("adamw", "nadamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What a hyperparameter accepts.
+
+    kind: "float", "int", "bool", "choice" or "list" (a per-cycle list of numbers > 0).
+    low, high, low_open, high_open: the interval of a number ("float", "int").
+    choices: the allowed strings of a "choice".
+    null: what None means when None is allowed (e.g. "no clipping"); None: not allowed.
+    """
+
+    kind: str
+    description: str
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+    choices: tuple[str, ...] = ()
+    null: str | None = None
+
+    def allowed(self) -> str:
+        """The allowed values in words, as error messages and the README state them."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "choice":
+            return f"one of {list(self.choices)}"
+        if self.kind == "list":
+            numbers_ = "N numbers > 0"
+            return f"null ({self.null}) or {numbers_}" if self.null else f"a list of {numbers_}"
+        words = self._interval("an integer" if self.kind == "int" else "a number")
+        return f"null ({self.null}) or {words}" if self.null else words
+
+    def _interval(self, noun: str) -> str:
+        if math.isinf(self.high):
+            return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+
+    def contains(self, number: float) -> bool:
+        """Whether a finite number lies in [low, high] with the open ends excluded."""
+        above = number > self.low if self.low_open else number >= self.low
+        below = number < self.high if self.high_open else number <= self.high
+        return math.isfinite(number) and above and below
+
+
+def _hp(default: Any, kind: str, description: str, **spec: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"spec": Spec(kind, description, **spec)})
+
+
+_POSITIVE = {"low": 0.0, "low_open": True}
+_UNIT_OPEN = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
+_UNIT_HALF_OPEN = {"low": 0.0, "high": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The resolved hyperparameters. METHOD.md section 2, the cycle plan (section 3), the
+    reset (section 4) and the early-switch detector (section 5)."""
+
+    learning_rate: float = _hp(
+        0.0017486387539278373,
+        "float",
+        "base peak learning rate η; cycle i peaks at η × `cycle_lr_factors[i]`",
+        **_POSITIVE,
+    )
+    one_minus_beta1: float = _hp(
+        0.06733926164, "float", "1 − β1, Adam's first-moment decay", **_UNIT_OPEN
+    )
+    beta2: float = _hp(0.9955159689799007, "float", "β2, Adam's second-moment decay", **_UNIT_OPEN)
+    weight_decay: float = _hp(
+        0.08121616522670176, "float", "decoupled (AdamW) weight decay", low=0.0
+    )
+    warmup_factor: float = _hp(
+        0.02,
+        "float",
+        "fraction of a cycle spent warming up (× `cycle_warmup_factors[i]`; the product "
+        "must stay below 1)",
+        **_UNIT_OPEN,
+    )
+    dropout_rate: float = _hp(
+        0.1, "float", "dropout rate handed to the workload's `model_fn`", **_UNIT_HALF_OPEN
+    )
+    label_smoothing: float = _hp(
+        0.0, "float", "label smoothing handed to the workload's `loss_fn`", **_UNIT_HALF_OPEN
+    )
+    grad_clip: float | None = _hp(
+        None,
+        "float",
+        "clip gradients to this global norm before Adam",
+        null="no clipping",
+        **_POSITIVE,
+    )
+    optimizer: str = _hp(
+        "adamw", "choice", "AdamW, or NAdamW (Nesterov momentum)", choices=OPTIMIZERS
+    )
+    num_cycles: int = _hp(
+        3,
+        "int",
+        "N, the cycles in the plan; per-cycle lists not given become all ones when N "
+        "differs from their default length",
+        low=1,
+    )
+    cycle_budget_factor: float = _hp(
+        1.0, "float", "planned total T = max(N, round(factor × step_hint)) steps", **_POSITIVE
+    )
+    cycle_length_factors: tuple[float, ...] | None = _hp(
+        None, "list", "relative cycle lengths (null: equal lengths)", null="equal"
+    )
+    cycle_lr_factors: tuple[float, ...] | None = _hp(
+        (1.0, 1.5727, 0.4289), "list", "r_i: cycle i peaks at `learning_rate` × r_i"
+    )
+    cycle_warmup_factors: tuple[float, ...] | None = _hp(
+        (1.0, 1.0, 1.0),
+        "list",
+        "q_i: cycle i warms up for `warmup_factor` × q_i of its steps",
+    )
+    warmup_shape: str = _hp(
+        "linear",
+        "choice",
+        "shape of the rise from 0 to the cycle's peak",
+        choices=schedules.WARMUP_SHAPES,
+    )
+    decay_shape: str = _hp(
+        "cosine",
+        "choice",
+        "shape of the fall from the peak to 0 at the cycle's end",
+        choices=schedules.DECAY_SHAPES,
+    )
+    reset_strategy: str = _hp(
+        "soft",
+        "choice",
+        "what a cycle boundary does: keep all (`none`), restart (`full`), fresh params with "
+        "kept moments (`params_only`), blend by τ (`soft`)",
+        choices=tuple(sorted(reset.STRATEGIES)),
+    )
+    reset_alpha: float = _hp(
+        0.5,
+        "float",
+        "α: `soft` scales the Adam moments by (1 − τα)",
+        low=0.0,
+        high=1.0,
+        high_open=False,
+    )
+    tau_metric: str = _hp(
+        "latest",
+        "choice",
+        "y in τ: the latest evaluation before the reset (METHOD.md), or the best evaluation "
+        "inside the ending cycle (an ablation)",
+        choices=reset.TAU_METRICS,
+    )
+    failed_cycle_fresh_moments: bool = _hp(
+        True,
+        "bool",
+        "`soft` after an early switch takes fresh Adam moments (METHOD.md §4); false: "
+        "(1 − τα) as after any cycle (an ablation)",
+    )
+    early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
+    switch_lambda: float = _hp(
+        0.7,
+        "float",
+        "λ, the EMA weight of the newest validation loss",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=False,
+    )
+    switch_eps1: float = _hp(
+        0.01, "float", "switch when the smoothed loss rises by at least this", **_POSITIVE
+    )
+    switch_eps2: float = _hp(
+        0.01, "float", "tolerance above the best smoothed loss in the stall test", low=0.0
+    )
+    switch_m: int = _hp(
+        9, "int", "m, evaluations the trend is extrapolated ahead in the stall test", low=1
+    )
+    switch_k: int = _hp(
+        9,
+        "int",
+        "k, evaluations past the best smoothed loss before the stall test can fire",
+        low=1,
+    )
+    switch_grace_evals: int = _hp(
+        2,
+        "int",
+        "evaluations at the start of each cycle during which the detector only records",
+        low=0,
+    )
+    switch_relative: bool = _hp(
+        True,
+        "bool",
+        "`switch_eps1`/`switch_eps2` relative to the loss's magnitude (else absolute)",
+    )
+    stop_when_plan_ends: bool = _hp(
+        True,
+        "bool",
+        "end training (`TrainingCompleteError`) at step T; false: more cycles like the last",
+    )
+
+
+FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Config)
+NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in FIELDS}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
+_PER_CYCLE = tuple(n for n, s in SPECS.items() if s.kind == "list")
+
+
+def _is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """One hyperparameter, type- and range-checked; ValueError naming it otherwise."""
+    spec = SPECS[name]
+    bad = ValueError(f"hyperparameter {name!r} must be {spec.allowed()}, got {value!r}.")
+    if value is None and spec.null is not None:
+        return None
+    if spec.kind == "bool":
+        if not isinstance(value, bool | np.bool_):
+            raise bad
+        return bool(value)
+    if spec.kind == "choice":
+        if not isinstance(value, str) or value not in spec.choices:
+            raise bad
+        return str(value)
+    if spec.kind == "list":
+        if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+            raise bad
+        if not all(_is_number(x) and math.isfinite(x) and x > 0 for x in value):
+            raise bad
+        return tuple(float(x) for x in value)  # Lengths: schedules.check_plan_settings.
+    if not _is_number(value):
+        raise bad
+    try:
+        number = float(value)
+    except OverflowError:  # An int beyond float range (10**400) is out of every range.
+        raise bad from None
+    if not spec.contains(number) or (spec.kind == "int" and number != int(value)):
+        raise bad
+    return int(value) if spec.kind == "int" else number
+
+
+def given_hyperparameters(hyperparameters: Any) -> dict[str, Any]:
+    """The keys present in None, a mapping or a namedtuple (AlgoPerf passes each)."""
+    if hyperparameters is None:
+        return {}
+    if isinstance(hyperparameters, Mapping):
+        return dict(hyperparameters)
+    if hasattr(hyperparameters, "_asdict"):
+        return dict(hyperparameters._asdict())
+    raise ValueError(
+        "hyperparameters must be None, a dict or a namedtuple, got "
+        f"{type(hyperparameters).__name__}."
+    )
+
+
+def resolve(hyperparameters: Any = None) -> Config:
+    """Defaults overridden by each given key, validated; ValueError names the field.
+
+    `hyperparameters` is None (self-tuning: all defaults), a dict, or a namedtuple that
+    may hold only some keys. Per-cycle lists that are not given become all ones (None)
+    when `num_cycles` differs from their default length (METHOD.md section 3).
+    """
+    given = given_hyperparameters(hyperparameters)
+    unknown = sorted(set(given) - set(NAMES), key=str)
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {unknown}; known names: {sorted(NAMES)}.")
+    values = {**DEFAULTS, **{name: coerce(name, v) for name, v in given.items()}}
+    for name in _PER_CYCLE:
+        default = DEFAULTS[name]
+        if name not in given and default is not None and len(default) != values["num_cycles"]:
+            values[name] = None
+    config = Config(**values)
+    schedules.check_plan_settings(**plan_settings(config))
+    detector_config(config)
+    return config
+
+
+def plan_settings(config: Config) -> dict[str, Any]:
+    """The keyword arguments of `schedules.make_plan` that a config fixes (all but T)."""
+    return {
+        "num_cycles": config.num_cycles,
+        "learning_rate": config.learning_rate,
+        "warmup_factor": config.warmup_factor,
+        "cycle_length_factors": config.cycle_length_factors,
+        "cycle_lr_factors": config.cycle_lr_factors,
+        "cycle_warmup_factors": config.cycle_warmup_factors,
+        "warmup_shape": config.warmup_shape,
+        "decay_shape": config.decay_shape,
+    }
+
+
+def make_plan(config: Config, step_hint: int) -> schedules.CyclePlan:
+    """The first plan: T = max(N, round(cycle_budget_factor x step_hint)) steps."""
+    total = max(config.num_cycles, round(config.cycle_budget_factor * step_hint))
+    return schedules.make_plan(total_steps=total, **plan_settings(config))
+
+
+def detector_config(config: Config) -> early_switching.DetectorConfig:
+    """The early-switch detector's settings, validated."""
+    return early_switching.validate_config(
+        early_switching.DetectorConfig(
+            lambda_=config.switch_lambda,
+            eps1=config.switch_eps1,
+            eps2=config.switch_eps2,
+            m=config.switch_m,
+            k=config.switch_k,
+            grace_evals=config.switch_grace_evals,
+            relative=config.switch_relative,
+        )
+    )
+
+
+def to_json(config: Config) -> dict[str, Any]:
+    """The config as JSON-able plain values (tuples become lists)."""
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in dataclasses.asdict(config).items()
+    }
+
+
+def parse_cli_value(name: str, text: str) -> Any:
+    """`--set name=text`: the text read as JSON (numbers, true/false, null, lists), a bare
+    word as a string, then checked like any hyperparameter. ValueError names the field."""
+    if name not in SPECS:
+        raise ValueError(f"unknown hyperparameter {name!r}; known names: {sorted(NAMES)}.")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return coerce(name, value)
+
+
+def check_search_space(space: Mapping[str, Any]) -> None:
+    """A `tuning_search_space.json` mapping: known names, and every point it can draw
+    (`feasible_points`, or `min` and `max` of a range) allowed. ValueError otherwise."""
+    for name, entry in space.items():
+        if name not in SPECS:
+            raise ValueError(
+                f"search space: unknown hyperparameter {name!r}; known: {sorted(NAMES)}."
+            )
+        if "feasible_points" in entry:
+            points = entry["feasible_points"]
+        elif {"min", "max"} <= set(entry):
+            points = [entry["min"], entry["max"]]
+        else:
+            raise ValueError(
+                f"search space: {name!r} needs 'feasible_points' or 'min' and 'max', got "
+                f"{sorted(entry)}."
+            )
+        for point in points:
+            coerce(name, point)
+
+
+def _markdown_value(value: Any) -> str:
+    return f"`{json.dumps(list(value) if isinstance(value, tuple) else value)}`"
+
+
+def markdown_table() -> str:
+    """The README's hyperparameter table: name, default, allowed values, meaning."""
+    rows = ["| name | default | allowed values | meaning |", "| --- | --- | --- | --- |"]
+    for name, spec in SPECS.items():
+        rows.append(
+            f"| `{name}` | {_markdown_value(DEFAULTS[name])} | {spec.allowed()} "
+            f"| {spec.description} |"
+        )
+    return "\n".join(rows)
+
+
+# Global batch sizes of the AlgoPerf NAdamW baselines, per workload and its variants.
+_BASE_BATCH_SIZES = {
+    "criteo1tb": 262_144,
+    "fastmri": 32,
+    "imagenet_resnet": 1024,
+    "imagenet_vit": 1024,
+    "librispeech_conformer": 256,
+    "librispeech_deepspeech": 256,
+    "ogbg": 512,
+    "wmt": 128,
+    "mnist": 16,
+    "cifar": 128,
+}
+_VARIANTS = {
+    "criteo1tb": ("test", "layernorm", "embed_init", "resnet"),
+    "fastmri": ("model_size", "tanh", "layernorm"),
+    "imagenet_resnet": ("large_bn_init",),
+    "imagenet_vit": ("glu", "post_ln", "map"),
+    "librispeech_conformer": ("attention_temperature", "layernorm", "gelu"),
+    "librispeech_deepspeech": ("tanh", "no_resnet", "norm_and_spec_aug"),
+    "ogbg": ("gelu", "silu", "model_size"),
+    "wmt": ("post_ln", "attention_temp", "glu_tanh"),
+}
+BATCH_SIZES: dict[str, int] = {
+    **_BASE_BATCH_SIZES,
+    **{f"{base}_{v}": _BASE_BATCH_SIZES[base] for base, vs in _VARIANTS.items() for v in vs},
+    "imagenet_resnet_silu": 512,
+    "imagenet_resnet_gelu": 512,
+    # The embedded workloads (scripts/workloads.py). TODO(layout): from their registry.
+    "digit_sums": 128,
+    "digits": 128,
+    "breast_cancer": 64,
+}

@@ -1,0 +1,230 @@
+"""The cycle controller: when a cycle ends, why, and with which tau (host side, pure).
+
+Every training step the controller sees plain numbers: the evaluations so far (step,
+target metric, validation loss), the global step and its own state (the plan, the current
+cycle, the early-switch detector). It answers with a `Decision`: the resets to carry out
+before this step (usually none, at a boundary one), or the end of training. It never
+touches a device: the caller does the device work of each `Reset` it is handed.
+
+The rules (METHOD.md sections 3-5):
+  * An evaluation at step g feeds the detector when b_c < g < b_{c+1} (one on a boundary
+    belongs to the planned reset) and a cycle can follow the current one (it is not the
+    last, or more cycles are queued). After the first switch of a call, later evaluations
+    of that call are only recorded.
+  * A switch at g ends cycle c there: b_{c+1} = g and the remaining steps are replanned
+    (`replan_after_switch`). The reset at b_{c+1} is then "early".
+  * At step >= b_{c+1} cycle c + 1 starts with a reset; past the last cycle the run stops
+    (`stop_when_plan_ends`) or the plan grows by one cycle like the last (`extend_plan`).
+  * tau comes from the latest target metric before the reset (or the cycle's best, an
+    ablation) and the workload's target (`reset.tau`).
+"""
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from .plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
+
+try:  # Packaged (submissions.self_tuning.<name>.schedules) or installed as a namespace.
+    from .. import early_switching, reset
+except ImportError:  # Run from the project root: top-level packages.
+    import early_switching
+    import reset
+
+
+class Evaluation(NamedTuple):
+    """One evaluation as the controller reads it: its global step, the validation target
+    metric y and the validation loss L."""
+
+    step: int
+    metric: float
+    loss: float
+
+
+class Settings(NamedTuple):
+    """What the controller decides with, fixed for a run."""
+
+    target: float  # y*, the workload's validation target
+    higher_is_better: bool  # the target metric's direction
+    detector: early_switching.DetectorConfig
+    early_switching: bool = True
+    stop_when_plan_ends: bool = True
+    tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
+
+
+class Controller(NamedTuple):
+    """The controller's state: plain host numbers, kept in the checkpoint.
+
+    plan: the current cycle plan (boundaries move on an early switch).
+    cycle: index of the current cycle.
+    evals_seen: the number of evaluations last read; last_eval_step: the newest one's step.
+    last_metric: the latest validation target metric (nan before the first evaluation).
+    cycle_best_metric: the best finite target metric evaluated in the current cycle (nan
+      if none), for `tau_metric = "best"`.
+    detector: the early-switch detector's state for the current cycle.
+    seed: key data from which each fresh initialisation's key is derived.
+    """
+
+    plan: CyclePlan
+    cycle: int
+    evals_seen: int
+    last_eval_step: int
+    last_metric: float
+    cycle_best_metric: float
+    detector: early_switching.DetectorState
+    seed: np.ndarray
+
+
+class Reset(NamedTuple):
+    """Start cycle `cycle` at `step`: the reset that ends cycle `cycle - 1`.
+
+    early: the detector ended the cycle (a switch moved its boundary to an evaluation's
+    step); metric: the y that tau was computed from; end: the new cycle's end b_{cycle+1}.
+    """
+
+    step: int
+    cycle: int
+    early: bool
+    tau: float
+    metric: float
+    end: int
+
+
+class Decision(NamedTuple):
+    """What to do before this step: `resets` in order, then train; or stop (`stop` is the
+    reason, the resets are then moot)."""
+
+    resets: tuple[Reset, ...] = ()
+    stop: str | None = None
+    switched_at: int | None = None
+
+
+def start(plan: CyclePlan, seed) -> Controller:
+    """The controller of a new run: cycle 0 of `plan`, nothing evaluated yet."""
+    return Controller(
+        plan=plan,
+        cycle=0,
+        evals_seen=0,
+        last_eval_step=-1,
+        last_metric=math.nan,
+        cycle_best_metric=math.nan,
+        detector=early_switching.initial_state(),
+        seed=np.asarray(seed, dtype=np.uint32),
+    )
+
+
+def as_host(controller: Controller) -> Controller:
+    """The controller as host numbers: itself, unless restored from a checkpoint (where
+    its numbers come back as arrays)."""
+    if type(controller.cycle) is int and type(controller.plan.boundaries) is np.ndarray:
+        return controller
+    detector = controller.detector
+    return Controller(
+        plan=CyclePlan(*(np.asarray(x) for x in controller.plan)),
+        cycle=int(controller.cycle),
+        evals_seen=int(controller.evals_seen),
+        last_eval_step=int(controller.last_eval_step),
+        last_metric=float(controller.last_metric),
+        cycle_best_metric=float(controller.cycle_best_metric),
+        detector=early_switching.DetectorState(
+            int(detector.num_evals),
+            float(detector.smoothed),
+            float(detector.trend),
+            float(detector.best),
+            int(detector.best_index),
+        ),
+        seed=np.asarray(controller.seed, dtype=np.uint32),
+    )
+
+
+def can_follow(controller: Controller, settings: Settings) -> bool:
+    """Whether another cycle can follow the current one (else the detector is moot)."""
+    return controller.cycle + 1 < num_cycles(controller.plan) or not settings.stop_when_plan_ends
+
+
+def observe(
+    controller: Controller, evaluations: Sequence[Evaluation], settings: Settings
+) -> tuple[Controller, int | None]:
+    """Reads the evaluations not seen yet (step > last_eval_step), in step order.
+
+    Returns the new state and the step of an early switch (None if none): the detector
+    is fed an evaluation inside the current cycle when a cycle can follow it, and the
+    first switch moves the cycle's end to that evaluation's step.
+    """
+    plan, detector, switched_at = controller.plan, controller.detector, None
+    last_metric, last_step = controller.last_metric, controller.last_eval_step
+    best, c = controller.cycle_best_metric, controller.cycle
+    for evaluation in sorted(evaluations, key=lambda e: e.step):
+        if evaluation.step <= controller.last_eval_step:
+            continue
+        last_metric, last_step = evaluation.metric, evaluation.step
+        best = reset.better_metric(best, evaluation.metric, settings.higher_is_better)
+        inside = plan.boundaries[c] < evaluation.step < plan.boundaries[c + 1]
+        if not (settings.early_switching and inside and switched_at is None):
+            continue
+        if not can_follow(controller, settings):
+            continue
+        detector, switch, _ = early_switching.update(detector, evaluation.loss, settings.detector)
+        if switch:
+            plan, switched_at = replan_after_switch(plan, evaluation.step), evaluation.step
+    controller = controller._replace(
+        plan=plan,
+        detector=detector,
+        evals_seen=len(evaluations),
+        last_eval_step=last_step,
+        last_metric=last_metric,
+        cycle_best_metric=best,
+    )
+    return controller, switched_at
+
+
+def next_cycle(
+    controller: Controller, step: int, early: bool, settings: Settings
+) -> tuple[Controller, Reset]:
+    """Cycle c + 1 starts at `step`: its reset (tau from the finished cycle) and the state
+    with a fresh detector."""
+    metric = reset.tau_metric(
+        controller.last_metric, controller.cycle_best_metric, settings.tau_metric
+    )
+    tau = reset.tau(metric, settings.target, settings.higher_is_better)
+    cycle = controller.cycle + 1
+    controller = controller._replace(
+        cycle=cycle, cycle_best_metric=math.nan, detector=early_switching.initial_state()
+    )
+    end = int(controller.plan.boundaries[cycle + 1])
+    return controller, Reset(step, cycle, early, tau, metric, end)
+
+
+def decide(
+    controller: Controller,
+    evaluations: Sequence[Evaluation] | None,
+    step: int,
+    settings: Settings,
+) -> tuple[Controller, Decision]:
+    """The controller before training step `step`, given every evaluation so far (None
+    when the caller knows nothing new arrived: the number seen is unchanged).
+
+    New evaluations are read (an early switch may end the cycle at once); then, while
+    `step` has reached the current cycle's end, the next cycle starts with a reset, or
+    the run stops when the plan is used up and `stop_when_plan_ends`.
+    """
+    switched_at = None
+    if evaluations is not None:
+        controller, switched_at = observe(controller, evaluations, settings)
+    resets = []
+    while step >= controller.plan.boundaries[controller.cycle + 1]:
+        plan = controller.plan
+        if controller.cycle + 1 == num_cycles(plan):
+            if settings.stop_when_plan_ends:
+                reason = f"the cycle plan ended at step {total_steps(plan)}."
+                return controller, Decision(tuple(resets), reason, switched_at)
+            controller = controller._replace(plan=extend_plan(plan))
+        # The boundary an early switch just moved (to the evaluation's step) ends the cycle.
+        early = switched_at is not None and int(plan.boundaries[controller.cycle + 1]) == (
+            switched_at
+        )
+        controller, new_reset = next_cycle(controller, step, early, settings)
+        resets.append(new_reset)
+    return controller, Decision(tuple(resets), None, switched_at)

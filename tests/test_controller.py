@@ -1,0 +1,191 @@
+"""The cycle controller as a pure function of plain numbers (no jax device, no workload).
+
+A plan of three 10-step cycles; a detector that switches as soon as the loss rises
+(lambda 1, absolute eps1 0.25, no grace), so each test states its switch by its losses.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import early_switching
+import schedules
+from schedules import controller as control
+from schedules.controller import Evaluation
+
+PLAN = schedules.make_plan(total_steps=30, num_cycles=3, learning_rate=1.0)
+EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)
+EAGER = EAGER._replace(relative=False)
+SETTINGS = control.Settings(target=0.9, higher_is_better=True, detector=EAGER)
+
+
+def _start(plan=PLAN):
+    return control.start(plan, seed=np.array([0, 7], dtype=np.uint32))
+
+
+def _run(controller, steps, evaluations_at=None, settings=SETTINGS):
+    """Steps through `steps`; evaluations_at[step] = all evaluations known at that step.
+    Returns the controller and every (step, decision) that was not plain training."""
+    evaluations_at = evaluations_at or {}
+    log, known = [], []
+    for step in steps:
+        new = evaluations_at.get(step)
+        if new is not None:
+            known = known + list(new)
+        given = list(known) if len(known) != controller.evals_seen else None
+        controller, decision = control.decide(controller, given, step, settings)
+        if decision != control.Decision():
+            log.append((step, decision))
+        if decision.stop:
+            break
+    return controller, log
+
+
+def test_planned_resets_at_each_boundary_then_stop():
+    controller, log = _run(_start(), range(40))
+    assert [(s, [r.cycle for r in d.resets], d.stop) for s, d in log] == [
+        (10, [1], None),
+        (20, [2], None),
+        (30, [], "the cycle plan ended at step 30."),
+    ]
+    first = log[0][1].resets[0]
+    assert (first.step, first.cycle, first.early, first.end) == (10, 1, False, 20)
+    assert first.tau == 1.0 and math.isnan(first.metric)  # No evaluation yet: tau = 1.
+    assert controller.cycle == 2
+
+
+def test_tau_from_the_latest_metric_and_the_target():
+    evals = {5: [Evaluation(5, 0.45, 1.0)], 8: [Evaluation(8, 0.72, 0.9)]}
+    _, log = _run(_start(), range(11), evals)
+    (reset,) = log[0][1].resets
+    assert reset.metric == 0.72
+    assert reset.tau == pytest.approx((0.9 - 0.72) / 0.9)
+    assert not reset.early
+
+
+def test_tau_from_the_cycle_best_is_an_ablation():
+    settings = SETTINGS._replace(tau_metric="best")
+    evals = {5: [Evaluation(5, 0.81, 1.0)], 8: [Evaluation(8, 0.72, 0.9)]}
+    controller, log = _run(_start(), range(11), evals, settings)
+    assert log[0][1].resets[0].metric == 0.81
+    assert math.isnan(controller.cycle_best_metric)  # A new cycle starts with no best.
+
+
+def test_lower_is_better_metric_mirrors_tau():
+    settings = SETTINGS._replace(target=0.5, higher_is_better=False)
+    _, log = _run(_start(), range(11), {9: [Evaluation(9, 2.0, 2.0)]}, settings)
+    assert log[0][1].resets[0].tau == pytest.approx(1 - 0.5 / 2.0)
+
+
+def test_rising_loss_switches_early_and_replans():
+    evals = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 2.0)]}
+    controller, log = _run(_start(), range(8), evals)
+    step, decision = log[0]
+    assert step == 6 and decision.switched_at == 6
+    (reset,) = decision.resets
+    assert (reset.step, reset.cycle, reset.early, reset.end) == (6, 1, True, 18)
+    assert controller.plan.boundaries.tolist() == [0, 6, 18, 30]
+    assert controller.detector == early_switching.initial_state()
+
+
+def test_an_evaluation_on_a_boundary_belongs_to_the_planned_reset():
+    evals = {3: [Evaluation(3, 0.5, 1.0)], 10: [Evaluation(10, 0.4, 9.0)]}
+    controller, log = _run(_start(), range(12), evals)
+    (reset,) = log[0][1].resets
+    assert (reset.step, reset.early, log[0][1].switched_at) == (10, False, None)
+    assert controller.plan.boundaries.tolist() == [0, 10, 20, 30]
+    assert controller.detector.num_evals == 0  # Not fed to the next cycle's detector.
+
+
+def test_two_evaluations_in_one_call_only_the_first_switch_counts():
+    both = [Evaluation(2, 0.5, 1.0), Evaluation(4, 0.4, 2.0), Evaluation(6, 0.3, 3.0)]
+    controller, log = _run(_start(), range(8), {7: both})
+    step, decision = log[0]
+    assert (step, decision.switched_at) == (7, 4)
+    (reset,) = decision.resets
+    assert reset.early and reset.step == 7
+    assert reset.metric == 0.3  # Every evaluation is recorded, the latest gives tau.
+    assert controller.plan.boundaries.tolist()[:2] == [0, 4]
+    assert controller.last_eval_step == 6 and controller.evals_seen == 3
+
+
+def test_evaluations_out_of_order_and_already_seen_are_read_once():
+    controller, _ = _run(_start(), range(3), {2: [Evaluation(1, 0.5, 1.0)]})
+    later = [Evaluation(5, 0.6, 0.9), Evaluation(1, 0.5, 1.0), Evaluation(4, 0.55, 0.95)]
+    controller, decision = control.decide(controller, later, 5, SETTINGS)
+    assert decision == control.Decision()
+    assert controller.detector.num_evals == 3 and controller.last_metric == 0.6
+
+
+def test_no_switch_in_the_last_cycle_without_queued_cycles():
+    evals = {22: [Evaluation(22, 0.5, 1.0)], 25: [Evaluation(25, 0.4, 9.0)]}
+    controller, log = _run(_start(), range(30), evals)
+    assert [s for s, _ in log] == [10, 20]
+    assert controller.detector.num_evals == 0  # The detector is not even fed.
+
+
+def test_switch_in_the_last_cycle_with_queued_cycles_adds_one():
+    settings = SETTINGS._replace(stop_when_plan_ends=False)
+    evals = {22: [Evaluation(22, 0.5, 1.0)], 25: [Evaluation(25, 0.4, 9.0)]}
+    controller, log = _run(_start(), range(36), evals, settings)
+    assert [(s, d.resets[0].cycle, d.resets[0].early) for s, d in log] == [
+        (10, 1, False),
+        (20, 2, False),
+        (25, 3, True),
+        (35, 4, False),
+    ]
+    assert controller.plan.boundaries.tolist() == [0, 10, 20, 25, 35, 45]
+
+
+def test_plan_end_with_queued_cycles_repeats_the_last_cycle():
+    settings = SETTINGS._replace(stop_when_plan_ends=False)
+    controller, log = _run(_start(), range(51), settings=settings)
+    assert [s for s, _ in log] == [10, 20, 30, 40, 50]
+    assert controller.plan.peak_learning_rates.tolist()[3:] == [1.0, 1.0, 1.0]
+
+
+def test_a_step_past_several_boundaries_gives_every_reset_in_order():
+    controller, decision = control.decide(_start(), None, 25, SETTINGS)
+    assert [r.cycle for r in decision.resets] == [1, 2] and decision.stop is None
+    _, decision = control.decide(_start(), None, 31, SETTINGS)
+    assert [r.cycle for r in decision.resets] == [1, 2] and decision.stop is not None
+
+
+def test_early_switching_off_never_feeds_the_detector():
+    settings = SETTINGS._replace(early_switching=False)
+    evals = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 9.0)]}
+    controller, log = _run(_start(), range(11), evals, settings)
+    assert [s for s, _ in log] == [10] and not log[0][1].resets[0].early
+
+
+def test_non_finite_loss_switches_at_once_and_tau_is_one():
+    evals = {4: [Evaluation(4, math.nan, math.nan)]}
+    _, log = _run(_start(), range(6), evals)
+    (reset,) = log[0][1].resets
+    assert reset.early and reset.tau == 1.0
+
+
+def test_a_restored_controller_decides_like_the_live_one():
+    """A checkpoint gives the controller back as arrays; as_host makes plain numbers
+    again, and the run continues with the same decisions."""
+    evals = {3: [Evaluation(3, 0.5, 1.0)], 5: [Evaluation(5, 0.45, 0.9)]}
+    live, _ = _run(_start(), range(6), evals)
+    restored = control.Controller(
+        plan=schedules.CyclePlan(*(np.asarray(x) for x in live.plan)),
+        cycle=np.asarray(live.cycle),
+        evals_seen=np.asarray(live.evals_seen),
+        last_eval_step=np.asarray(live.last_eval_step),
+        last_metric=np.asarray(live.last_metric),
+        cycle_best_metric=np.asarray(live.cycle_best_metric),
+        detector=early_switching.DetectorState(*(np.asarray(x) for x in live.detector)),
+        seed=np.asarray(live.seed),
+    )
+    host = control.as_host(restored)
+    assert type(host.cycle) is int and type(host.detector.smoothed) is float
+    later = [Evaluation(3, 0.5, 1.0), Evaluation(5, 0.45, 0.9), Evaluation(7, 0.3, 5.0)]
+    a = control.decide(live, later, 8, SETTINGS)
+    b = control.decide(host, later, 8, SETTINGS)
+    assert repr(a) == repr(b)
+    assert a[1].resets[0].early
+    assert control.as_host(live) is live  # Host numbers already: no copy.

@@ -1,0 +1,153 @@
+"""The hyperparameter schema: one place from which the README's table, the search space's
+check, the CLI's `--set` parsing and the run's JSON derive."""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import hyperparameters as hp
+import schedules
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_table() -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| name | default | allowed values | meaning |")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def test_readme_table_is_what_the_schema_generates():
+    assert _readme_table() == hp.markdown_table(), (
+        "README's hyperparameter table is stale: paste hyperparameters.markdown_table()"
+    )
+
+
+def test_every_field_has_a_spec_and_its_default_is_valid():
+    for field in dataclasses.fields(hp.Config):
+        spec = field.metadata["spec"]
+        assert spec.description and spec.allowed()
+        assert hp.coerce(field.name, field.default) == field.default
+    assert hp.resolve(None) == hp.Config()
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hp.resolve(None).learning_rate = 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("learning_rate", "a number > 0"),
+        ("weight_decay", "a number >= 0"),
+        ("beta2", "a number in (0, 1)"),
+        ("dropout_rate", "a number in [0, 1)"),
+        ("reset_alpha", "a number in [0, 1]"),
+        ("switch_lambda", "a number in (0, 1]"),
+        ("num_cycles", "an integer >= 1"),
+        ("switch_grace_evals", "an integer >= 0"),
+        ("grad_clip", "null (no clipping) or a number > 0"),
+        ("cycle_length_factors", "null (equal) or N numbers > 0"),
+        ("cycle_lr_factors", "a list of N numbers > 0"),
+        ("early_switching", "true or false"),
+        ("reset_strategy", "one of ['full', 'none', 'params_only', 'soft']"),
+        ("warmup_shape", f"one of {list(schedules.WARMUP_SHAPES)}"),
+    ],
+)
+def test_allowed_values_in_words_come_from_the_range(name, allowed):
+    assert hp.SPECS[name].allowed() == allowed
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "ok"),
+    [
+        ("reset_alpha", 0.0, True),
+        ("reset_alpha", 1.0, True),
+        ("reset_alpha", 1.0000001, False),
+        ("switch_lambda", 0.0, False),
+        ("switch_lambda", 1.0, True),
+        ("dropout_rate", 1.0, False),
+        ("beta2", 0.0, False),
+        ("num_cycles", 2.0, True),
+        ("num_cycles", 2.5, False),
+        ("num_cycles", 10**400, False),
+        ("learning_rate", math.inf, False),
+        ("grad_clip", None, True),
+        ("cycle_lr_factors", None, False),
+        ("cycle_length_factors", None, True),
+        ("cycle_lr_factors", [1, 2, 0], False),
+        ("early_switching", 1, False),
+        ("optimizer", "sgd", False),
+    ],
+)
+def test_coerce_accepts_exactly_the_range(name, value, ok):
+    if ok:
+        hp.coerce(name, value)
+    else:
+        with pytest.raises(ValueError, match=f"hyperparameter '{name}' must be "):
+            hp.coerce(name, value)
+
+
+def test_cross_field_rules_are_checked_without_building_a_plan():
+    with pytest.raises(ValueError, match="cycle_lr_factors has 2 entries but num_cycles is 3"):
+        hp.resolve({"cycle_lr_factors": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="warmup_factor \\* cycle_warmup_factors"):
+        hp.resolve({"warmup_factor": 0.6, "cycle_warmup_factors": [1, 2, 1]})
+    # Per-cycle lists that were not given follow num_cycles (METHOD.md section 3).
+    config = hp.resolve({"num_cycles": 4})
+    assert config.cycle_lr_factors is None and config.cycle_warmup_factors is None
+
+
+def test_the_shipped_search_space_is_valid():
+    hp.check_search_space(json.loads((ROOT / "tuning_search_space.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"lr": {"min": 1e-4, "max": 1e-3}}, "unknown hyperparameter 'lr'"),
+        ({"reset_alpha": {"min": 0.5, "max": 1.5}}, "'reset_alpha' must be a number in"),
+        ({"num_cycles": {"feasible_points": [2, 0]}}, "'num_cycles' must be an integer"),
+        ({"beta2": {"scaling": "log"}}, "'beta2' needs 'feasible_points' or 'min' and 'max'"),
+    ],
+)
+def test_a_bad_search_space_names_the_field(space, message):
+    with pytest.raises(ValueError, match=message):
+        hp.check_search_space(space)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("learning_rate", "3e-3", 3e-3),
+        ("num_cycles", "4", 4),
+        ("early_switching", "false", False),
+        ("grad_clip", "null", None),
+        ("decay_shape", "linear", "linear"),
+        ("cycle_lr_factors", "[1, 2, 0.5]", (1.0, 2.0, 0.5)),
+    ],
+)
+def test_cli_values_are_parsed_then_checked(name, text, value):
+    assert hp.parse_cli_value(name, text) == value
+
+
+def test_cli_value_errors_name_the_field():
+    with pytest.raises(ValueError, match="hyperparameter 'early_switching' must be true or"):
+        hp.parse_cli_value("early_switching", "yes")
+    with pytest.raises(ValueError, match="unknown hyperparameter 'lr'; known names"):
+        hp.parse_cli_value("lr", "0.1")
+
+
+def test_json_round_trip_resolves_to_the_same_config():
+    config = hp.resolve({"num_cycles": 2, "cycle_length_factors": [1, 3]})
+    written = json.loads(json.dumps(hp.to_json(config)))
+    assert written["cycle_length_factors"] == [1.0, 3.0]
+    assert written["cycle_lr_factors"] is None
+    assert hp.resolve({k: v for k, v in written.items() if v is not None}) == config
