@@ -1,37 +1,60 @@
-"""Reset strategies and the tau math (METHOD.md section 4)."""
+"""Reset strategies and the tau math (METHOD.md section 4).
 
-from .moments import all_finite, moment_states, moments_finite, scale_moments
+At a cycle boundary, with tau = max(y* - y, 0) / y* (`tau`) and theta0 a fresh
+initialisation, a strategy (`none`, `full`, `params_only`, `soft(alpha)`) maps the current
+state to the next cycle's: e.g. `soft` gives theta <- (1 - tau) theta + tau theta0 and
+m, v <- (1 - tau alpha) m, v.
+"""
+
+from .moments import (
+    FIRST_MOMENT_FIELDS,
+    MOMENT_FIELDS,
+    SECOND_MOMENT_FIELDS,
+    all_finite,
+    check_moments,
+    find_moments,
+    moment_states,
+    moments_finite,
+    scale_moments,
+)
 from .strategies import (
     STRATEGIES,
+    CycleOutcome,
     ResetStrategy,
     TrainState,
     blend,
-    full_reset,
-    get_strategy,
+    full,
     is_finite_state,
-    none_reset,
-    params_only_reset,
-    soft_reset,
+    make_strategy,
+    none,
+    params_only,
+    soft,
 )
 from .tau import TAU_METRICS, better_metric, tau, tau_metric
 
 __all__ = [
+    "FIRST_MOMENT_FIELDS",
+    "MOMENT_FIELDS",
+    "SECOND_MOMENT_FIELDS",
     "STRATEGIES",
     "TAU_METRICS",
+    "CycleOutcome",
     "ResetStrategy",
     "TrainState",
     "all_finite",
     "better_metric",
     "blend",
-    "full_reset",
-    "get_strategy",
+    "check_moments",
+    "find_moments",
+    "full",
     "is_finite_state",
+    "make_strategy",
     "moment_states",
     "moments_finite",
-    "none_reset",
-    "params_only_reset",
+    "none",
+    "params_only",
     "scale_moments",
-    "soft_reset",
+    "soft",
     "tau",
     "tau_metric",
 ]

@@ -1,5 +1,12 @@
-"""Cycle plans and learning-rate shapes (METHOD.md section 3)."""
+"""Cycle plans, learning-rate shapes and the optax schedule (METHOD.md section 3)."""
 
+from .optax_schedule import (
+    CyclicSchedule,
+    CyclicScheduleState,
+    cyclic_schedule,
+    enter_cycle,
+    schedule_states,
+)
 from .plan import (
     DECAY_SHAPES,
     WARMUP_SHAPES,
@@ -23,8 +30,12 @@ __all__ = [
     "WARMUP_SHAPES",
     "CyclePlan",
     "check_plan_settings",
+    "CyclicSchedule",
+    "CyclicScheduleState",
     "cycle_at",
     "cycle_window",
+    "cyclic_schedule",
+    "enter_cycle",
     "equal_lengths",
     "extend_plan",
     "learning_rate",
@@ -32,5 +43,6 @@ __all__ = [
     "num_cycles",
     "plan_used_up",
     "replan_after_switch",
+    "schedule_states",
     "total_steps",
 ]

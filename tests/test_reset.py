@@ -1,7 +1,9 @@
 """Tests of the soft-reset coefficient and the reset strategies (METHOD.md section 4).
 
 The strategies act on a real small flax model (with batch norm, so there is a model state)
-and real optax states after a few real update steps, so that every moment is non-zero.
+and real optax states after a few real update steps, so that every moment is non-zero:
+Adam-family states (mu, nu) in chains and wrappers, Lion's (mu only) and sgd's momentum
+buffer (trace).
 """
 
 import functools
@@ -151,14 +153,29 @@ def clipped_adamw(learning_rate, weight_decay):
     )
 
 
+# Adam-family optimizers: one ScaleByAdamState (count, mu, nu) somewhere in the state.
 OPTIMIZERS = {
     "adamw": lambda: optax.adamw(LR, weight_decay=WD),
+    "optax_nadamw": lambda: optax.nadamw(LR, weight_decay=WD),
     "nadamw_chain": lambda: nadamw(LR, WD),
     "clipped_adamw_chain": lambda: clipped_adamw(LR, WD),
     "inject_adamw": lambda: optax.inject_hyperparams(optax.adamw)(
         learning_rate=LR, weight_decay=WD
     ),
     "inject_nadamw": lambda: optax.inject_hyperparams(nadamw)(learning_rate=LR, weight_decay=WD),
+    "inject_clipped_adamw": lambda: optax.inject_hyperparams(clipped_adamw)(
+        learning_rate=LR, weight_decay=WD
+    ),
+}
+# First moment only: Lion's mu, sgd's momentum buffer (trace, counted as a first moment).
+FIRST_MOMENT_ONLY = {
+    "lion": lambda: optax.lion(LR, weight_decay=WD),
+    "sgd_momentum": lambda: optax.sgd(LR, momentum=0.9),
+    "inject_clipped_sgd_momentum": lambda: optax.inject_hyperparams(
+        lambda learning_rate: optax.chain(
+            optax.clip_by_global_norm(1.0), optax.sgd(learning_rate, momentum=0.9, nesterov=True)
+        )
+    )(learning_rate=LR),
 }
 
 
@@ -166,7 +183,7 @@ def adam_state_by_hand(name, opt_state):
     """Where each optimizer keeps its ScaleByAdamState (known from optax's layout)."""
     if name.startswith("inject"):
         opt_state = opt_state.inner_state
-    return opt_state[1] if name == "clipped_adamw_chain" else opt_state[0]
+    return opt_state[1] if "clipped" in name else opt_state[0]
 
 
 MODEL = SmallNet()
@@ -187,7 +204,7 @@ def variables(seed: int):
 def states(name: str, steps: int = 3):
     """(current, fresh) TrainStates: `current` after `steps` real AdamW/NAdamW updates."""
     model, x, y = MODEL, X, Y
-    tx = OPTIMIZERS[name]()
+    tx = {**OPTIMIZERS, **FIRST_MOMENT_ONLY}[name]()
 
     def init(seed):
         params, model_state = variables(seed)
@@ -228,7 +245,7 @@ def assert_identical(a, b):
 
 
 def is_moment_path(path) -> bool:
-    return any(getattr(key, "name", None) in ("mu", "nu") for key in path)
+    return any(getattr(key, "name", None) in ("mu", "nu", "trace") for key in path)
 
 
 def split_opt_state(opt_state):
@@ -276,21 +293,89 @@ def test_setup_has_nonzero_moments_and_model_state(name):
 
 # --- moments found by type ------------------------------------------------------------
 
+FIRST_ONLY_NAMES = list(FIRST_MOMENT_ONLY)
+
 
 def test_moment_states_found_without_position(name):
     current, _ = states(name)
     found = reset.moment_states(current.opt_state)
     assert len(found) == 1
     assert found[0] is adam_state_by_hand(name, current.opt_state)
+    assert [field for field, _, _ in reset.find_moments(current.opt_state)] == ["mu", "nu"]
+    reset.check_moments(current.opt_state)  # no error
+
+
+@pytest.mark.parametrize(
+    ("name", "state_type", "field"),
+    [
+        ("lion", optax.ScaleByLionState, "mu"),
+        ("sgd_momentum", optax.TraceState, "trace"),
+        ("inject_clipped_sgd_momentum", optax.TraceState, "trace"),
+    ],
+)
+def test_first_moment_only_states_are_found(name, state_type, field):
+    current, _ = states(name)
+    (state,) = reset.moment_states(current.opt_state)
+    assert isinstance(state, state_type)
+    ((found_field, _, moment),) = reset.find_moments(current.opt_state)
+    assert found_field == field and moment is getattr(state, field)
+    assert all(np.any(np.asarray(x) != 0) for x in leaves(moment))
 
 
 def test_no_moments_in_sgd():
     params = {"w": jnp.ones(3)}
-    assert reset.moment_states(optax.sgd(0.1, momentum=0.9).init(params)) == []
-    assert bool(reset.moments_finite(optax.sgd(0.1).init(params)))
+    opt_state = optax.sgd(0.1).init(params)
+    assert reset.moment_states(opt_state) == [] and reset.find_moments(opt_state) == []
+    assert bool(reset.moments_finite(opt_state))
+    message = r"no moments to reset: looked for NamedTuple state fields \['mu', 'trace'\].*\['nu'\]"
+    with pytest.raises(ValueError, match=message):
+        reset.check_moments(opt_state)
+    with pytest.raises(ValueError, match=message):
+        reset.check_moments(optax.inject_hyperparams(optax.sgd)(learning_rate=0.1).init(params))
+    current = reset.TrainState(params, {}, opt_state)
+    with pytest.raises(ValueError, match=message):  # soft would silently reset only params
+        apply("soft", current, current)
+    for strategy in ("none", "full", "params_only"):  # they need no moments
+        apply(strategy, current, current)
 
 
-def test_scale_moments_touches_only_mu_and_nu(name):
+def test_params_named_like_moments_are_not_moments():
+    # A dict key "mu" in the params (so in every moment tree) is no moment of its own.
+    params = {"mu": jnp.ones(3), "nu": {"trace": jnp.full(2, 2.0)}}
+    tx = optax.adamw(0.1)
+    opt_state = tx.update(params, tx.init(params), params)[1]
+    assert [f for f, _, _ in reset.find_moments(opt_state)] == ["mu", "nu"]
+    scaled = reset.scale_moments(opt_state, 0.5)
+    for a, b in zip(leaves(opt_state[0].mu), leaves(scaled[0].mu), strict=True):
+        assert_identical(b, (a * 0.5).astype(a.dtype))  # scaled once, not twice
+    assert_identical(scaled[0].count, opt_state[0].count)
+
+
+def test_every_moment_state_scaled_with_its_own_values():
+    # Two Adam states (multi_transform) and a Lion one: each scaled, none overwritten.
+    params = {"a": jnp.arange(3.0), "b": jnp.arange(4.0), "c": jnp.arange(2.0)}
+    tx = optax.multi_transform(
+        {"x": optax.adam(0.1), "y": optax.adamw(0.2), "z": optax.lion(0.1)},
+        {"a": "x", "b": "y", "c": "z"},
+    )
+    opt_state = tx.init(params)
+    for k in range(2):
+        grads = jax.tree.map(lambda p, k=k: p + 1.0 + k, params)
+        opt_state = tx.update(grads, opt_state, params)[1]
+    assert len(reset.moment_states(opt_state)) == 3
+    assert len(reset.find_moments(opt_state)) == 5
+    (m0, o0), (m1, o1) = (
+        split_opt_state(opt_state),
+        split_opt_state(reset.scale_moments(opt_state, 0.25)),
+    )
+    assert len(m0) == 5  # one unmasked leaf in each of the 5 moment trees
+    for a, b in zip(m0, m1, strict=True):
+        assert_identical(b, (a * np.float32(0.25)).astype(a.dtype))
+    assert_identical(o0, o1)
+
+
+@pytest.mark.parametrize("name", NAMES + FIRST_ONLY_NAMES)
+def test_scale_moments_touches_only_moments(name):
     current, _ = states(name)
     scaled = reset.scale_moments(current.opt_state, 0.25)
     (m0, o0), (m1, o1) = split_opt_state(current.opt_state), split_opt_state(scaled)
@@ -303,8 +388,12 @@ def test_scale_moments_touches_only_mu_and_nu(name):
 # --- the strategies -------------------------------------------------------------------
 
 
-def apply(strategy, current, fresh, tau=0.3, alpha=0.5, failed=False):
-    return reset.get_strategy(strategy).apply(current, fresh, tau, alpha, failed)
+def apply(strategy, current, fresh, tau=0.3, alpha=0.5, failed=False, **params):
+    """The strategy's apply, eagerly; `alpha` and `params` go to soft only."""
+    if strategy == "soft":
+        params = dict(params, alpha=alpha)
+    outcome = reset.CycleOutcome(tau, failed)
+    return reset.make_strategy(strategy, **params).apply(current, fresh, outcome)
 
 
 def test_full_is_the_fresh_state(name):
@@ -316,6 +405,8 @@ def test_full_is_the_fresh_state(name):
 def test_none_is_the_identity(name):
     current, fresh = states(name)
     assert_identical(apply("none", current, fresh, tau=1.0, alpha=1.0, failed=True), current)
+    # `fresh` is ignored: the caller may pass `current` in its place.
+    assert_identical(apply("none", current, current, tau=0.5, failed=True), current)
 
 
 def test_params_only_keeps_optimizer_state(name):
@@ -339,6 +430,35 @@ def test_soft_blends_and_scales_moments(name):
     # The step count (and inject_hyperparams' hyperparameters) stay as they were.
     assert_identical(o0, o1)
     assert int(reset.moment_states(result.opt_state)[0].count) == 3
+
+
+FIRST_MOMENT_ONLY_FIELD = {
+    "lion": "mu",
+    "sgd_momentum": "trace",
+    "inject_clipped_sgd_momentum": "trace",
+}
+
+
+@pytest.mark.parametrize("name", FIRST_ONLY_NAMES)
+def test_soft_resets_a_first_moment_only_state(name):
+    # Lion's mu and sgd's momentum buffer get the soft reset too (none escapes).
+    current, fresh = states(name)
+    tau, alpha = 0.6, 0.5
+    for result in (
+        apply("soft", current, fresh, tau, alpha),
+        _jitted_soft(current, fresh, tau, alpha, False),
+    ):
+        assert_blended(result.params, current.params, fresh.params, tau)
+        (m0, o0), (m1, o1) = split_opt_state(current.opt_state), split_opt_state(result.opt_state)
+        assert len(m0) == len(leaves(current.params))
+        for a, b in zip(m0, m1, strict=True):
+            np.testing.assert_allclose(b, (1 - tau * alpha) * a.astype(np.float64), rtol=1e-6)
+        assert_identical(o0, o1)
+    result = apply("soft", current, fresh, tau, alpha, failed=True)
+    assert_identical(result.opt_state, fresh.opt_state)
+    bad = poison(current, FIRST_MOMENT_ONLY_FIELD[name], math.nan)
+    assert not bool(reset.is_finite_state(bad))
+    assert_identical(apply("soft", bad, fresh, tau, alpha), fresh)
 
 
 @settings(max_examples=25, deadline=None)
@@ -391,18 +511,30 @@ def test_failed_cycle_gives_fresh_optimizer_state(name):
     assert_identical(result.opt_state, fresh.opt_state)
 
 
+def test_failed_cycle_keeps_moments_when_switched_off(name):
+    # soft(fresh_moments_when_failed=False): a failed cycle is reset like any other.
+    current, fresh = states(name)
+    for failed in (False, True):
+        result = apply("soft", current, fresh, 0.3, 0.5, failed, fresh_moments_when_failed=False)
+        assert_identical(result, apply("soft", current, fresh, 0.3, 0.5, failed=False))
+
+
 def poison(state, where, value):
+    """state with one entry of its params, model state or first `where` moment set."""
     if where == "params":
         return state._replace(params=set_first(state.params, value))
     if where == "model_state":
         return state._replace(model_state=set_first(state.model_state, value))
+    done = []
 
-    def poison_moments(node):
-        if not reset.moments.is_moment_state(node):
-            return node
-        return node._replace(**{where: set_first(getattr(node, where), value)})
+    def poison_leaf(path, x):
+        if done or not any(getattr(key, "name", None) == where for key in path):
+            return x
+        done.append(path)
+        return set_first(x, value)
 
-    opt_state = jax.tree.map(poison_moments, state.opt_state, is_leaf=reset.moments.is_moment_state)
+    opt_state = jax.tree_util.tree_map_with_path(poison_leaf, state.opt_state)
+    assert done, f"no {where} in the optimizer state"
     return state._replace(opt_state=opt_state)
 
 
@@ -425,6 +557,7 @@ def test_non_finite_turns_soft_into_full(name, where, value):
     assert_identical(apply("params_only", bad, fresh).opt_state, bad.opt_state)
 
 
+@pytest.mark.parametrize("name", NAMES + FIRST_ONLY_NAMES)
 def test_is_finite_state(name):
     current, fresh = states(name)
     assert bool(reset.is_finite_state(current)) and bool(reset.is_finite_state(fresh))
@@ -435,32 +568,41 @@ def test_is_finite_state(name):
 _traces = []
 
 
-def _counted_soft(current, fresh, tau, alpha, failed):
-    _traces.append(1)  # runs only while tracing
-    return reset.soft_reset(current, fresh, tau, alpha, failed)
+@functools.cache
+def _jitted_soft_with(alpha: float):
+    """soft(alpha).apply under jit (alpha is the strategy's, fixed; the outcome traced)."""
+    strategy = reset.soft(alpha)
+
+    def counted(current, fresh, outcome):
+        _traces.append(1)  # runs only while tracing
+        return strategy.apply(current, fresh, outcome)
+
+    return jax.jit(counted)
 
 
-_jitted_soft = jax.jit(_counted_soft)
+def _jitted_soft(current, fresh, tau, alpha, failed):
+    return _jitted_soft_with(float(alpha))(current, fresh, reset.CycleOutcome(tau, failed))
 
 
 @pytest.mark.parametrize("strategy", ["none", "full", "params_only", "soft"])
 def test_strategies_under_jit_compile_once(strategy):
     current, fresh = states("inject_adamw")
-    traces = []
+    for params in [{}] if strategy != "soft" else [dict(alpha=0.5), dict(alpha=0.3)]:
+        traces = []
+        applied = reset.make_strategy(strategy, **params)
 
-    def counted(current, fresh, tau, alpha, failed):
-        traces.append(1)
-        return reset.get_strategy(strategy).apply(current, fresh, tau, alpha, failed)
+        def counted(current, fresh, outcome, applied=applied, traces=traces):
+            traces.append(1)
+            return applied.apply(current, fresh, outcome)
 
-    jitted = jax.jit(counted)
-    for tau, alpha, failed in ((0.0, 0.5, False), (0.25, 0.5, False), (0.9, 0.3, True), (1, 1, 0)):
-        args = (jnp.float32(tau), jnp.float32(alpha), jnp.bool_(failed))
-        got = jitted(current, fresh, *args)
-        eager = apply(strategy, current, fresh, tau, alpha, bool(failed))
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), got, eager
-        )
-    assert len(traces) == 1
+        jitted = jax.jit(counted)
+        for tau, failed in ((0.0, False), (0.25, False), (0.9, True), (1, 0)):
+            got = jitted(current, fresh, reset.CycleOutcome(jnp.float32(tau), jnp.bool_(failed)))
+            eager = applied.apply(current, fresh, reset.CycleOutcome(tau, bool(failed)))
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), got, eager
+            )
+        assert len(traces) == 1
 
 
 def test_soft_python_scalars_trace_once():
@@ -468,26 +610,76 @@ def test_soft_python_scalars_trace_once():
     before = len(_traces)
     for tau in (0.1, 0.2, 0.7, 0.95):
         _jitted_soft(current, fresh, tau, 0.5, False)
-        _jitted_soft(current, fresh, tau, 0.25, True)
+        _jitted_soft(current, fresh, tau, 0.5, True)
     assert len(_traces) - before <= 1  # at most one trace (none if cached already)
 
 
 # --- the registry -----------------------------------------------------------------------
 
 
-def test_get_strategy():
-    assert reset.get_strategy("soft").apply is reset.soft_reset
-    assert reset.get_strategy("full").apply is reset.full_reset
-    assert reset.get_strategy("none").apply is reset.none_reset
-    assert reset.get_strategy("params_only").apply is reset.params_only_reset
-    assert not reset.get_strategy("none").needs_fresh
-    assert all(reset.get_strategy(n).needs_fresh for n in ("full", "params_only", "soft"))
+def test_make_strategy():
+    assert sorted(reset.STRATEGIES) == ["full", "none", "params_only", "soft"]
+    for name, factory in reset.STRATEGIES.items():
+        strategy = reset.make_strategy(name)
+        assert isinstance(strategy, reset.ResetStrategy)
+        assert strategy.name == name == factory().name
+    assert not reset.make_strategy("none").needs_fresh
+    assert all(reset.make_strategy(n).needs_fresh for n in ("full", "params_only", "soft"))
+    assert reset.STRATEGIES["soft"] is reset.soft and reset.STRATEGIES["none"] is reset.none
+
+
+def test_make_strategy_passes_params():
+    current, fresh = states("adamw")
+    outcome = reset.CycleOutcome(0.4, True)
+    for params in (dict(alpha=0.3), dict(alpha=0.3, fresh_moments_when_failed=False)):
+        got = reset.make_strategy("soft", **params).apply(current, fresh, outcome)
+        assert_identical(got, reset.soft(**params).apply(current, fresh, outcome))
+    default = reset.make_strategy("soft").apply(current, fresh, outcome)
+    assert_identical(default, reset.soft(0.5, True).apply(current, fresh, outcome))
 
 
 @pytest.mark.parametrize("bad", ["Soft", "sequential", "", "hard"])
-def test_get_strategy_unknown_name(bad):
+def test_make_strategy_unknown_name(bad):
     with pytest.raises(
         ValueError,
         match=r"reset_strategy must be one of \['full', 'none', 'params_only', 'soft'\], got",
     ):
-        reset.get_strategy(bad)
+        reset.make_strategy(bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("full", dict(alpha=0.5), r"reset strategy 'full' accepts no parameters, got \['alpha'\]"),
+        ("none", dict(tau=1.0), r"reset strategy 'none' accepts no parameters, got \['tau'\]"),
+        ("params_only", dict(alpha=0.5), r"'params_only' accepts no parameters"),
+        (
+            "soft",
+            dict(alpha=0.5, beta=1.0),
+            r"reset strategy 'soft' accepts only \['alpha', 'fresh_moments_when_failed'\], "
+            r"got \['beta'\]",
+        ),
+    ],
+)
+def test_make_strategy_unknown_params(name, params, message):
+    with pytest.raises(ValueError, match=message):
+        reset.make_strategy(name, **params)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.01, math.nan, math.inf, "0.5", True, None])
+def test_soft_rejects_bad_alpha(alpha):
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\], got"):
+        reset.soft(alpha=alpha)
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\], got"):
+        reset.make_strategy("soft", alpha=alpha)
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, None, 0.0])
+def test_soft_rejects_bad_flag(flag):
+    with pytest.raises(ValueError, match="fresh_moments_when_failed must be True or False"):
+        reset.soft(fresh_moments_when_failed=flag)
+
+
+@pytest.mark.parametrize("alpha", [0, 0.0, 1, 1.0, np.float32(0.3), np.float64(0.5)])
+def test_soft_accepts_alpha_in_closed_unit_interval(alpha):
+    assert reset.soft(alpha=alpha).name == "soft"

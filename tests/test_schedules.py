@@ -9,6 +9,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -491,3 +492,130 @@ def test_learning_rate_jit_traces_once_for_many_plans():
     for window in windows:
         jitted(steps, window)
     assert len(traces) == 2
+
+
+# --- the optax stateful schedule ----------------------------------------------------------
+
+
+def test_cyclic_schedule_is_an_optax_stateful_schedule():
+    plan = make_plan(300, 3, 0.01, 0.1, cycle_lr_factors=[1.0, 2.0, 0.5])
+    schedule = schedules.cyclic_schedule(plan)
+    assert isinstance(schedule, optax.schedules.StatefulSchedule)
+    state = schedule.init()
+    assert isinstance(state, schedules.CyclicScheduleState)
+    assert state.step.dtype == jnp.int32 and state.step.shape == () and int(state.step) == 0
+    for got, want in zip(state.window, schedules.cycle_window(plan, 0), strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    later = schedule.update(schedule.update(state, loss=1.0))  # extra args are ignored
+    assert int(later.step) == 2 and later.window is state.window
+    assert float(schedule(later)) == float(schedules.learning_rate(2, state.window))
+    # Starting in a later cycle: at its start b_i unless a step is given.
+    state = schedules.cyclic_schedule(plan, cycle=1).init()
+    assert int(state.step) == 100 and list(state.window.boundaries) == [100, 200]
+    assert int(schedules.cyclic_schedule(plan, cycle=2, step=250).init().step) == 250
+
+
+@pytest.mark.parametrize("cycle", [-1, 3, 1.0, True, "1"])
+def test_cyclic_schedule_rejects_bad_cycle(cycle):
+    with pytest.raises(ValueError, match=r"cycle must be an integer in \[0, 2\]"):
+        schedules.cyclic_schedule(make_plan(300, 3), cycle=cycle)
+
+
+def test_enter_cycle_errors():
+    plan = make_plan(300, 3)
+    params = {"w": jnp.ones(2)}
+    window = schedules.cycle_window(plan, 1)
+    with pytest.raises(ValueError, match="holds no CyclicScheduleState"):
+        schedules.enter_cycle(optax.adamw(0.1).init(params), window, 100)
+    with pytest.raises(ValueError, match="holds no CyclicScheduleState"):
+        schedules.enter_cycle(optax.inject_hyperparams(optax.adamw)(0.1).init(params), window, 0)
+    opt_state = optax.inject_hyperparams(optax.adamw)(schedules.cyclic_schedule(plan)).init(params)
+    with pytest.raises(ValueError, match="window must hold exactly one cycle"):
+        schedules.enter_cycle(opt_state, plan, 100)  # the whole plan, not a window
+    with pytest.raises(ValueError, match="step must be an integer scalar"):
+        schedules.enter_cycle(opt_state, window, np.arange(2))
+
+
+def _toy_problem():
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "b": jnp.zeros(3)}
+    x = jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)
+
+    def grads(params):
+        return jax.grad(lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2))(params)
+
+    return params, grads
+
+
+def test_inject_hyperparams_follows_the_plan_bitwise_and_never_recompiles():
+    # Three cycles; the first ends early (a switch at step 13): the plan moves, the
+    # compiled step and enter_cycle do not recompile, and at every step the optimizer
+    # uses exactly learning_rate(step, window of that cycle).
+    plan = make_plan(60, 3, 0.05, 0.2, cycle_lr_factors=[1.0, 1.6, 0.4], decay_shape="linear")
+    params, grads = _toy_problem()
+    kwargs = dict(b1=0.9, b2=0.99, weight_decay=0.08)
+    tx = optax.inject_hyperparams(optax.adamw)(
+        learning_rate=schedules.cyclic_schedule(plan), **kwargs
+    )
+    # Today's way (the learning rate set by hand into a constant-injected adamw).
+    by_hand = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, **kwargs)
+
+    @jax.jit
+    def step(params, opt_state):
+        updates, opt_state = tx.update(grads(params), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    @jax.jit
+    def step_by_hand(params, opt_state, window, t):
+        lr = schedules.learning_rate(t, window)
+        opt_state = opt_state._replace(hyperparams=dict(opt_state.hyperparams, learning_rate=lr))
+        updates, opt_state = by_hand.update(grads(params), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    enter = jax.jit(schedules.enter_cycle)
+    lr = jax.jit(schedules.learning_rate)
+    opt_state, hand_params, hand_state = tx.init(params), params, by_hand.init(params)
+    cycle, seen = 0, []
+    for t in range(schedules.total_steps(plan)):
+        if t == 13:  # an early switch: cycle 0 ends here, the later cycles are re-planned
+            plan = schedules.replan_after_switch(plan, t)
+        if t == plan.boundaries[cycle + 1]:
+            cycle += 1
+            opt_state = enter(opt_state, schedules.cycle_window(plan, cycle), t)
+        window = schedules.cycle_window(plan, cycle)
+        params, opt_state = step(params, opt_state)
+        hand_params, hand_state = step_by_hand(hand_params, hand_state, window, t)
+        used = np.asarray(opt_state.hyperparams["learning_rate"])
+        assert used.tobytes() == np.asarray(lr(t, window)).tobytes(), t
+        seen.append(float(used))
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(hand_params), strict=True):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), t
+    assert cycle == 2 and list(plan.boundaries) == [0, 13, 37, 60]
+    assert seen[0] == seen[13] == seen[37] == 0.0  # every cycle starts at 0
+    assert max(seen[13:37]) > max(seen[:13]) > max(seen[37:]) > 0
+    assert step._cache_size() == 1 and enter._cache_size() == 1
+
+
+def test_enter_cycle_after_a_fresh_init():
+    # A fresh tx.init (a full reset) restarts the schedule at cycle 0, step 0;
+    # enter_cycle puts it at the new cycle and the current step, wherever it sits.
+    plan = make_plan(300, 3, 0.01, 0.1)
+    params, _ = _toy_problem()
+    inner = lambda learning_rate: optax.chain(  # noqa: E731
+        optax.clip_by_global_norm(1.0), optax.adamw(learning_rate)
+    )
+    tx = optax.inject_hyperparams(inner)(learning_rate=schedules.cyclic_schedule(plan))
+    fresh = tx.init(params)
+    (state,) = schedules.schedule_states(fresh)
+    assert int(state.step) == 0 and list(state.window.boundaries) == [0, 100]
+    entered = schedules.enter_cycle(fresh, schedules.cycle_window(plan, 2), 200)
+    (state,) = schedules.schedule_states(entered)
+    assert int(state.step) == 200 and list(state.window.boundaries) == [200, 300]
+    assert state.step.dtype == jnp.int32 and state.window.peak_learning_rates.dtype == jnp.float32
+    # Nothing else changed (the same leaves, object for object, outside the schedule).
+    assert jax.tree.structure(entered) == jax.tree.structure(fresh)
+    kept = (entered.count, entered.hyperparams, entered.inner_state)
+    before = (fresh.count, fresh.hyperparams, fresh.inner_state)
+    assert all(a is b for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(before), strict=True))
