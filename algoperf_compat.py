@@ -1,4 +1,5 @@
-"""The few names of AlgoPerf's `spec` the submission needs.
+"""What the submission needs to know of AlgoPerf: its `spec`, its evaluation records, and
+how to ask a workload for its loss and its target's direction.
 
 When `algoperf` is installed, `spec` is `algoperf.spec` itself, so exceptions and enums
 are the runner's own. Without it (a laptop, CI: it is not on the package registry), a
@@ -127,4 +128,58 @@ def read_evaluations(eval_results, target_metric_name: str) -> list[tuple[int, f
     ]
 
 
-__all__ = ["HAVE_ALGOPERF", "metric_value", "parse_eval_results", "read_evaluations", "spec"]
+def metric_direction(workload) -> bool:
+    """True when the target metric is higher-is-better, asked of the workload itself.
+
+    Probes `has_reached_validation_target` one unit of the target's scale above and
+    below the target; exactly one of them must count as reached.
+    """
+    key = f"validation/{workload.target_metric_name}"
+    target = float(workload.validation_target_value)
+    delta = max(abs(target), 1.0)
+
+    def reached(value):
+        probe = {key: value, "validation/loss": value}
+        return bool(workload.has_reached_validation_target(probe))
+
+    above, below = reached(target + delta), reached(target - delta)
+    if above == below:
+        raise ValueError(
+            f"cannot tell the direction of {key!r}: has_reached_validation_target gave "
+            f"{above} both above and below the target {target}."
+        )
+    return above
+
+
+def mean_loss(workload, params, model_state, batch, rng, dropout_rate, label_smoothing=0.0):
+    """The batch's mean training loss and the new model state (a forward pass in TRAIN mode).
+
+    Loss = summed per-example loss / number of valid examples, as the workload defines it.
+    """
+    logits, new_model_state = workload.model_fn(
+        params,
+        batch,
+        model_state,
+        spec.ForwardPassMode.TRAIN,
+        rng,
+        update_batch_norm=True,
+        dropout_rate=dropout_rate,
+    )
+    losses = workload.loss_fn(
+        label_batch=batch["targets"],
+        logits_batch=logits,
+        mask_batch=batch.get("weights"),
+        label_smoothing=label_smoothing,
+    )
+    return losses["summed"] / losses["n_valid_examples"], new_model_state
+
+
+__all__ = [
+    "HAVE_ALGOPERF",
+    "mean_loss",
+    "metric_direction",
+    "metric_value",
+    "parse_eval_results",
+    "read_evaluations",
+    "spec",
+]

@@ -16,13 +16,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import optax
 
 if __package__:  # Packaged: submissions.self_tuning.<name>.hyperparameters.
     from . import early_switching, reset, schedules
+    from .schedules import controller
 else:  # From the project root.
     import early_switching
     import reset
     import schedules
+    from schedules import controller
 
 OPTIMIZERS = ("adamw", "nadamw")
 
@@ -339,6 +342,45 @@ def detector_config(config: Config) -> early_switching.DetectorConfig:
     )
 
 
+def make_optimizer(config: Config, plan: schedules.CyclePlan) -> optax.GradientTransformation:
+    """AdamW/NAdamW whose learning rate is the cyclic schedule, injected by optax: the
+    current cycle (its window) and the step live in the optimizer state, as data."""
+    return optax.inject_hyperparams(reset.adamw, static_args=("grad_clip", "nesterov"))(
+        learning_rate=schedules.cyclic_schedule(plan),
+        b1=1.0 - config.one_minus_beta1,
+        b2=config.beta2,
+        eps=1e-8,
+        weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip,
+        nesterov=config.optimizer == "nadamw",
+    )
+
+
+def controller_settings(
+    config: Config, target: float, higher_is_better: bool
+) -> controller.Settings:
+    """The cycle controller's settings: the config's, and the workload's target."""
+    return controller.Settings(
+        target=target,
+        higher_is_better=higher_is_better,
+        detector=detector_config(config),
+        early_switching=config.early_switching,
+        stop_when_plan_ends=config.stop_when_plan_ends,
+        tau_metric=config.tau_metric,
+    )
+
+
+def reset_strategy(config: Config) -> reset.ResetStrategy:
+    """The reset strategy object, with its own parameters (only `soft` has any)."""
+    params = {}
+    if config.reset_strategy == "soft":
+        params = {
+            "alpha": config.reset_alpha,
+            "fresh_moments_when_failed": config.failed_cycle_fresh_moments,
+        }
+    return reset.make_strategy(config.reset_strategy, **params)
+
+
 def to_json(config: Config) -> dict[str, Any]:
     """The config as JSON-able plain values (tuples become lists)."""
     return {
@@ -428,3 +470,12 @@ BATCH_SIZES: dict[str, int] = {
     "digits": 128,
     "breast_cancer": 64,
 }
+
+
+def batch_size(workload_name: str) -> int:
+    """The global batch size for an AlgoPerf workload name; ValueError for others."""
+    if workload_name not in BATCH_SIZES:
+        raise ValueError(
+            f"Unsupported workload name: {workload_name!r}; known: {sorted(BATCH_SIZES)}."
+        )
+    return BATCH_SIZES[workload_name]

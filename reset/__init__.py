@@ -17,6 +17,7 @@ from .moments import (
     moments_finite,
     scale_moments,
 )
+from .optimizer import adamw
 from .strategies import (
     STRATEGIES,
     CycleOutcome,
@@ -41,6 +42,7 @@ __all__ = [
     "CycleOutcome",
     "ResetStrategy",
     "TrainState",
+    "adamw",
     "all_finite",
     "better_metric",
     "blend",

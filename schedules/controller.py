@@ -25,7 +25,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
+from .plan import (
+    DECAY_SHAPES,
+    WARMUP_SHAPES,
+    CyclePlan,
+    extend_plan,
+    num_cycles,
+    replan_after_switch,
+    total_steps,
+)
 
 try:  # Packaged (submissions.self_tuning.<name>.schedules) or installed as a namespace.
     from .. import early_switching, reset
@@ -90,6 +98,15 @@ class Reset(NamedTuple):
     tau: float
     metric: float
     end: int
+
+
+def describe(action: Reset) -> str:
+    """One line for the log: where the cycle starts, why, with which tau, until when."""
+    why = "early switch" if action.early else "planned"
+    return (
+        f"reset at step {action.step}: cycle {action.cycle} starts, {why}, tau "
+        f"{action.tau:.4f} (metric {action.metric}), until step {action.end}"
+    )
 
 
 class Decision(NamedTuple):
@@ -228,3 +245,17 @@ def decide(
         controller, new_reset = next_cycle(controller, step, early, settings)
         resets.append(new_reset)
     return controller, Decision(tuple(resets), None, switched_at)
+
+
+def summary(controller: Controller) -> dict:
+    """The current plan and cycle in plain Python numbers (for plots and logs)."""
+    plan = controller.plan
+    return {
+        "boundaries": [int(b) for b in plan.boundaries],
+        "peak_learning_rates": [float(x) for x in plan.peak_learning_rates],
+        "warmup_fractions": [float(x) for x in plan.warmup_fractions],
+        "warmup_shape": WARMUP_SHAPES[int(plan.warmup_shapes[0])],
+        "decay_shape": DECAY_SHAPES[int(plan.decay_shapes[0])],
+        "cycle": controller.cycle,
+        "planned_total_steps": total_steps(plan),
+    }

@@ -81,12 +81,16 @@ class CyclicSchedule:
     """
 
     def __init__(self, window: CyclePlan, step):
-        self.window = _as_window(window)
-        self.step = _as_step(step)
+        # Host copies: every init() makes new device arrays, so a caller that donates one
+        # optimizer state (a jitted step) never deletes the buffers of the next tx.init.
+        self.window = jax.tree.map(np.asarray, _as_window(window))
+        self.step = np.asarray(_as_step(step))
 
     def init(self) -> CyclicScheduleState:
-        """The state at the factory's cycle and step."""
-        return CyclicScheduleState(step=self.step, window=self.window)
+        """The state at the factory's cycle and step (new arrays each time)."""
+        return CyclicScheduleState(
+            step=jnp.asarray(self.step), window=jax.tree.map(jnp.asarray, self.window)
+        )
 
     def update(self, state: CyclicScheduleState, **extra_args) -> CyclicScheduleState:
         """t <- t + 1; the window is kept."""

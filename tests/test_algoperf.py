@@ -90,7 +90,7 @@ def test_steps_on_algoperf_mnist_workload_cross_resets_and_end_the_plan(tmp_path
     optimizer_state = submission.init_optimizer_state(
         workload, params, model_state, hyperparameters, rng
     )
-    assert optimizer_state[1].higher_is_better is True
+    assert optimizer_state[1].settings.higher_is_better is True
     boundaries = submission.plan_summary(optimizer_state)["boundaries"]
     assert boundaries == [0, 10, 20, 30]
 
