@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import submission
-from scripts import workloads
+from scripts.local import workloads
 
 
 def plain_adamw_step(workload, tx, dropout_rate):

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 import submission
-from scripts import local_runner, plots, workloads
+from scripts.local import plots, runner, workloads
 
 RESET_STRATEGIES = ("none", "full", "params_only", "soft")
 DEFAULT_HYPERPARAMETERS_LABEL = "default"
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch_size",
         type=int,
         default=None,
-        help="global batch size (default: submission.get_batch_size(workload))",
+        help="global batch size (default: the workload's, from the workload registry)",
     )
     parser.add_argument(
         "--output_dir",
@@ -328,7 +328,7 @@ class RunMonitor:
         workload: Any,
         out_dir: Path,
         config: dict[str, Any],
-        recorder: local_runner.MetricsRecorder,
+        recorder: runner.MetricsRecorder,
         max_steps: int | None,
         show_progress: bool,
     ) -> None:
@@ -539,7 +539,7 @@ def format_cycle_table(rows: Sequence[CycleRow], metric_name: str) -> str:
     return "\n".join(lines)
 
 
-def target_line(result: local_runner.RunResult, workload: Any) -> str:
+def target_line(result: runner.RunResult, workload: Any) -> str:
     """When the validation target was reached, or that it was not."""
     op = ">" if submission.metric_direction(workload) else "<"
     goal = f"validation {workload.target_metric_name} {op} {workload.validation_target_value:g}"
@@ -560,16 +560,11 @@ def target_line(result: local_runner.RunResult, workload: Any) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def batch_size_for(
-    submission: Any, workload_name: str, workload: Any, override: int | None
-) -> tuple[int, str]:
+def batch_size_for(workload_name: str, override: int | None) -> tuple[int, str]:
     """``(batch size, where it came from)``."""
     if override is not None:
         return override, "--batch_size"
-    try:
-        return int(submission.get_batch_size(workload_name)), "submission"
-    except ValueError:
-        return workload.default_batch_size, "workload default (submission lacks it)"
+    return workloads.entry(workload_name).batch_size, "workload registry"
 
 
 def run_seed(
@@ -579,11 +574,11 @@ def run_seed(
     resolved: dict[str, Any],
     seed: int,
     out_dir: Path,
-) -> local_runner.RunResult:
+) -> runner.RunResult:
     """Train one seed, writing its directory; return the runner's result."""
     options = workloads.tiny_overrides(args.workload) if args.tiny else {}
     workload = workloads.make_workload(args.workload, **options)
-    batch_size, batch_source = batch_size_for(submission, args.workload, workload, args.batch_size)
+    batch_size, batch_source = batch_size_for(args.workload, args.batch_size)
     eval_every = (
         workload.eval_every_steps
         if args.eval_every_steps is None
@@ -601,9 +596,7 @@ def run_seed(
         "eval_every_steps": eval_every,
         "eval_period_time_sec": workload.eval_period_time_sec,
         "max_steps": args.max_steps,
-        "max_runtime_sec": local_runner.runtime_budget(
-            workload, args.max_runtime_sec, self_tuning=True
-        ),
+        "max_runtime_sec": runner.runtime_budget(workload, args.max_runtime_sec, self_tuning=True),
         "stop_at_target": not args.run_past_target,
         "hyperparameter_overrides": overrides,
         "hyperparameters": resolved,
@@ -614,7 +607,7 @@ def run_seed(
         },
         "command": [sys.executable, "-m", "scripts.run", *sys.argv[1:]],
     }
-    recorder = local_runner.MetricsRecorder()
+    recorder = runner.MetricsRecorder()
     monitor = RunMonitor(
         submission,
         workload,
@@ -624,12 +617,6 @@ def run_seed(
         args.max_steps,
         show_progress=not args.no_progress,
     )
-    if batch_source != "submission" and batch_source != "--batch_size":
-        print(
-            f"note: submission.get_batch_size({args.workload!r}) does not know this "
-            f"workload; using the workload's default batch size {batch_size}.",
-            flush=True,
-        )
     print(
         f"== {args.workload} | seed {seed} | reset {resolved['reset_strategy']} | "
         f"early switching {resolved['early_switching']} | batch {batch_size} | "
@@ -637,7 +624,7 @@ def run_seed(
         flush=True,
     )
     try:
-        result = local_runner.train_once(
+        result = runner.train_once(
             workload,
             submission,
             as_hyperparameters(overrides),
@@ -649,7 +636,7 @@ def run_seed(
             max_runtime_sec=args.max_runtime_sec,
             metrics_logger=recorder,
             stop_at_target=not args.run_past_target,
-            hooks=local_runner.RunnerHooks(
+            hooks=runner.RunnerHooks(
                 before_training=monitor.before_training,
                 after_eval=monitor.after_eval,
                 after_step=monitor.after_step,
@@ -664,7 +651,7 @@ def run_seed(
 
 def finish_run(
     monitor: RunMonitor,
-    result: local_runner.RunResult,
+    result: runner.RunResult,
     workload: Any,
     out_dir: Path,
 ) -> None:
@@ -699,7 +686,7 @@ def finish_run(
 
 def draw_final_plots(
     monitor: RunMonitor,
-    result: local_runner.RunResult,
+    result: runner.RunResult,
     workload: Any,
     out_dir: Path,
 ) -> None:
