@@ -42,7 +42,7 @@ benchmark: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.benchmark_step
 
 evidence: $(VENV)/.installed-demo
-	$(BIN)/python -m scripts.evidence $(ARGS)
+	$(BIN)/python -m scripts.experiments.evidence $(ARGS)
 
 package: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.package_submission $(ARGS)

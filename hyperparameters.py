@@ -390,12 +390,14 @@ def to_json(config: Config) -> dict[str, Any]:
 
 
 def parse_cli_value(name: str, text: str) -> Any:
-    """`--set name=text`: the text read as JSON (numbers, true/false, null, lists), a bare
-    word as a string, then checked like any hyperparameter. ValueError names the field."""
+    """`--set name=text`: the text read as JSON (numbers, true/false, null, lists; Python's
+    True/False/None too), a bare word as a string, then checked like any hyperparameter.
+    ValueError names the field."""
     if name not in SPECS:
         raise ValueError(f"unknown hyperparameter {name!r}; known names: {sorted(NAMES)}.")
+    aliases = {"True": True, "False": False, "None": None}
     try:
-        value = json.loads(text)
+        value = aliases[text] if text in aliases else json.loads(text)
     except json.JSONDecodeError:
         value = text
     return coerce(name, value)
@@ -465,10 +467,6 @@ BATCH_SIZES: dict[str, int] = {
     **{f"{base}_{v}": _BASE_BATCH_SIZES[base] for base, vs in _VARIANTS.items() for v in vs},
     "imagenet_resnet_silu": 512,
     "imagenet_resnet_gelu": 512,
-    # The embedded workloads (scripts/workloads.py). TODO(layout): from their registry.
-    "digit_sums": 128,
-    "digits": 128,
-    "breast_cancer": 64,
 }
 
 

@@ -1,1 +1,2 @@
-"""Demo tooling: embedded workloads, a local AlgoPerf-style runner, CLI and plots."""
+"""Command-line tools (this folder) and their libraries: `local/` (the local runner, the
+embedded workloads, plots) and `experiments/` (the evidence grid and other experiments)."""

@@ -25,7 +25,8 @@ from jax.sharding import PartitionSpec as P
 
 import hyperparameters
 import submission
-from scripts import workloads
+from algoperf_compat import mean_loss
+from scripts.local import workloads
 
 
 def plain_adamw_step(workload, tx, dropout_rate):
@@ -35,7 +36,7 @@ def plain_adamw_step(workload, tx, dropout_rate):
 
     def step(opt_state, params, model_state, batch, rng):
         def loss_fn(p):  # The same loss as the submission's step.
-            return submission.mean_loss(workload, p, model_state, batch, rng, dropout_rate)
+            return mean_loss(workload, p, model_state, batch, rng, dropout_rate)
 
         (loss, new_model_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grad, opt_state, params)

@@ -14,7 +14,7 @@ import argparse
 import jax
 
 import submission
-from scripts import workloads
+from scripts.local import workloads
 
 
 def main(argv=None) -> None:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts import plots
+from scripts.local import plots
 
 EVAL_CSV = "eval_measurements.csv"
 TRAIN_CSV = "measurements.csv"

@@ -31,10 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 import hyperparameters
+import reset
 import submission
-from scripts import local_runner, plots, workloads
+from algoperf_compat import metric_direction
+from scripts.local import plots, runner, workloads
 
-RESET_STRATEGIES = ("none", "full", "params_only", "soft")
+RESET_STRATEGIES = tuple(reset.STRATEGIES)
 DEFAULT_HYPERPARAMETERS_LABEL = "default"
 
 
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch_size",
         type=int,
         default=None,
-        help="global batch size (default: submission.get_batch_size(workload))",
+        help="global batch size (default: the workload's, from the workload registry)",
     )
     parser.add_argument(
         "--output_dir",
@@ -115,19 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON (numbers, true/false/null, lists) or a bare string."""
-    aliases = {"True": True, "False": False, "None": None}
-    if text in aliases:
-        return aliases[text]
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_set_items(items: Sequence[str], valid_names: Sequence[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict; ValueError for bad syntax or unknown keys."""
+    """``["key=value", ...]`` -> dict of checked values (``hyperparameters.parse_cli_value``);
+    ValueError for bad syntax, unknown keys or values out of range."""
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -135,7 +127,7 @@ def parse_set_items(items: Sequence[str], valid_names: Sequence[str]) -> dict[st
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}.")
         check_names([key], valid_names, source="--set")
-        parsed[key] = parse_value(value.strip())
+        parsed[key] = hyperparameters.parse_cli_value(key, value.strip())
     return parsed
 
 
@@ -189,12 +181,6 @@ def collect_overrides(args: argparse.Namespace, valid_names: Sequence[str]) -> d
         overrides["reset_strategy"] = args.reset_strategy
     overrides.update(parse_set_items(args.set_items, valid_names))
     return overrides
-
-
-def as_dict(config: Any) -> dict[str, Any]:
-    """A resolved configuration (namedtuple or mapping) as a JSON-ready dict."""
-    mapping = config._asdict() if hasattr(config, "_asdict") else dict(config)
-    return {key: _jsonable(value) for key, value in mapping.items()}
 
 
 def _jsonable(value: Any) -> Any:
@@ -329,7 +315,7 @@ class RunMonitor:
         workload: Any,
         out_dir: Path,
         config: dict[str, Any],
-        recorder: local_runner.MetricsRecorder,
+        recorder: runner.MetricsRecorder,
         max_steps: int | None,
         show_progress: bool,
     ) -> None:
@@ -540,9 +526,9 @@ def format_cycle_table(rows: Sequence[CycleRow], metric_name: str) -> str:
     return "\n".join(lines)
 
 
-def target_line(result: local_runner.RunResult, workload: Any) -> str:
+def target_line(result: runner.RunResult, workload: Any) -> str:
     """When the validation target was reached, or that it was not."""
-    op = ">" if submission.metric_direction(workload) else "<"
+    op = ">" if metric_direction(workload) else "<"
     goal = f"validation {workload.target_metric_name} {op} {workload.validation_target_value:g}"
     if result.target_step is None:
         return (
@@ -561,16 +547,11 @@ def target_line(result: local_runner.RunResult, workload: Any) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def batch_size_for(
-    submission: Any, workload_name: str, workload: Any, override: int | None
-) -> tuple[int, str]:
+def batch_size_for(workload_name: str, override: int | None) -> tuple[int, str]:
     """``(batch size, where it came from)``."""
     if override is not None:
         return override, "--batch_size"
-    try:
-        return int(submission.get_batch_size(workload_name)), "submission"
-    except ValueError:
-        return workload.default_batch_size, "workload default (submission lacks it)"
+    return workloads.entry(workload_name).batch_size, "workload registry"
 
 
 def run_seed(
@@ -580,11 +561,11 @@ def run_seed(
     resolved: dict[str, Any],
     seed: int,
     out_dir: Path,
-) -> local_runner.RunResult:
+) -> runner.RunResult:
     """Train one seed, writing its directory; return the runner's result."""
     options = workloads.tiny_overrides(args.workload) if args.tiny else {}
     workload = workloads.make_workload(args.workload, **options)
-    batch_size, batch_source = batch_size_for(submission, args.workload, workload, args.batch_size)
+    batch_size, batch_source = batch_size_for(args.workload, args.batch_size)
     eval_every = (
         workload.eval_every_steps
         if args.eval_every_steps is None
@@ -602,20 +583,18 @@ def run_seed(
         "eval_every_steps": eval_every,
         "eval_period_time_sec": workload.eval_period_time_sec,
         "max_steps": args.max_steps,
-        "max_runtime_sec": local_runner.runtime_budget(
-            workload, args.max_runtime_sec, self_tuning=True
-        ),
+        "max_runtime_sec": runner.runtime_budget(workload, args.max_runtime_sec, self_tuning=True),
         "stop_at_target": not args.run_past_target,
         "hyperparameter_overrides": overrides,
         "hyperparameters": resolved,
         "target": {
             "metric": f"validation/{workload.target_metric_name}",
             "value": workload.validation_target_value,
-            "higher_is_better": submission.metric_direction(workload),
+            "higher_is_better": metric_direction(workload),
         },
         "command": [sys.executable, "-m", "scripts.run", *sys.argv[1:]],
     }
-    recorder = local_runner.MetricsRecorder()
+    recorder = runner.MetricsRecorder()
     monitor = RunMonitor(
         submission,
         workload,
@@ -625,12 +604,6 @@ def run_seed(
         args.max_steps,
         show_progress=not args.no_progress,
     )
-    if batch_source != "submission" and batch_source != "--batch_size":
-        print(
-            f"note: submission.get_batch_size({args.workload!r}) does not know this "
-            f"workload; using the workload's default batch size {batch_size}.",
-            flush=True,
-        )
     print(
         f"== {args.workload} | seed {seed} | reset {resolved['reset_strategy']} | "
         f"early switching {resolved['early_switching']} | batch {batch_size} | "
@@ -638,7 +611,7 @@ def run_seed(
         flush=True,
     )
     try:
-        result = local_runner.train_once(
+        result = runner.train_once(
             workload,
             submission,
             as_hyperparameters(overrides),
@@ -650,7 +623,7 @@ def run_seed(
             max_runtime_sec=args.max_runtime_sec,
             metrics_logger=recorder,
             stop_at_target=not args.run_past_target,
-            hooks=local_runner.RunnerHooks(
+            hooks=runner.RunnerHooks(
                 before_training=monitor.before_training,
                 after_eval=monitor.after_eval,
                 after_step=monitor.after_step,
@@ -665,7 +638,7 @@ def run_seed(
 
 def finish_run(
     monitor: RunMonitor,
-    result: local_runner.RunResult,
+    result: runner.RunResult,
     workload: Any,
     out_dir: Path,
 ) -> None:
@@ -684,7 +657,7 @@ def finish_run(
         }
     )
     draw_final_plots(monitor, result, workload, out_dir)
-    higher = submission.metric_direction(workload)
+    higher = metric_direction(workload)
     table = cycle_rows(
         monitor.snapshots,
         monitor.resets,
@@ -700,7 +673,7 @@ def finish_run(
 
 def draw_final_plots(
     monitor: RunMonitor,
-    result: local_runner.RunResult,
+    result: runner.RunResult,
     workload: Any,
     out_dir: Path,
 ) -> None:

@@ -77,7 +77,7 @@ def _eval_result(workload, accuracy, loss):
 def test_steps_on_algoperf_mnist_workload_cross_resets_and_end_the_plan(tmp_path):
     workload = MnistWorkload()
     assert workload.target_metric_name == "accuracy"
-    assert submission.metric_direction(workload) is True  # Accuracy: higher is better.
+    assert algoperf_compat.metric_direction(workload) is True  # Accuracy: higher is better.
     # AlgoPerf's own metrics logger (CSV + TensorBoard), as the runner attaches it.
     logger = logger_utils.set_up_loggers(
         str(tmp_path), types.SimpleNamespace(use_wandb=False), None

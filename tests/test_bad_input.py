@@ -21,7 +21,7 @@ import pytest
 
 import hyperparameters as hp
 import submission
-from tiny_workload import TinyWorkload
+from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -408,10 +408,10 @@ def test_batch_without_a_divisible_leading_axis_changes_nothing(
 
 _EIGHT_DEVICES = """
 import json, sys
-sys.path[:0] = [{root!r}, {tests!r}]
+sys.path[:0] = [{root!r}]
 import jax, numpy as np
 import submission
-from tiny_workload import TinyWorkload
+from scripts.local.workloads.tiny import TinyWorkload
 
 workload = TinyWorkload(batch_norm=True)
 stream = workload.train_batches(0, 16)
@@ -454,7 +454,7 @@ print(json.dumps(out))
 def test_batch_not_divisible_by_eight_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     env["JAX_PLATFORMS"] = "cpu"
-    script = _EIGHT_DEVICES.format(root=str(ROOT), tests=str(ROOT / "tests"))
+    script = _EIGHT_DEVICES.format(root=str(ROOT))
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )

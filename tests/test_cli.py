@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import hyperparameters
 from scripts import plot_algoperf, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,10 +225,15 @@ def test_bad_option_exit_code_from_the_real_command(tmp_path):
 
 
 def test_value_parsing_and_hyperparameter_namedtuple():
-    assert run.parse_value("4") == 4
-    assert run.parse_value("[1, 2.5]") == [1, 2.5]
-    assert run.parse_value("false") is False and run.parse_value("None") is None
-    assert run.parse_value("cosine") == "cosine"
+    items = ["num_cycles=4", "cycle_lr_factors=[1, 2.5, 1, 1]", "early_switching=false"]
+    items += ["grad_clip=None", "decay_shape=linear"]
+    assert run.parse_set_items(items, hyperparameters.NAMES) == {
+        "num_cycles": 4,
+        "cycle_lr_factors": (1.0, 2.5, 1.0, 1.0),
+        "early_switching": False,
+        "grad_clip": None,
+        "decay_shape": "linear",
+    }
     assert run.as_hyperparameters({}) is None
     hp = run.as_hyperparameters({"num_cycles": 4, "reset_strategy": "full"})
     assert hp.num_cycles == 4 and hp._fields == ("num_cycles", "reset_strategy")

@@ -1,12 +1,13 @@
-"""The evidence experiment (scripts/evidence.py): design, measures, a small real grid."""
+"""The evidence experiment (scripts/experiments/): design, measures, a small real grid."""
 
 import csv
 import math
 
 import pytest
 
-from scripts import evidence as ev
-from scripts import evidence_report as er
+from scripts.experiments import design
+from scripts.experiments import evidence as ev
+from scripts.experiments import evidence_report as er
 
 INF = math.inf
 
@@ -35,7 +36,7 @@ def _record(
         }
         for i, (s, e) in enumerate(resets)
     ]
-    spec = ev.RunSpec("digits", "healthy", variant, seed)
+    spec = design.RunSpec("digits", "healthy", variant, seed)
     return {
         "key": spec.key,
         "spec": spec._asdict(),
@@ -54,29 +55,29 @@ def _record(
 
 
 def test_grid_is_every_combination_and_rejects_unknown_names():
-    specs = ev.grid(["digits"], ["healthy", "failed"], ["soft", "full"], range(3))
+    specs = design.grid(["digits"], ["healthy", "failed"], ["soft", "full"], range(3))
     assert len(specs) == len({s.key for s in specs}) == 12
     with pytest.raises(ValueError, match=r"unknown variant\(s\) \['hard'\]; valid: \['none'"):
-        ev.grid(["digits"], ["healthy"], ["hard"], [0])
+        design.grid(["digits"], ["healthy"], ["hard"], [0])
     with pytest.raises(ValueError, match=r"unknown scenario\(s\) \['calm'\]"):
-        ev.grid(["digits"], ["calm"], ["soft"], [0])
+        design.grid(["digits"], ["calm"], ["soft"], [0])
 
 
 def test_run_settings_stack_study_scenario_and_variant():
-    spec = ev.RunSpec("digits", "failed", "soft-alpha0", 1)
+    spec = design.RunSpec("digits", "failed", "soft-alpha0", 1)
     hp = spec.hyperparameters()
     assert hp["cycle_budget_factor"] == 0.3  # The workload's study setting.
-    assert hp["cycle_lr_factors"][0] == ev.FAILED_PEAK_FACTOR  # The scenario's.
+    assert hp["cycle_lr_factors"][0] == design.FAILED_PEAK_FACTOR  # The scenario's.
     assert hp["reset_alpha"] == 0.0  # The variant's.
-    noisy = ev.RunSpec("digit_sums", "noisy", "none", 0, tiny=True).workload_options()
-    assert noisy["validation_examples"] == ev.NOISY_VALIDATION_EXAMPLES["digit_sums"]
-    assert noisy["hidden_sizes"] == ev.TINY_OPTIONS["hidden_sizes"]
+    noisy = design.RunSpec("digit_sums", "noisy", "none", 0, tiny=True).workload_options()
+    assert noisy["validation_examples"] == design.NOISY_VALIDATION_EXAMPLES["digit_sums"]
+    assert noisy["hidden_sizes"] == design.TINY_OPTIONS["digit_sums"]["hidden_sizes"]
 
 
 def test_every_variant_and_scenario_is_valid_for_the_submission():
     import hyperparameters
 
-    for spec in ev.grid(ev.WORKLOADS, list(ev.SCENARIOS), list(ev.VARIANTS), [0]):
+    for spec in design.grid(design.WORKLOADS, list(design.SCENARIOS), list(design.VARIANTS), [0]):
         hyperparameters.resolve(spec.hyperparameters())
 
 
@@ -110,12 +111,12 @@ def test_steps_recovery_and_missed_switches():
 
 def test_first_switch_judged_against_the_run_without_switching():
     twin_evals = [(50, 0.3), (60, 0.35), (70, 0.4), (100, 0.7), (150, 0.72)]
-    twin = _record(twin_evals, variant=ev.COUNTERFACTUAL, early_switching=False)
+    twin = _record(twin_evals, variant=design.COUNTERFACTUAL, early_switching=False)
     # Switched at 60; the twin's cycle went on from 0.35 to 0.7 by its end (100): false.
     switched = _record([(50, 0.3), (60, 0.35), (100, 0.5)], resets=[(60, True)])
     assert er.judge_first_switch(switched, twin) == "false"
     # The same switch where the twin's cycle got nowhere: right.
-    flat = _record([(50, 0.3), (60, 0.35), (70, 0.34), (100, 0.352)], variant=ev.COUNTERFACTUAL)
+    flat = _record([(50, 0.3), (60, 0.35), (70, 0.34), (100, 0.352)], variant=design.COUNTERFACTUAL)
     assert er.judge_first_switch(switched, flat) == "right"
     # The twin reached the target before the cycle's end: false.
     hit = _record([(50, 0.3), (60, 0.35), (80, 0.95)], target_step=80)
@@ -161,11 +162,13 @@ SMALL = {
 def small_grid(tmp_path_factory):
     """A small real grid (tiny models) run in-process, and its aggregates."""
     out = tmp_path_factory.mktemp("evidence")
-    specs = ev.grid(SMALL["workloads"], SMALL["scenarios"], SMALL["variants"], SMALL["seeds"], True)
+    specs = design.grid(
+        SMALL["workloads"], SMALL["scenarios"], SMALL["variants"], SMALL["seeds"], True
+    )
     lines = []
     errors = ev.run_grid(specs, out, workers=1, say=lines.append)
     report = out / "report.md"
-    result = er.aggregate(out, specs, report, "python -m scripts.evidence --grid small")
+    result = er.aggregate(out, specs, report, "python -m scripts.experiments.evidence --grid small")
     return out, specs, lines, errors, report, result
 
 
@@ -181,7 +184,9 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
         (s.scenario, s.variant, s.seed) for s in specs
     ]
     for row in rows:
-        spec = ev.RunSpec(row["workload"], row["scenario"], row["variant"], int(row["seed"]), True)
+        spec = design.RunSpec(
+            row["workload"], row["scenario"], row["variant"], int(row["seed"]), True
+        )
         record = result["records"][spec.key]
         assert float(row["steps_to_target"]) == er.steps_to_target(record)
         assert int(row["resets"]) == len(record["resets"])
@@ -193,7 +198,7 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
     names = sorted(p.name for p in result["figures"])
     assert names == ["ablations_breast_cancer.png", "strategies_breast_cancer.png"]
     text = report.read_text()
-    assert "python -m scripts.evidence --grid small" in text
+    assert "python -m scripts.experiments.evidence --grid small" in text
     assert "![strategies_breast_cancer](report/strategies_breast_cancer.png)" in text
     assert (out / "report" / "strategies_breast_cancer.png").stat().st_size > 1000
     assert (out / "report" / "runs.csv").read_text() == (out / "runs.csv").read_text()
@@ -261,7 +266,7 @@ def test_cli_aggregates_existing_records(small_grid, tmp_path, capsys):
 
 
 def test_a_failing_run_is_reported_and_left_to_redo(tmp_path):
-    bad = ev.RunSpec("mnist", "healthy", "soft", 0)  # Not an embedded workload.
+    bad = design.RunSpec("mnist", "healthy", "soft", 0)  # Not an embedded workload.
     lines = []
     errors = ev.run_grid([bad], tmp_path, workers=1, say=lines.append)
     assert len(errors) == 1 and errors[0].startswith(f"{bad.key}: KeyError")

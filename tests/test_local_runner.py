@@ -10,7 +10,8 @@ import pytest
 
 import submission
 from algoperf_compat import spec
-from scripts import local_runner, workloads
+from scripts.local import runner as local_runner
+from scripts.local import workloads
 
 TINY = {"hidden_sizes": (32, 32), "step_hint": 30}
 
@@ -164,7 +165,7 @@ def test_calls_entry_points_in_runner_order(with_train_state):
         sub,
         None,
         0,
-        workload_name="digits",
+        workload_name="mnist",  # Not embedded: the batch size is get_batch_size's.
         eval_every_steps=2,
         max_global_steps=4,
     )
@@ -193,6 +194,16 @@ def test_calls_entry_points_in_runner_order(with_train_state):
     assert [s for s, _ in result.eval_results] == [2, 4]
     assert result.global_batch_size == 32  # From get_batch_size.
     assert result.stop_reason == "max_steps"
+
+
+def test_embedded_workloads_take_their_batch_size_from_the_registry():
+    sub = types.SimpleNamespace(get_batch_size=lambda name: 32)
+    for name in workloads.WORKLOAD_NAMES:
+        want = workloads.make_workload(name, **TINY).config.batch_size
+        assert local_runner.resolve_batch_size(sub, name, None) == want
+    assert local_runner.resolve_batch_size(sub, "breast_cancer", None) == 64
+    assert local_runner.resolve_batch_size(sub, "mnist", None) == 32
+    assert local_runner.resolve_batch_size(sub, "digits", 16) == 16
 
 
 def test_eval_results_carry_runner_fields_and_are_reproducible():

@@ -121,7 +121,7 @@ module = importlib.import_module(module_name)  # What submission_runner.py does.
 sys.modules["algoperf_compat"] = importlib.import_module(module.__package__ + ".algoperf_compat") if mode == "packaged" else importlib.import_module("algoperf_compat")
 import jax
 import numpy as np
-from tiny_workload import TinyWorkload
+from tiny_workloads.tiny import TinyWorkload
 
 class Logger:
     records = []
@@ -181,15 +181,17 @@ def _finish(proc, out):
 def test_packaged_submission_trains_bit_for_bit_like_the_project_one(tmp_path):
     tree = tmp_path / "algoperf_submissions"  # The submissions repository's root.
     package_submission.package(tree / "submissions" / "self_tuning", NAME)
-    neutral = tmp_path / "neutral"  # The workload, away from the project.
-    neutral.mkdir()
-    shutil.copy2(ROOT / "tests" / "tiny_workload.py", neutral)
+    neutral = tmp_path / "neutral"  # The workload (and the losses it uses), away from the project.
+    (neutral / "tiny_workloads").mkdir(parents=True)
+    (neutral / "tiny_workloads" / "__init__.py").write_text("")
+    for name in ("tiny.py", "losses.py"):
+        shutil.copy2(ROOT / "scripts" / "local" / "workloads" / name, neutral / "tiny_workloads")
     module_name = f"submissions.self_tuning.{NAME}.submission"
     # Both runs at once: the packaged one from the tree's root without the project on the
     # path (python -c puts the working directory first, as python -m submission_runner
     # does), the reference with the project's own submission.py.
     packaged = _start("packaged", module_name, tree, [neutral], tmp_path / "packaged")
-    project = _start("project", "submission", ROOT, [ROOT, ROOT / "tests"], tmp_path / "project")
+    project = _start("project", "submission", ROOT, [ROOT, neutral], tmp_path / "project")
     ours, ours_info = _finish(packaged, tmp_path / "packaged")
     theirs, theirs_info = _finish(project, tmp_path / "project")
 

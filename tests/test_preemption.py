@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-import loop
-from tiny_workload import TinyWorkload
+from scripts.local import loop
+from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
 # Cycle 1's peak is 10x: its loss rises and the detector ends it at step 130.
@@ -26,9 +26,9 @@ NUM_STEPS = 300
 _SCRIPT = """
 import json, sys
 import jax, numpy as np
-sys.path[:0] = [{root!r}, {tests!r}]
-import loop
-from tiny_workload import TinyWorkload
+sys.path[:0] = [{root!r}]
+from scripts.local import loop
+from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint={steps}, batch_norm=True)
 w.metrics_logger = loop.RecordingLogger()
 kwargs = dict(num_steps={steps}, eval_every=10)
@@ -49,7 +49,6 @@ else:
 def _subprocess(part: str, at: int, path: Path) -> dict:
     script = _SCRIPT.format(
         root=str(ROOT),
-        tests=str(ROOT / "tests"),
         steps=NUM_STEPS,
         part=part,
         hparams=HYPERPARAMETERS,

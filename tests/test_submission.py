@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import loop
 import reset
 import schedules
 import submission
-from tiny_workload import TinyWorkload
+from scripts.local import loop
+from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -319,9 +319,9 @@ def test_ordinary_step_makes_no_device_to_host_transfer():
 _DEVICE_SCRIPT = """
 import json, sys
 import jax, numpy as np
-sys.path[:0] = [{root!r}, {tests!r}]
-import loop
-from tiny_workload import TinyWorkload
+sys.path[:0] = [{root!r}]
+from scripts.local import loop
+from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint=60, batch_norm=True)
 r = loop.run(w, None, num_steps=45, batch_size=64, eval_every=10)
 leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(r["params"])]
@@ -336,7 +336,7 @@ print(json.dumps({{
 def _train_on_devices(n: int) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
     env["JAX_PLATFORMS"] = "cpu"
-    script = _DEVICE_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"))
+    script = _DEVICE_SCRIPT.format(root=str(ROOT))
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )

@@ -8,7 +8,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from algoperf_compat import spec
-from scripts import workloads
+from scripts.local import workloads
+from scripts.local.workloads import base
 
 TINY = {"hidden_sizes": (16, 16), "step_hint": 30}
 
@@ -30,9 +31,9 @@ def test_factory_rejects_unknown_names_listing_valid_ones():
 
 def test_stratified_split_is_a_fixed_partition():
     labels = np.repeat(np.arange(4), 25)
-    first = workloads.stratified_split_indices(labels, (0.6, 0.2, 0.2), seed=3)
-    again = workloads.stratified_split_indices(labels, (0.6, 0.2, 0.2), seed=3)
-    other = workloads.stratified_split_indices(labels, (0.6, 0.2, 0.2), seed=4)
+    first = base.stratified_split_indices(labels, (0.6, 0.2, 0.2), seed=3)
+    again = base.stratified_split_indices(labels, (0.6, 0.2, 0.2), seed=3)
+    other = base.stratified_split_indices(labels, (0.6, 0.2, 0.2), seed=4)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))

@@ -3,8 +3,8 @@
 One command runs the grid (variant x scenario x workload x seed) through the local
 runner and the real ``submission.py``, then writes a results directory and the report:
 
-    .venv/bin/python -m scripts.evidence                    # the full grid (docs/evidence.md)
-    .venv/bin/python -m scripts.evidence --grid small --out runs/evidence-small
+    .venv/bin/python -m scripts.experiments.evidence      # the full grid (docs/evidence.md)
+    .venv/bin/python -m scripts.experiments.evidence --grid small --out runs/evidence-small
 
 * ``<out>/runs/<key>.json``: one finished run each. A run whose file exists is not
   redone, so an interrupted grid resumes where it stopped (``--redo`` starts over).
@@ -13,13 +13,10 @@ runner and the real ``submission.py``, then writes a results directory and the r
 * ``--report PATH`` (default for the full grid: ``docs/evidence.md``): the report, with
   the tables, figures (copied beside it) and a reading derived from the numbers.
 
-Measures, tables, figures and the report are in ``scripts/evidence_report.py``; they
-read the records only, so ``--no_run`` rebuilds them without training.
-
-Variants are the four reset strategies (everything else at its default) and ablations
-of our decisions, each ``soft`` with one hyperparameter changed. Scenarios are
-*healthy* (the defaults: the target needs more than one cycle), *failed first cycle*
-(its peak learning rate far too high) and *noisy* (a small validation subset).
+The design (variants, scenarios, study settings, grids) is
+``scripts/experiments/design.py``. Measures, tables, figures and the report are in
+``scripts/experiments/evidence_report.py``; they read the records only, so ``--no_run``
+rebuilds them without training.
 """
 
 from __future__ import annotations
@@ -32,163 +29,14 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts.experiments.design import GRIDS, SCENARIOS, VARIANTS, WORKLOADS, RunSpec, grid
+from scripts.experiments.evidence_report import aggregate
 
-# --------------------------------------------------------------------------- the design
-
-
-class Variant(NamedTuple):
-    """A reset strategy, or an ablation: ``soft`` with one decision changed."""
-
-    group: str  # "strategy" or "ablation"
-    label: str
-    overrides: Mapping[str, Any]
-
-
-VARIANTS: dict[str, Variant] = {
-    "none": Variant("strategy", "none (cyclic)", {"reset_strategy": "none"}),
-    "full": Variant("strategy", "full (sequential)", {"reset_strategy": "full"}),
-    "params_only": Variant("strategy", "params_only", {"reset_strategy": "params_only"}),
-    "soft": Variant("strategy", "soft (defaults)", {}),
-    "soft-alpha0": Variant("ablation", "alpha = 0", {"reset_alpha": 0.0}),
-    "soft-alpha1": Variant("ablation", "alpha = 1", {"reset_alpha": 1.0}),
-    "soft-failed-rule-off": Variant(
-        "ablation", "failed-cycle rule off", {"failed_cycle_fresh_moments": False}
-    ),
-    "soft-switching-off": Variant("ablation", "early switching off", {"early_switching": False}),
-    "soft-absolute-eps": Variant("ablation", "absolute tolerances", {"switch_relative": False}),
-    "soft-grace0": Variant("ablation", "grace 0", {"switch_grace_evals": 0}),
-    "soft-tau-best": Variant("ablation", "tau from the best eval", {"tau_metric": "best"}),
-}
-STRATEGY_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "strategy")
-ABLATION_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "ablation")
-# The detector's variants: soft's reset, a different detector. Each is the same run as
-# "soft-switching-off" up to its first switch, which makes that run the counterfactual.
-DETECTOR_VARIANTS = ("soft", "soft-absolute-eps", "soft-grace0")
-COUNTERFACTUAL = "soft-switching-off"
-
-# First-cycle peak factor of the "failed" scenario: 1000 x the base learning rate
-# (peak 1.75; 100x does not break the batch-norm networks). The thesis: about 0.05 (30x).
-FAILED_PEAK_FACTOR = 1000.0
-# Validation examples in the "noisy" scenario (the binomial standard error of an
-# accuracy near the target is about 2.5 points at 100 examples).
-NOISY_VALIDATION_EXAMPLES = {"digit_sums": 100, "digits": 60, "breast_cancer": 40}
-
-
-# Per-workload settings shared by every scenario, so that in the healthy scenario the
-# target needs more than one cycle's learning: digits and breast_cancer reach their
-# default targets within the first of three 100-step cycles (steps 60 and 10, seed 0).
-STUDY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    # workload: (workload options, hyperparameters)
-    "digit_sums": ({}, {}),
-    "digits": ({"eval_every_steps": 5}, {"cycle_budget_factor": 0.3}),
-    "breast_cancer": ({"validation_target_value": 0.1}, {"cycle_budget_factor": 0.2}),
-}
-
-
-class Scenario(NamedTuple):
-    """Workload options and hyperparameters that set up a situation."""
-
-    label: str
-    description: str
-    workload_options: Callable[[str], dict[str, Any]]
-    hyperparameters: Mapping[str, Any]
-
-
-SCENARIOS: dict[str, Scenario] = {
-    "healthy": Scenario(
-        "healthy",
-        "the study settings, nothing broken",
-        lambda workload: {},
-        {},
-    ),
-    "failed": Scenario(
-        "failed first cycle",
-        f"the first cycle's peak is {FAILED_PEAK_FACTOR:g}x the base learning rate",
-        lambda workload: {},
-        {"cycle_lr_factors": [FAILED_PEAK_FACTOR, 1.5727, 0.4289]},
-    ),
-    "noisy": Scenario(
-        "noisy validation",
-        "validation metrics on a small subset: "
-        + ", ".join(f"{w} {n}" for w, n in NOISY_VALIDATION_EXAMPLES.items())
-        + " examples",
-        lambda workload: {"validation_examples": NOISY_VALIDATION_EXAMPLES[workload]},
-        {},
-    ),
-}
-
-WORKLOADS = ("digit_sums", "digits", "breast_cancer")
-# Tiny models for the small grid: a few evaluations per cycle, seconds per run.
-TINY_OPTIONS = {"hidden_sizes": (32, 32), "step_hint": 150, "eval_every_steps": 5}
-GRIDS = {
-    "full": {"workloads": WORKLOADS, "seeds": 5, "tiny": False},
-    # A smoke-sized grid (tiny models, 2 seeds) for the test suite.
-    "small": {"workloads": WORKLOADS, "seeds": 2, "tiny": True},
-}
-
-
-class RunSpec(NamedTuple):
-    """One run of the grid."""
-
-    workload: str
-    scenario: str
-    variant: str
-    seed: int
-    tiny: bool = False
-
-    @property
-    def key(self) -> str:
-        """A file-safe unique name."""
-        size = "tiny-" if self.tiny else ""
-        return f"{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """The workload's study settings, the scenario's, then the variant's on top."""
-        return {
-            **STUDY_SETTINGS[self.workload][1],
-            **SCENARIOS[self.scenario].hyperparameters,
-            **VARIANTS[self.variant].overrides,
-        }
-
-    def workload_options(self) -> dict[str, Any]:
-        """Options of ``scripts.workloads.make_workload`` for this run."""
-        options = dict(TINY_OPTIONS) if self.tiny else {}
-        return {
-            **options,
-            **STUDY_SETTINGS[self.workload][0],
-            **SCENARIOS[self.scenario].workload_options(self.workload),
-        }
-
-
-def grid(
-    workloads: Sequence[str],
-    scenarios: Sequence[str],
-    variants: Sequence[str],
-    seeds: Sequence[int],
-    tiny: bool = False,
-) -> list[RunSpec]:
-    """Every combination, validated (unknown names fail before anything runs)."""
-    for kind, names, known in (
-        ("workload", workloads, WORKLOADS),
-        ("scenario", scenarios, SCENARIOS),
-        ("variant", variants, VARIANTS),
-    ):
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"unknown {kind}(s) {unknown}; valid: {list(known)}.")
-    return [
-        RunSpec(w, sc, v, s, tiny)
-        for w in workloads
-        for sc in scenarios
-        for v in variants
-        for s in seeds
-    ]
-
+ROOT = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- one run
 
@@ -201,13 +49,14 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     boundaries, and how the run ended.
     """
     import submission
-    from scripts import local_runner, workloads
+    from algoperf_compat import metric_direction
+    from scripts.local import runner, workloads
 
     workload = workloads.make_workload(spec.workload, **spec.workload_options())
-    recorder = local_runner.MetricsRecorder()
+    recorder = runner.MetricsRecorder()
     plans = []
     start = time.time()
-    result = local_runner.train_once(
+    result = runner.train_once(
         workload,
         submission,
         spec.hyperparameters(),
@@ -215,7 +64,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         workload_name=spec.workload,
         eval_every_steps=workload.eval_every_steps,
         metrics_logger=recorder,
-        hooks=local_runner.RunnerHooks(
+        hooks=runner.RunnerHooks(
             before_training=lambda state: plans.append(submission.plan_summary(state))
         ),
     )
@@ -250,7 +99,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "target": {
             "metric": metric_key,
             "value": workload.validation_target_value,
-            "higher_is_better": submission.metric_direction(workload),
+            "higher_is_better": metric_direction(workload),
         },
         "eval_every_steps": workload.eval_every_steps,
         "planned_boundaries": plans[0]["boundaries"],
@@ -364,16 +213,6 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def load_records(out: Path, specs: Iterable[RunSpec]) -> dict[str, dict[str, Any]]:
-    """The records of the given specs that exist, by key."""
-    records = {}
-    for spec in specs:
-        path = out / "runs" / f"{spec.key}.json"
-        if path.exists():
-            records[spec.key] = json.loads(path.read_text(encoding="utf-8"))
-    return records
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -382,7 +221,7 @@ _NO_EFFECT = ("--no_run", "--redo")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.evidence", description=__doc__.splitlines()[0]
+        prog="python -m scripts.experiments.evidence", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--grid", choices=sorted(GRIDS), default="full")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
@@ -419,8 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = [] if args.no_run else run_grid(specs, out, args.workers, args.redo)
     # The command that reproduces the records (--no_run and --redo do not change them).
     given = argv if argv is not None else sys.argv[1:]
-    command = " ".join(["python -m scripts.evidence", *(a for a in given if a not in _NO_EFFECT)])
-    from scripts.evidence_report import aggregate  # It imports this module's design.
+    command = " ".join(
+        ["python -m scripts.experiments.evidence", *(a for a in given if a not in _NO_EFFECT)]
+    )
 
     result = aggregate(out, specs, report, command.strip())
     print(f"{len(result['records'])} records -> {out}/runs.csv, {out}/tables.md, {out}/figures/")

@@ -1,9 +1,9 @@
-"""A tiny real workload for the tests: an MLP on generated, learnable data.
+"""``tiny`` (not registered): an MLP on generated, learnable data, for tests and experiments.
 
-It implements the parts of AlgoPerf's Workload interface the submission and the test
-loop use. The data are Gaussian clusters drawn once from a fixed seed (nothing is
-downloaded); the model is a flax MLP with dropout and, optionally, batch norm (so that
-resets have a model state to act on).
+It implements the parts of AlgoPerf's Workload interface the submission and the
+checkpointing loop (``scripts/local/loop.py``) use. The data are Gaussian clusters drawn
+once from a fixed seed (nothing is downloaded); the model is a flax MLP with dropout and,
+optionally, batch norm (so that resets have a model state to act on).
 """
 
 import functools
@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from algoperf_compat import spec
+
+from .losses import correct_sum, softmax_cross_entropy
 
 NUM_CLASSES = 4
 NUM_FEATURES = 16
@@ -43,7 +45,57 @@ class MLP(nn.Module):
         return nn.Dense(NUM_CLASSES)(x)
 
 
-class TinyWorkload:
+class GeneratedDataWorkload:
+    """What the workloads on generated data share: the data, the target and its
+    direction, the model's initialisation and a training stream batch t of which
+    depends only on (seed, t)."""
+
+    def __init__(self, model, train, validation, metric, higher_is_better, target, step_hint):
+        self._model = model
+        self._train = train
+        self._validation = validation
+        self.target_metric_name = metric
+        self.higher_is_better = higher_is_better
+        self._target = target
+        self._step_hint = step_hint
+        self.metrics_logger = None
+        self.param_shapes = None
+        self.model_params_types = None
+
+    @property
+    def validation_target_value(self) -> float:
+        return self._target
+
+    @property
+    def step_hint(self) -> int:
+        return self._step_hint
+
+    def has_reached_validation_target(self, eval_result) -> bool:
+        value = eval_result[f"validation/{self.target_metric_name}"]
+        return value > self._target if self.higher_is_better else value < self._target
+
+    def init_model_fn(self, rng):
+        dummy = jnp.zeros((1, self._train[0].shape[1]))
+        variables = self._model.init({"params": rng}, dummy, train=False)
+        params = variables["params"]
+        self.param_shapes = jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params)
+        self.model_params_types = jax.tree.map(lambda _: spec.ParameterType.WEIGHT, params)
+        return params, variables.get("batch_stats")
+
+    def train_batches(self, seed: int, batch_size: int, start_step: int = 0):
+        """An infinite stream of training batches; batch t depends only on (seed, t).
+
+        That makes a run resumed at step t see the batches the uninterrupted run saw.
+        """
+        inputs, targets = self._train
+        step = start_step
+        while True:
+            idx = np.random.default_rng([seed, step]).choice(len(targets), batch_size, False)
+            yield {"inputs": inputs[idx], "targets": targets[idx]}
+            step += 1
+
+
+class TinyWorkload(GeneratedDataWorkload):
     """Classification; the target metric is accuracy (higher) or loss (lower)."""
 
     def __init__(
@@ -58,43 +110,17 @@ class TinyWorkload:
         extra_matmuls: int = 0,
     ):
         assert target_metric in ("accuracy", "loss")
-        self._metric = target_metric
         default_target = 0.8 if target_metric == "accuracy" else 0.6
-        self._target = default_target if target is None else target
-        self._step_hint = step_hint
-        self._model = MLP(width=width, batch_norm=batch_norm)
-        self._train = make_data(1, num_train)
-        self._validation = make_data(2, num_validation)
+        super().__init__(
+            MLP(width=width, batch_norm=batch_norm),
+            make_data(1, num_train),
+            make_data(2, num_validation),
+            target_metric,
+            target_metric == "accuracy",
+            default_target if target is None else target,
+            step_hint,
+        )
         self._extra_matmuls = extra_matmuls
-        self.metrics_logger = None
-        self.param_shapes = None
-        self.model_params_types = None
-
-    # Targets and budgets.
-    @property
-    def target_metric_name(self) -> str:
-        return self._metric
-
-    @property
-    def validation_target_value(self) -> float:
-        return self._target
-
-    @property
-    def step_hint(self) -> int:
-        return self._step_hint
-
-    def has_reached_validation_target(self, eval_result) -> bool:
-        value = eval_result[f"validation/{self._metric}"]
-        return value > self._target if self._metric == "accuracy" else value < self._target
-
-    # Model.
-    def init_model_fn(self, rng):
-        variables = self._model.init({"params": rng}, jnp.zeros((1, NUM_FEATURES)), train=False)
-        params = variables["params"]
-        model_state = variables.get("batch_stats")
-        self.param_shapes = jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params)
-        self.model_params_types = jax.tree.map(lambda _: spec.ParameterType.WEIGHT, params)
-        return params, model_state
 
     def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm, dropout_rate=0.0):
         train = mode == spec.ForwardPassMode.TRAIN
@@ -116,38 +142,7 @@ class TinyWorkload:
         return logits, new_state
 
     def loss_fn(self, label_batch, logits_batch, mask_batch=None, label_smoothing=0.0):
-        targets = jax.nn.one_hot(label_batch, NUM_CLASSES)
-        targets = targets * (1 - label_smoothing) + label_smoothing / NUM_CLASSES
-        per_example = -jnp.sum(targets * jax.nn.log_softmax(logits_batch), axis=-1)
-        if mask_batch is not None:
-            per_example = per_example * mask_batch
-            n_valid = mask_batch.sum()
-        else:
-            n_valid = per_example.shape[0]
-        return {
-            "summed": per_example.sum(),
-            "n_valid_examples": n_valid,
-            "per_example": per_example,
-        }
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def _init(self, rng):
-        # One compiled computation instead of many small eager ones.
-        return self._model.init({"params": rng}, jnp.zeros((1, NUM_FEATURES)), train=False)
-
-    # Data and evaluation.
-    def train_batches(self, seed: int, batch_size: int, start_step: int = 0):
-        """An infinite stream of training batches; batch t depends only on (seed, t).
-
-        That makes a run resumed at step t see the batches the uninterrupted run saw.
-        """
-        inputs, labels = self._train
-        step = start_step
-        while True:
-            rng = np.random.default_rng([seed, step])
-            idx = rng.choice(len(labels), size=batch_size, replace=False)
-            yield {"inputs": inputs[idx], "targets": labels[idx]}
-            step += 1
+        return softmax_cross_entropy(label_batch, logits_batch, mask_batch, label_smoothing)
 
     @functools.partial(jax.jit, static_argnums=0)
     def _eval(self, params, model_state, inputs, labels):
@@ -156,7 +151,7 @@ class TinyWorkload:
             variables["batch_stats"] = model_state
         logits = self._model.apply(variables, inputs, train=False)
         loss = self.loss_fn(labels, logits)["summed"] / labels.shape[0]
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        accuracy = correct_sum(labels, logits, 1.0) / labels.shape[0]
         return loss, accuracy
 
     def eval_model(self, params, model_state):

@@ -1,14 +1,9 @@
-"""Small AlgoPerf workloads on data that ships with scikit-learn (nothing downloaded).
+"""The shared base of the embedded workloads: data splits, the MLP, the workload class.
 
-Each class implements AlgoPerf's ``spec.Workload`` interface (duck-typed) on one of
-scikit-learn's bundled datasets, with a Flax linen MLP (dropout, optional batch norm):
-
-* ``digit_sums`` (default): two 8x8 handwritten digits side by side, predict their
-  sum (19 classes). Target metric ``accuracy``, higher is better. Hard enough that
-  accuracy keeps improving for hundreds of steps, so the target needs two cycles.
-* ``digits``: the 8x8 digits themselves, 10 classes. ``accuracy``, higher is better.
-* ``breast_cancer``: Wisconsin diagnostic data, binary, sigmoid cross-entropy. Target
-  metric ``loss`` (validation cross-entropy, as Criteo's), lower is better.
+Each embedded workload (one module each beside this one; the registry is the package's
+``__init__``) implements AlgoPerf's ``spec.Workload`` interface (duck-typed) on one of
+scikit-learn's bundled datasets (nothing downloaded), with a Flax linen MLP (dropout,
+optional batch norm), through ``SklearnWorkload``.
 
 Splits are fixed (a stratified permutation under a constant seed), features are
 standardised with the training split's statistics, the training stream is an infinite
@@ -20,22 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from sklearn import datasets as sk_datasets
 
 from algoperf_compat import spec
 
-WORKLOAD_NAMES = ("digit_sums", "digits", "breast_cancer")
-DEFAULT_WORKLOAD = "digit_sums"
 SPLIT_SEED = 20240917
 EVAL_SPLITS = ("eval_train", "validation", "test")
 
@@ -235,49 +226,6 @@ def parameter_types(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(leaf_type, params)
 
 
-# --------------------------------------------------------------------------- losses
-
-
-def softmax_cross_entropy(
-    labels: jax.Array,
-    logits: jax.Array,
-    mask: jax.Array | None,
-    label_smoothing: float,
-) -> dict[str, jax.Array]:
-    """AlgoPerf-style masked softmax cross-entropy with label smoothing."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    per_example = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
-    return _masked_sums(per_example, mask)
-
-
-def sigmoid_cross_entropy(
-    labels: jax.Array,
-    logits: jax.Array,
-    mask: jax.Array | None,
-    label_smoothing: float,
-) -> dict[str, jax.Array]:
-    """Masked binary cross-entropy on a single logit, with label smoothing."""
-    logits = jnp.reshape(logits, (logits.shape[0],))
-    targets = labels.astype(logits.dtype)
-    targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    per_example = optax.sigmoid_binary_cross_entropy(logits, targets)
-    return _masked_sums(per_example, mask)
-
-
-def _masked_sums(per_example: jax.Array, mask: jax.Array | None) -> dict[str, jax.Array]:
-    """Sum per-example losses under an optional 0/1 mask."""
-    if mask is not None:
-        per_example = per_example * mask
-        n_valid = jnp.sum(mask)
-    else:
-        n_valid = jnp.asarray(per_example.shape[0], per_example.dtype)
-    return {
-        "summed": jnp.sum(per_example),
-        "n_valid_examples": n_valid,
-        "per_example": per_example,
-    }
-
-
 # --------------------------------------------------------------------------- workloads
 
 
@@ -307,7 +255,10 @@ class SklearnWorkload:
     """
 
     target_metric_name: str = ""
+    higher_is_better: bool = True  # Direction of target_metric_name.
     loss_type: Any = None
+    # The loss: (labels, logits, mask, label_smoothing) -> AlgoPerf's loss dict.
+    loss: Callable[..., dict[str, jax.Array]]
     num_outputs: int = 0
     default_config: WorkloadConfig
 
@@ -366,10 +317,16 @@ class SklearnWorkload:
         raise NotImplementedError
 
     def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
-        raise NotImplementedError
+        """Past the validation target in the workload's direction."""
+        value = eval_result[f"validation/{self.target_metric_name}"]
+        return self._past(value, self.validation_target_value)
 
     def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
-        raise NotImplementedError
+        """Past the test target in the workload's direction."""
+        return self._past(eval_result[f"test/{self.target_metric_name}"], self.test_target_value)
+
+    def _past(self, value: float, target: float) -> bool:
+        return value > target if self.higher_is_better else value < target
 
     def loss_fn(
         self,
@@ -378,7 +335,8 @@ class SklearnWorkload:
         mask_batch: jax.Array | None = None,
         label_smoothing: float = 0.0,
     ) -> dict[str, jax.Array]:
-        raise NotImplementedError
+        """The workload's loss: ``{'summed', 'n_valid_examples', 'per_example'}``."""
+        return self.loss(label_batch, logits_batch, mask_batch, label_smoothing)
 
     # -- properties of spec.Workload
 
@@ -644,158 +602,28 @@ def _take(iterator: Iterator[Any], count: int) -> Iterator[Any]:
         yield item
 
 
-class DigitsWorkload(SklearnWorkload):
-    """8x8 digits (1797 images), MLP with batch norm; target: validation accuracy.
-
-    Higher is better: the target is reached when accuracy exceeds the target value.
-    """
-
-    target_metric_name = "accuracy"
-    loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
-    num_outputs = 10
-    default_config = WorkloadConfig(
-        hidden_sizes=(512, 512, 512),
-        use_batch_norm=True,
-        step_hint=300,
-        validation_target_value=0.97,
-        test_target_value=0.96,
-        max_allowed_runtime_sec=60,
-        eval_every_steps=10,
-    )
-
-    def _load_splits(self) -> DataSplits:
-        bunch = sk_datasets.load_digits()
-        return make_splits(bunch.data.astype(np.float64), bunch.target)
-
-    def loss_fn(
-        self,
-        label_batch: jax.Array,
-        logits_batch: jax.Array,
-        mask_batch: jax.Array | None = None,
-        label_smoothing: float = 0.0,
-    ) -> dict[str, jax.Array]:
-        """Softmax cross-entropy: ``{'summed', 'n_valid_examples', 'per_example'}``."""
-        return softmax_cross_entropy(label_batch, logits_batch, mask_batch, label_smoothing)
-
-    def _metric_sums(
-        self, labels: jax.Array, logits: jax.Array, weights: jax.Array
-    ) -> dict[str, jax.Array]:
-        correct = jnp.argmax(logits, axis=-1) == labels
-        return {"accuracy": jnp.sum(correct * weights)}
-
-    def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
-        """Higher is better."""
-        return eval_result["validation/accuracy"] > self.validation_target_value
-
-    def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
-        """Higher is better."""
-        return eval_result["test/accuracy"] > self.test_target_value
-
-
-class DigitSumsWorkload(DigitsWorkload):
-    """Sum of two 8x8 digits shown side by side (19 classes); target: accuracy.
-
-    A harder task built from the same images: the network must read both digits
-    and add them, so accuracy keeps improving for hundreds of steps instead of
-    saturating within a few epochs. Training pairs are drawn afresh from the
-    training images; validation/test (and ``eval_train``) are fixed sets of pairs of
-    their own split's images. Higher is better.
-    """
-
-    num_outputs = 19
-    num_eval_pairs = 2000
-    default_config = WorkloadConfig(
-        hidden_sizes=(512, 512, 512),
-        use_batch_norm=True,
-        step_hint=900,
-        validation_target_value=0.93,
-        test_target_value=0.92,
-        max_allowed_runtime_sec=120,
-        eval_every_steps=25,
-    )
-
-    def _make_eval_set(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        x, y = self.data.arrays(split)
-        seed = SPLIT_SEED + EVAL_SPLITS.index(split) + 1
-        return fixed_pairs(x, y, self.num_eval_pairs, seed)
-
-    def _train_stream(self, batch_size: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
-        return random_pair_batches(self.data.train_x, self.data.train_y, batch_size, seed)
-
-    @property
-    def num_train_examples(self) -> int:
-        """Distinct ordered pairs of training images."""
-        return len(self.data.train_x) ** 2
-
-
-class BreastCancerWorkload(SklearnWorkload):
-    """Wisconsin breast cancer (569 cases), MLP; target: validation cross-entropy.
-
-    Lower is better: the target is reached when the loss falls below the target.
-    """
-
-    target_metric_name = "loss"
-    loss_type = spec.LossType.SIGMOID_CROSS_ENTROPY
-    num_outputs = 1
-    default_config = WorkloadConfig(
-        hidden_sizes=(256, 256, 256),
-        use_batch_norm=False,
-        step_hint=300,
-        validation_target_value=0.13,
-        test_target_value=0.2,
-        max_allowed_runtime_sec=60,
-        eval_every_steps=5,
-        batch_size=64,
-    )
-
-    def _load_splits(self) -> DataSplits:
-        bunch = sk_datasets.load_breast_cancer()
-        return make_splits(bunch.data.astype(np.float64), bunch.target)
-
-    def loss_fn(
-        self,
-        label_batch: jax.Array,
-        logits_batch: jax.Array,
-        mask_batch: jax.Array | None = None,
-        label_smoothing: float = 0.0,
-    ) -> dict[str, jax.Array]:
-        """Binary cross-entropy: ``{'summed', 'n_valid_examples', 'per_example'}``."""
-        return sigmoid_cross_entropy(label_batch, logits_batch, mask_batch, label_smoothing)
-
-    def _metric_sums(
-        self, labels: jax.Array, logits: jax.Array, weights: jax.Array
-    ) -> dict[str, jax.Array]:
-        predicted = jnp.reshape(logits, (logits.shape[0],)) > 0
-        wrong = predicted != (labels > 0)
-        return {"error_rate": jnp.sum(wrong * weights)}
-
-    def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:
-        """Lower is better."""
-        return eval_result["validation/loss"] < self.validation_target_value
-
-    def has_reached_test_target(self, eval_result: dict[str, float]) -> bool:
-        """Lower is better."""
-        return eval_result["test/loss"] < self.test_target_value
-
-
-def make_workload(name: str, **overrides: Any) -> SklearnWorkload:
-    """Build an embedded workload by name; ``overrides`` go to ``WorkloadConfig``."""
-    if name == "digit_sums":
-        return DigitSumsWorkload(**overrides)
-    if name == "digits":
-        return DigitsWorkload(**overrides)
-    if name == "breast_cancer":
-        return BreastCancerWorkload(**overrides)
-    raise ValueError(f"Unknown workload {name!r}; valid: {', '.join(WORKLOAD_NAMES)}.")
-
-
-def tiny_overrides(name: str) -> dict[str, Any]:
-    """Options for a tiny, fast version of a workload (tests, smoke runs)."""
-    if name not in WORKLOAD_NAMES:
-        raise ValueError(f"Unknown workload {name!r}; valid: {', '.join(WORKLOAD_NAMES)}.")
-    return {"hidden_sizes": (32, 32), "step_hint": 60, "eval_every_steps": 10}
-
-
 def num_steps_per_epoch(workload: SklearnWorkload, global_batch_size: int) -> int:
     """Steps in one pass over the training split."""
     return math.ceil(workload.num_train_examples / global_batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadEntry:
+    """A workload's registry entry: its name, its class and its tiny version's options.
+
+    The global batch size the local runner uses is the class's
+    ``default_config.batch_size``.
+    """
+
+    name: str
+    workload_class: type[SklearnWorkload]
+    # Options for a tiny, fast version (``python -m scripts.run --tiny``, tests, the
+    # small evidence grid).
+    tiny: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: {"hidden_sizes": (32, 32), "step_hint": 60, "eval_every_steps": 10}
+    )
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch size of this workload (its configuration's)."""
+        return self.workload_class.default_config.batch_size

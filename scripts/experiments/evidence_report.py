@@ -1,24 +1,26 @@
 """Measures, tables, figures and the report of the evidence experiment.
 
-Everything here reads run records (``scripts/evidence.py`` writes them) and nothing
-trains: the report can be rebuilt from a results directory at any time
-(``python -m scripts.evidence --no_run``).
+Everything here reads run records (``scripts/experiments/evidence.py`` writes them) and
+the design (``scripts/experiments/design.py``), and nothing trains: the report can be
+rebuilt from a results directory at any time
+(``python -m scripts.experiments.evidence --no_run``).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import platform
 import shutil
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from scripts.evidence import (
+from scripts.experiments.design import (
     ABLATION_VARIANTS,
     COUNTERFACTUAL,
     DETECTOR_VARIANTS,
@@ -27,10 +29,22 @@ from scripts.evidence import (
     STUDY_SETTINGS,
     VARIANTS,
     RunSpec,
-    load_records,
 )
 
 INF = math.inf
+
+# --------------------------------------------------------------------------- records
+
+
+def load_records(out: Path, specs: Iterable[RunSpec]) -> dict[str, dict[str, Any]]:
+    """The records of the given specs that exist, by key."""
+    records = {}
+    for spec in specs:
+        path = out / "runs" / f"{spec.key}.json"
+        if path.exists():
+            records[spec.key] = json.loads(path.read_text(encoding="utf-8"))
+    return records
+
 
 # --------------------------------------------------------------------------- measures
 
@@ -640,7 +654,7 @@ def write_report(
         "",
         "## Design",
         "",
-        f"- Workloads: {', '.join(workloads)} (embedded, `scripts/workloads.py`), seeds "
+        f"- Workloads: {', '.join(workloads)} (embedded, `scripts/local/workloads/`), seeds "
         f"{', '.join(map(str, seeds))}.",
         "- Study settings, in every scenario (so that the target needs more than one "
         "cycle): "

@@ -12,7 +12,10 @@ deliberate:
   test target as well), unless ``stop_at_target=False``;
 * the timed region ends with ``jax.block_until_ready`` on the new parameters, so the
   submission time counts the computation, not only its dispatch;
-* there is no checkpointing (no preemption locally), hence ``preemption_count`` 0.
+* there is no checkpointing (no preemption locally), hence ``preemption_count`` 0;
+* an embedded workload's global batch size comes from the workload registry
+  (``scripts/local/workloads``), any other name's from the submission's
+  ``get_batch_size``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import jax
 
 from algoperf_compat import spec
+from scripts.local import workloads
 
 SELF_TUNING_BUDGET_FACTOR = 1.5
 
@@ -134,7 +138,8 @@ def step_rngs(rng: Any, global_step: int) -> tuple[Any, Any, Any, Any]:
 def resolve_batch_size(
     submission_module: Any, workload_name: str | None, override: int | None
 ) -> int:
-    """Global batch size: ``override`` or the submission's ``get_batch_size``.
+    """Global batch size: ``override``, else the workload registry's for an embedded
+    workload, else the submission's ``get_batch_size`` (as AlgoPerf's runner).
 
     Raises ValueError unless it is divisible by the number of local devices.
     """
@@ -142,6 +147,8 @@ def resolve_batch_size(
         batch_size = int(override)
     elif workload_name is None:
         raise ValueError("Pass workload_name or global_batch_size.")
+    elif workloads.batch_size(workload_name) is not None:
+        batch_size = workloads.batch_size(workload_name)
     else:
         batch_size = int(submission_module.get_batch_size(workload_name))
     devices = jax.local_device_count()

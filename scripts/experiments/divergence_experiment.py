@@ -2,17 +2,17 @@
 
 Run from the project root (takes a few minutes on 2 CPU cores):
 
-    .venv/bin/python -m scripts.divergence_experiment [--seeds 0 1 2]
+    .venv/bin/python -m scripts.experiments.divergence_experiment [--seeds 0 1 2]
 
-1. Which first-cycle learning-rate factor diverges how, on the log-link regression of
-   tests/test_divergence.py (strategy `soft`, early switching on): the first step whose
-   params are non-finite, the worst finite validation MSE before the first reset, the
-   first reset, and the step the target was reached.
+1. Which first-cycle learning-rate factor diverges how, on the log-link regression
+   (scripts/local/workloads/log_regression.py; strategy `soft`, early switching on): the
+   first step whose params are non-finite, the worst finite validation MSE before the
+   first reset, the first reset, and the step the target was reached.
 2. The plan [100, 1, 1] under `soft`, `full` and `none` for the whole budget: steps to
    the target (or "never") and the validation-MSE trajectory.
-3. A network that "dies" without NaN: the classification MLP of tests/tiny_workload.py
-   (ReLU, accuracy target 0.8) with the plan [300, 1, 1], under soft with and without
-   early switching, params_only and full.
+3. A network that "dies" without NaN: the classification MLP of
+   scripts/local/workloads/tiny.py (ReLU, accuracy target 0.8) with the plan
+   [300, 1, 1], under soft with and without early switching, params_only and full.
 
 Recorded (seeds 0-2, jax 0.10.2 on CPU): 1. F = 1, 10 reach the target in the first
 cycle; F = 30 fails finitely (early switch, tau 0.87-0.96); F = 100, 300 give NaN params
@@ -25,15 +25,9 @@ params_only (95/145/115) and full (80/140/90) did.
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-
-import test_divergence as td  # noqa: E402
-
-from tiny_workload import TinyWorkload  # noqa: E402
+from scripts.experiments import divergence as td
+from scripts.local.workloads.tiny import TinyWorkload
 
 
 def _fmt(x: float) -> str:
@@ -61,7 +55,7 @@ def factor_sweep(seeds) -> None:
             )
             bad = [g for g, c in sorted(checks.items()) if not c["params"]]
             first_reset = resets[0][0] if resets else math.inf
-            before = [v for g, v in td._val(result) if g <= first_reset]
+            before = [v for g, v in td.validation_mse(result) if g <= first_reset]
             finite = [v for v in before if math.isfinite(v)]
             print(
                 f"  F={factor:5g} seed {seed}: first non-finite params at step "
@@ -84,7 +78,7 @@ def strategies(seeds) -> None:
                 seed=seed,
                 stop_at_target=False,
             )
-            values = [v for _, v in td._val(result)]
+            values = [v for _, v in td.validation_mse(result)]
             picks = [values[i] for i in (0, 1, 2, 4, 9, len(values) - 1)]
             finite = [v for v in values if math.isfinite(v)]
             print(
@@ -97,7 +91,7 @@ def strategies(seeds) -> None:
 
 
 def died(seeds) -> None:
-    print("3. dying ReLU classifier (tests/tiny_workload.py), plan [300, 1, 1], target acc 0.8")
+    print("3. dying ReLU classifier (workloads/tiny.py), plan [300, 1, 1], target acc 0.8")
     configs = (
         ("soft", True),
         ("soft", False),

@@ -4,7 +4,7 @@ Two probes behind the evidence report's failed-cycle rows (docs/evidence.md), ea
 report's "failed first cycle" runs (seeds 0-1), through the local runner and the real
 submission:
 
-    .venv/bin/python -m scripts.probe_failed_resets
+    .venv/bin/python -m scripts.experiments.probe_failed_resets
 
 1. digits (batch norm): accuracy one step after the planned reset at step 30, evaluated
    with the model state the strategy produced, and with batch-norm statistics
@@ -27,7 +27,8 @@ import numpy as np
 
 import submission
 from algoperf_compat import spec
-from scripts import evidence, local_runner, workloads
+from scripts.experiments.design import RunSpec
+from scripts.local import runner, workloads
 
 
 def _norm(tree) -> float:
@@ -35,10 +36,10 @@ def _norm(tree) -> float:
 
 
 def _run(workload_name, variant, seed, steps):
-    run = evidence.RunSpec(workload_name, "failed", variant, seed)
+    run = RunSpec(workload_name, "failed", variant, seed)
     workload = workloads.make_workload(workload_name, **run.workload_options())
-    recorder = local_runner.MetricsRecorder()
-    result = local_runner.train_once(
+    recorder = runner.MetricsRecorder()
+    result = runner.train_once(
         workload,
         submission,
         run.hyperparameters(),

@@ -1,0 +1,169 @@
+"""The design of the evidence experiment: variants, scenarios, study settings, grids, runs.
+
+Both the runner (``scripts/experiments/evidence.py``) and the report
+(``scripts/experiments/evidence_report.py``) read it; it imports neither.
+
+Variants are the four reset strategies (everything else at its default) and ablations
+of our decisions, each ``soft`` with one hyperparameter changed. Scenarios are
+*healthy* (the defaults: the target needs more than one cycle), *failed first cycle*
+(its peak learning rate far too high) and *noisy* (a small validation subset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from scripts.local.workloads import WORKLOAD_NAMES, tiny_overrides
+
+
+class Variant(NamedTuple):
+    """A reset strategy, or an ablation: ``soft`` with one decision changed."""
+
+    group: str  # "strategy" or "ablation"
+    label: str
+    overrides: Mapping[str, Any]
+
+
+VARIANTS: dict[str, Variant] = {
+    "none": Variant("strategy", "none (cyclic)", {"reset_strategy": "none"}),
+    "full": Variant("strategy", "full (sequential)", {"reset_strategy": "full"}),
+    "params_only": Variant("strategy", "params_only", {"reset_strategy": "params_only"}),
+    "soft": Variant("strategy", "soft (defaults)", {}),
+    "soft-alpha0": Variant("ablation", "alpha = 0", {"reset_alpha": 0.0}),
+    "soft-alpha1": Variant("ablation", "alpha = 1", {"reset_alpha": 1.0}),
+    "soft-failed-rule-off": Variant(
+        "ablation", "failed-cycle rule off", {"failed_cycle_fresh_moments": False}
+    ),
+    "soft-switching-off": Variant("ablation", "early switching off", {"early_switching": False}),
+    "soft-absolute-eps": Variant("ablation", "absolute tolerances", {"switch_relative": False}),
+    "soft-grace0": Variant("ablation", "grace 0", {"switch_grace_evals": 0}),
+    "soft-tau-best": Variant("ablation", "tau from the best eval", {"tau_metric": "best"}),
+}
+STRATEGY_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "strategy")
+ABLATION_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "ablation")
+# The detector's variants: soft's reset, a different detector. Each is the same run as
+# "soft-switching-off" up to its first switch, which makes that run the counterfactual.
+DETECTOR_VARIANTS = ("soft", "soft-absolute-eps", "soft-grace0")
+COUNTERFACTUAL = "soft-switching-off"
+
+# First-cycle peak factor of the "failed" scenario: 1000 x the base learning rate
+# (peak 1.75; 100x does not break the batch-norm networks). The thesis: about 0.05 (30x).
+FAILED_PEAK_FACTOR = 1000.0
+# Validation examples in the "noisy" scenario (the binomial standard error of an
+# accuracy near the target is about 2.5 points at 100 examples).
+NOISY_VALIDATION_EXAMPLES = {"digit_sums": 100, "digits": 60, "breast_cancer": 40}
+
+
+# Per-workload settings shared by every scenario, so that in the healthy scenario the
+# target needs more than one cycle's learning: digits and breast_cancer reach their
+# default targets within the first of three 100-step cycles (steps 60 and 10, seed 0).
+STUDY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # workload: (workload options, hyperparameters)
+    "digit_sums": ({}, {}),
+    "digits": ({"eval_every_steps": 5}, {"cycle_budget_factor": 0.3}),
+    "breast_cancer": ({"validation_target_value": 0.1}, {"cycle_budget_factor": 0.2}),
+}
+
+
+class Scenario(NamedTuple):
+    """Workload options and hyperparameters that set up a situation."""
+
+    label: str
+    description: str
+    workload_options: Callable[[str], dict[str, Any]]
+    hyperparameters: Mapping[str, Any]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "healthy": Scenario(
+        "healthy",
+        "the study settings, nothing broken",
+        lambda workload: {},
+        {},
+    ),
+    "failed": Scenario(
+        "failed first cycle",
+        f"the first cycle's peak is {FAILED_PEAK_FACTOR:g}x the base learning rate",
+        lambda workload: {},
+        {"cycle_lr_factors": [FAILED_PEAK_FACTOR, 1.5727, 0.4289]},
+    ),
+    "noisy": Scenario(
+        "noisy validation",
+        "validation metrics on a small subset: "
+        + ", ".join(f"{w} {n}" for w, n in NOISY_VALIDATION_EXAMPLES.items())
+        + " examples",
+        lambda workload: {"validation_examples": NOISY_VALIDATION_EXAMPLES[workload]},
+        {},
+    ),
+}
+
+WORKLOADS = WORKLOAD_NAMES
+# Tiny models for the small grid: the registry's tiny models, with a few evaluations per
+# cycle; seconds per run.
+TINY_OPTIONS = {
+    name: {**tiny_overrides(name), "step_hint": 150, "eval_every_steps": 5} for name in WORKLOADS
+}
+GRIDS = {
+    "full": {"workloads": WORKLOADS, "seeds": 5, "tiny": False},
+    # A smoke-sized grid (tiny models, 2 seeds) for the test suite.
+    "small": {"workloads": WORKLOADS, "seeds": 2, "tiny": True},
+}
+
+
+class RunSpec(NamedTuple):
+    """One run of the grid."""
+
+    workload: str
+    scenario: str
+    variant: str
+    seed: int
+    tiny: bool = False
+
+    @property
+    def key(self) -> str:
+        """A file-safe unique name."""
+        size = "tiny-" if self.tiny else ""
+        return f"{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The workload's study settings, the scenario's, then the variant's on top."""
+        return {
+            **STUDY_SETTINGS[self.workload][1],
+            **SCENARIOS[self.scenario].hyperparameters,
+            **VARIANTS[self.variant].overrides,
+        }
+
+    def workload_options(self) -> dict[str, Any]:
+        """Options of ``scripts.local.workloads.make_workload`` for this run."""
+        options = dict(TINY_OPTIONS[self.workload]) if self.tiny else {}
+        return {
+            **options,
+            **STUDY_SETTINGS[self.workload][0],
+            **SCENARIOS[self.scenario].workload_options(self.workload),
+        }
+
+
+def grid(
+    workloads: Sequence[str],
+    scenarios: Sequence[str],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    tiny: bool = False,
+) -> list[RunSpec]:
+    """Every combination, validated (unknown names fail before anything runs)."""
+    for kind, names, known in (
+        ("workload", workloads, WORKLOADS),
+        ("scenario", scenarios, SCENARIOS),
+        ("variant", variants, VARIANTS),
+    ):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown {kind}(s) {unknown}; valid: {list(known)}.")
+    return [
+        RunSpec(w, sc, v, s, tiny)
+        for w in workloads
+        for sc in scenarios
+        for v in variants
+        for s in seeds
+    ]

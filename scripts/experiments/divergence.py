@@ -1,0 +1,65 @@
+"""A first cycle whose peak learning rate is far too high: the runs behind
+``tests/test_divergence.py`` and ``python -m scripts.experiments.divergence_experiment``.
+
+The workload is ``scripts/local/workloads/log_regression.py``: a plan whose first cycle
+peaks at 100x the base learning rate (``cycle_lr_factors`` [100, 1, 1]) blows up to NaN
+within a few steps.
+"""
+
+import jax
+import numpy as np
+
+import reset
+from scripts.local import loop
+from scripts.local.workloads.log_regression import STEP_HINT, TARGET_MSE, RegressionWorkload
+
+__all__ = ["STEP_HINT", "TARGET_MSE", "RegressionWorkload", "train", "validation_mse"]
+
+FIRST_PLANNED_BOUNDARY = 100
+EVAL_EVERY = 10
+DIVERGING_FACTOR = 100.0
+SEED = 0
+
+
+def finite(tree) -> bool:
+    """Every floating-point entry of the tree is finite (host check)."""
+    leaves = jax.tree.leaves(jax.device_get(tree))
+    return all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact))
+
+
+def validation_mse(result):
+    """``[(step, validation MSE)]`` of a run's evaluations."""
+    return [(step, m["validation/mse"]) for step, m in result["eval_results"]]
+
+
+def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_every=EVAL_EVERY):
+    """Trains through ``scripts/local/loop.py``; returns (loop result, logged resets, checks).
+
+    checks[g] holds, for the first `eval_every` steps, every step that ends with an
+    evaluation and every step that follows a reset, whether params, model state and the
+    whole optimizer state are finite after g steps, and the Adam step count.
+    """
+    logger = workload.metrics_logger = loop.RecordingLogger()
+    checks = {}
+
+    def hook(global_step, optimizer_state, params, model_state, eval_results):
+        after_reset = any(step == global_step - 1 for step, _ in logger.resets())
+        if global_step <= eval_every or global_step % eval_every == 0 or after_reset:
+            opt_state = optimizer_state[0].opt_state
+            checks[global_step] = {
+                "params": finite(params),
+                "model_state": finite(model_state),
+                "opt_state": finite(opt_state),
+                "count": int(reset.moment_states(opt_state)[0].count),
+            }
+
+    result = loop.run(
+        workload,
+        hyperparameters,
+        seed=seed,
+        num_steps=10 * workload.step_hint,  # The plan (T = step_hint) ends the run first.
+        eval_every=eval_every,
+        stop_at_target=stop_at_target,
+        on_step=hook,
+    )
+    return result, logger.resets(), checks

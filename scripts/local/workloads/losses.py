@@ -1,0 +1,63 @@
+"""Losses and metric sums shared by every embedded workload (one implementation each).
+
+Pure JAX/optax, no project imports: ``tiny.py`` and its users (the packaged-submission
+test copies both files away from the project) rely on that.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def masked_sums(per_example: jax.Array, mask: jax.Array | None) -> dict[str, jax.Array]:
+    """AlgoPerf's loss dict: ``{'summed', 'n_valid_examples', 'per_example'}`` under an
+    optional 0/1 mask."""
+    if mask is not None:
+        per_example = per_example * mask
+        n_valid = jnp.sum(mask)
+    else:
+        n_valid = jnp.asarray(per_example.shape[0], per_example.dtype)
+    return {
+        "summed": jnp.sum(per_example),
+        "n_valid_examples": n_valid,
+        "per_example": per_example,
+    }
+
+
+def softmax_cross_entropy(
+    labels: jax.Array,
+    logits: jax.Array,
+    mask: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, jax.Array]:
+    """AlgoPerf-style masked softmax cross-entropy with label smoothing."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    per_example = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
+    return masked_sums(per_example, mask)
+
+
+def sigmoid_cross_entropy(
+    labels: jax.Array,
+    logits: jax.Array,
+    mask: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, jax.Array]:
+    """Masked binary cross-entropy on a single logit, with label smoothing."""
+    logits = jnp.reshape(logits, (logits.shape[0],))
+    targets = labels.astype(logits.dtype)
+    targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    per_example = optax.sigmoid_binary_cross_entropy(logits, targets)
+    return masked_sums(per_example, mask)
+
+
+def correct_sum(labels: jax.Array, logits: jax.Array, weights: jax.Array) -> jax.Array:
+    """Weighted count of examples whose arg-max class is the label (accuracy's sum)."""
+    return jnp.sum((jnp.argmax(logits, axis=-1) == labels) * weights)
+
+
+def binary_error_sum(labels: jax.Array, logits: jax.Array, weights: jax.Array) -> jax.Array:
+    """Weighted count of wrong signs of a single logit (error rate's sum)."""
+    predicted = jnp.reshape(logits, (logits.shape[0],)) > 0
+    return jnp.sum((predicted != (labels > 0)) * weights)
