@@ -10,6 +10,7 @@ import enum
 import types
 from collections.abc import Mapping
 
+import jax
 import numpy as np
 
 try:
@@ -174,8 +175,20 @@ def mean_loss(workload, params, model_state, batch, rng, dropout_rate, label_smo
     return losses["summed"] / losses["n_valid_examples"], new_model_state
 
 
+def check_batch(batch, num_devices: int) -> None:
+    """ValueError unless every leaf of the batch splits evenly over the devices."""
+    for x in jax.tree.leaves(batch):
+        if np.ndim(x) == 0 or np.shape(x)[0] % num_devices:
+            raise ValueError(
+                f"the batch's leading dimension {np.shape(x)[:1]} must be divisible by "
+                f"the number of devices ({num_devices}): choose a global batch size "
+                f"that is a multiple of {num_devices}."
+            )
+
+
 __all__ = [
     "HAVE_ALGOPERF",
+    "check_batch",
     "mean_loss",
     "metric_direction",
     "metric_value",

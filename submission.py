@@ -34,13 +34,13 @@ from jax.sharding import PartitionSpec as P
 if __package__:  # Packaged: imported as submissions.self_tuning.<name>.submission.
     from . import hyperparameters as schema
     from . import reset, schedules
-    from .algoperf_compat import mean_loss, metric_direction, read_evaluations, spec
+    from .algoperf_compat import check_batch, mean_loss, metric_direction, read_evaluations, spec
     from .schedules import controller as control
 else:  # Run from the project root: --submission_path=submission.py.
     import hyperparameters as schema
     import reset
     import schedules
-    from algoperf_compat import mean_loss, metric_direction, read_evaluations, spec
+    from algoperf_compat import check_batch, mean_loss, metric_direction, read_evaluations, spec
     from schedules import controller as control
 
 
@@ -196,16 +196,6 @@ def _is_placed(tree, sharding) -> bool:
     return not leaves or getattr(leaves[0], "sharding", None) == sharding
 
 
-def _check_batch(batch, num_devices: int) -> None:
-    for x in jax.tree.leaves(batch):
-        if np.ndim(x) == 0 or np.shape(x)[0] % num_devices:
-            raise ValueError(
-                f"the batch's leading dimension {np.shape(x)[:1]} must be divisible by "
-                f"the number of devices ({num_devices}): choose a global batch size "
-                f"that is a multiple of {num_devices}."
-            )
-
-
 def update_params(
     workload,
     current_param_container,
@@ -229,13 +219,15 @@ def update_params(
     """
     del current_params_types, hyperparameters, loss_type, train_state
     state, runtime = optimizer_state
-    _check_batch(batch, runtime.num_devices)
+    check_batch(batch, runtime.num_devices)
     controller = control.as_host(state.controller)
     evaluations = None  # None: nothing new to read (the cheap check of every step).
     if len(eval_results) != controller.evals_seen:
         pairs = read_evaluations(eval_results, workload.target_metric_name)
         evaluations = [control.Evaluation(*e) for e in pairs]
     controller, decision = control.decide(controller, evaluations, global_step, runtime.settings)
+    if decision.switch is not None:
+        logging.info("early switch at step %d (%s), loss %.6g", *decision.switch)
     if decision.stop is not None:
         raise spec.TrainingCompleteError(decision.stop)
     params = current_param_container

@@ -8,8 +8,6 @@ from .optax_schedule import (
     schedule_states,
 )
 from .plan import (
-    DECAY_SHAPES,
-    WARMUP_SHAPES,
     CyclePlan,
     check_plan_settings,
     cycle_at,
@@ -22,11 +20,13 @@ from .plan import (
     replan_after_switch,
     total_steps,
 )
-from .shapes import KAPPA, learning_rate
+from .shapes import DECAY, DECAY_SHAPES, KAPPA, WARMUP, WARMUP_SHAPES, learning_rate
 
 __all__ = [
+    "DECAY",
     "DECAY_SHAPES",
     "KAPPA",
+    "WARMUP",
     "WARMUP_SHAPES",
     "CyclePlan",
     "check_plan_settings",

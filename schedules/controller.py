@@ -25,15 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .plan import (
-    DECAY_SHAPES,
-    WARMUP_SHAPES,
-    CyclePlan,
-    extend_plan,
-    num_cycles,
-    replan_after_switch,
-    total_steps,
-)
+from .plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
+from .shapes import DECAY_SHAPES, WARMUP_SHAPES
 
 try:  # Packaged (submissions.self_tuning.<name>.schedules) or installed as a namespace.
     from .. import early_switching, reset
@@ -85,11 +78,21 @@ class Controller(NamedTuple):
     seed: np.ndarray
 
 
+class Switch(NamedTuple):
+    """An early switch: the detector ended the cycle at evaluation `step`, because the
+    smoothed loss was `reason` (early_switching.RISING, PLATEAU or NON_FINITE)."""
+
+    step: int
+    reason: str
+    loss: float
+
+
 class Reset(NamedTuple):
     """Start cycle `cycle` at `step`: the reset that ends cycle `cycle - 1`.
 
     early: the detector ended the cycle (a switch moved its boundary to an evaluation's
-    step); metric: the y that tau was computed from; end: the new cycle's end b_{cycle+1}.
+    step); reason: "planned" or the switch's reason; metric: the y that tau was computed
+    from; end: the new cycle's end b_{cycle+1}.
     """
 
     step: int
@@ -98,11 +101,12 @@ class Reset(NamedTuple):
     tau: float
     metric: float
     end: int
+    reason: str = "planned"
 
 
 def describe(action: Reset) -> str:
     """One line for the log: where the cycle starts, why, with which tau, until when."""
-    why = "early switch" if action.early else "planned"
+    why = f"early switch ({action.reason})" if action.early else "planned"
     return (
         f"reset at step {action.step}: cycle {action.cycle} starts, {why}, tau "
         f"{action.tau:.4f} (metric {action.metric}), until step {action.end}"
@@ -115,7 +119,7 @@ class Decision(NamedTuple):
 
     resets: tuple[Reset, ...] = ()
     stop: str | None = None
-    switched_at: int | None = None
+    switch: Switch | None = None
 
 
 def start(plan: CyclePlan, seed) -> Controller:
@@ -163,14 +167,14 @@ def can_follow(controller: Controller, settings: Settings) -> bool:
 
 def observe(
     controller: Controller, evaluations: Sequence[Evaluation], settings: Settings
-) -> tuple[Controller, int | None]:
+) -> tuple[Controller, Switch | None]:
     """Reads the evaluations not seen yet (step > last_eval_step), in step order.
 
-    Returns the new state and the step of an early switch (None if none): the detector
-    is fed an evaluation inside the current cycle when a cycle can follow it, and the
-    first switch moves the cycle's end to that evaluation's step.
+    Returns the new state and the early switch (None if none): the detector is fed an
+    evaluation inside the current cycle when a cycle can follow it, and the first switch
+    moves the cycle's end to that evaluation's step.
     """
-    plan, detector, switched_at = controller.plan, controller.detector, None
+    plan, detector, switch = controller.plan, controller.detector, None
     last_metric, last_step = controller.last_metric, controller.last_eval_step
     best, c = controller.cycle_best_metric, controller.cycle
     for evaluation in sorted(evaluations, key=lambda e: e.step):
@@ -179,13 +183,16 @@ def observe(
         last_metric, last_step = evaluation.metric, evaluation.step
         best = reset.better_metric(best, evaluation.metric, settings.higher_is_better)
         inside = plan.boundaries[c] < evaluation.step < plan.boundaries[c + 1]
-        if not (settings.early_switching and inside and switched_at is None):
+        if not (settings.early_switching and inside and switch is None):
             continue
         if not can_follow(controller, settings):
             continue
-        detector, switch, _ = early_switching.update(detector, evaluation.loss, settings.detector)
-        if switch:
-            plan, switched_at = replan_after_switch(plan, evaluation.step), evaluation.step
+        detector, fired, reason = early_switching.update(
+            detector, evaluation.loss, settings.detector
+        )
+        if fired:
+            plan = replan_after_switch(plan, evaluation.step)
+            switch = Switch(evaluation.step, reason, evaluation.loss)
     controller = controller._replace(
         plan=plan,
         detector=detector,
@@ -194,11 +201,11 @@ def observe(
         last_metric=last_metric,
         cycle_best_metric=best,
     )
-    return controller, switched_at
+    return controller, switch
 
 
 def next_cycle(
-    controller: Controller, step: int, early: bool, settings: Settings
+    controller: Controller, step: int, switch: Switch | None, settings: Settings
 ) -> tuple[Controller, Reset]:
     """Cycle c + 1 starts at `step`: its reset (tau from the finished cycle) and the state
     with a fresh detector."""
@@ -211,7 +218,8 @@ def next_cycle(
         cycle=cycle, cycle_best_metric=math.nan, detector=early_switching.initial_state()
     )
     end = int(controller.plan.boundaries[cycle + 1])
-    return controller, Reset(step, cycle, early, tau, metric, end)
+    reason = "planned" if switch is None else switch.reason
+    return controller, Reset(step, cycle, switch is not None, tau, metric, end, reason)
 
 
 def decide(
@@ -227,24 +235,23 @@ def decide(
     `step` has reached the current cycle's end, the next cycle starts with a reset, or
     the run stops when the plan is used up and `stop_when_plan_ends`.
     """
-    switched_at = None
+    switch = None
     if evaluations is not None:
-        controller, switched_at = observe(controller, evaluations, settings)
+        controller, switch = observe(controller, evaluations, settings)
     resets = []
     while step >= controller.plan.boundaries[controller.cycle + 1]:
         plan = controller.plan
         if controller.cycle + 1 == num_cycles(plan):
             if settings.stop_when_plan_ends:
                 reason = f"the cycle plan ended at step {total_steps(plan)}."
-                return controller, Decision(tuple(resets), reason, switched_at)
+                return controller, Decision(tuple(resets), reason, switch)
             controller = controller._replace(plan=extend_plan(plan))
         # The boundary an early switch just moved (to the evaluation's step) ends the cycle.
-        early = switched_at is not None and int(plan.boundaries[controller.cycle + 1]) == (
-            switched_at
-        )
+        ends = int(plan.boundaries[controller.cycle + 1])
+        early = switch if switch is not None and ends == switch.step else None
         controller, new_reset = next_cycle(controller, step, early, settings)
         resets.append(new_reset)
-    return controller, Decision(tuple(resets), None, switched_at)
+    return controller, Decision(tuple(resets), None, switch)
 
 
 def summary(controller: Controller) -> dict:

@@ -15,8 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-WARMUP_SHAPES = ("linear", "cosine", "exponential")
-DECAY_SHAPES = ("cosine", "linear", "exponential")
+from .shapes import DECAY_SHAPES, WARMUP_SHAPES
 
 
 class CyclePlan(NamedTuple):

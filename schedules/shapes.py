@@ -13,9 +13,12 @@ reaches 0 at its end boundary. All functions are pure jax.numpy and jit-compatib
 shape of a cycle is data (an index), so nothing is recompiled when it changes.
 """
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
-from .plan import CyclePlan
+if TYPE_CHECKING:  # plan.py imports the shape names from here.
+    from .plan import CyclePlan
 
 KAPPA = 5.0
 
@@ -50,9 +53,12 @@ def exponential_decay(u):
     return (jnp.exp(-KAPPA * u) - jnp.exp(-KAPPA)) / (1.0 - jnp.exp(-KAPPA))
 
 
-# Same order as plan.WARMUP_SHAPES and plan.DECAY_SHAPES (names -> indices).
-WARMUP_FNS = (linear_warmup, cosine_warmup, exponential_warmup)
-DECAY_FNS = (cosine_decay, linear_decay, exponential_decay)
+# The registries: a plan names its shapes and stores their indices here (in this order),
+# so adding a shape is one function and one entry. The first entry is the default.
+WARMUP = {"linear": linear_warmup, "cosine": cosine_warmup, "exponential": exponential_warmup}
+DECAY = {"cosine": cosine_decay, "linear": linear_decay, "exponential": exponential_decay}
+WARMUP_SHAPES = tuple(WARMUP)
+DECAY_SHAPES = tuple(DECAY)
 
 
 def _select(fns, index, x):
@@ -60,7 +66,7 @@ def _select(fns, index, x):
     return jnp.choose(index, [fn(x) for fn in fns], mode="clip")
 
 
-def learning_rate(step, plan: CyclePlan):
+def learning_rate(step, plan: "CyclePlan"):
     """The plan's learning rate at `step` (a scalar or an array of steps).
 
     eta_i * warmup(s / W_i) for s < W_i, eta_i * decay(u) after, 0 outside [b_0, b_N).
@@ -81,8 +87,8 @@ def learning_rate(step, plan: CyclePlan):
     u = jnp.where(in_warmup, 0.0, (s - warm) / jnp.maximum(length - warm, 1e-12))
     value = jnp.where(
         in_warmup,
-        _select(WARMUP_FNS, jnp.asarray(plan.warmup_shapes)[i], x),
-        _select(DECAY_FNS, jnp.asarray(plan.decay_shapes)[i], jnp.clip(u, 0.0, 1.0)),
+        _select(tuple(WARMUP.values()), jnp.asarray(plan.warmup_shapes)[i], x),
+        _select(tuple(DECAY.values()), jnp.asarray(plan.decay_shapes)[i], jnp.clip(u, 0.0, 1.0)),
     )
     inside = (step >= b[0]) & (step < b[n])
     return jnp.where(inside, peak * value, jnp.zeros_like(peak))

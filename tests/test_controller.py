@@ -82,9 +82,11 @@ def test_rising_loss_switches_early_and_replans():
     evals = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 2.0)]}
     controller, log = _run(_start(), range(8), evals)
     step, decision = log[0]
-    assert step == 6 and decision.switched_at == 6
+    assert step == 6 and decision.switch == control.Switch(6, early_switching.RISING, 2.0)
     (reset,) = decision.resets
     assert (reset.step, reset.cycle, reset.early, reset.end) == (6, 1, True, 18)
+    assert reset.reason == early_switching.RISING
+    assert "early switch (rising)" in control.describe(reset)
     assert controller.plan.boundaries.tolist() == [0, 6, 18, 30]
     assert controller.detector == early_switching.initial_state()
 
@@ -93,7 +95,8 @@ def test_an_evaluation_on_a_boundary_belongs_to_the_planned_reset():
     evals = {3: [Evaluation(3, 0.5, 1.0)], 10: [Evaluation(10, 0.4, 9.0)]}
     controller, log = _run(_start(), range(12), evals)
     (reset,) = log[0][1].resets
-    assert (reset.step, reset.early, log[0][1].switched_at) == (10, False, None)
+    assert (reset.step, reset.early, log[0][1].switch) == (10, False, None)
+    assert reset.reason == "planned" and "planned" in control.describe(reset)
     assert controller.plan.boundaries.tolist() == [0, 10, 20, 30]
     assert controller.detector.num_evals == 0  # Not fed to the next cycle's detector.
 
@@ -102,7 +105,7 @@ def test_two_evaluations_in_one_call_only_the_first_switch_counts():
     both = [Evaluation(2, 0.5, 1.0), Evaluation(4, 0.4, 2.0), Evaluation(6, 0.3, 3.0)]
     controller, log = _run(_start(), range(8), {7: both})
     step, decision = log[0]
-    assert (step, decision.switched_at) == (7, 4)
+    assert (step, decision.switch.step) == (7, 4)
     (reset,) = decision.resets
     assert reset.early and reset.step == 7
     assert reset.metric == 0.3  # Every evaluation is recorded, the latest gives tau.
@@ -163,7 +166,7 @@ def test_non_finite_loss_switches_at_once_and_tau_is_one():
     evals = {4: [Evaluation(4, math.nan, math.nan)]}
     _, log = _run(_start(), range(6), evals)
     (reset,) = log[0][1].resets
-    assert reset.early and reset.tau == 1.0
+    assert reset.early and reset.tau == 1.0 and reset.reason == early_switching.NON_FINITE
 
 
 def test_a_restored_controller_decides_like_the_live_one():

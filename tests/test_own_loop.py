@@ -1,7 +1,7 @@
 """The "use our parts in your own loop" example runs, and does what it says.
 
 The example is the fenced python block under the heading "Use our parts in your own loop"
-in README.md, or, while the README has none, the first python block of docs/own_loop.md.
+in README.md.
 """
 
 import math
@@ -20,19 +20,15 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def example_source() -> tuple[str, str]:
-    """(where it was found, the example's code)."""
+    """(where it was found, the example's code): the README's first python block under
+    the heading."""
     readme = ROOT / "README.md"
-    if readme.exists():
-        text = readme.read_text()
-        heading = re.search(rf"^#+\s*{re.escape(HEADING)}\s*$", text, re.MULTILINE)
-        if heading:
-            block = BLOCK.search(text, heading.end())
-            assert block, f"README.md: no python block under the heading {HEADING!r}"
-            return str(readme), block.group(1)
-    doc = ROOT / "docs" / "own_loop.md"
-    block = BLOCK.search(doc.read_text())
-    assert block, "docs/own_loop.md holds no python block"
-    return str(doc), block.group(1)
+    text = readme.read_text()
+    heading = re.search(rf"^#+\s*{re.escape(HEADING)}\s*$", text, re.MULTILINE)
+    assert heading, f"README.md has no heading {HEADING!r}"
+    block = BLOCK.search(text, heading.end())
+    assert block, f"README.md: no python block under the heading {HEADING!r}"
+    return str(readme), block.group(1)
 
 
 @pytest.fixture(scope="module")
