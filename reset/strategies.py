@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from .moments import all_finite, check_moments, moments_finite, scale_moments
 
@@ -69,20 +70,14 @@ class ResetStrategy(NamedTuple):
 
 
 def blend(current, fresh, tau):
-    """(1 - tau) x + tau x0 for inexact leaves, in each leaf's dtype.
-
-    This is optax's Polyak step `optax.incremental_update(x0, x, tau)`, which computes
-    tau x0 + (1 - tau) x. It is written out here with the addition's operands in this
-    order on purpose: under jit, XLA contracts a * b + c * d into a fused multiply-add,
-    and which product it fuses follows the operand order, so the two orders differ in
-    the last bit (measured on CPU, jax 0.7 and 0.10). This order is the one results were
-    recorded with. Leaves that are not floating point (counters) are kept from `current`.
-    """
+    """(1 - tau) x + tau x0 for inexact leaves, in each leaf's dtype: optax's Polyak
+    step `optax.incremental_update(x0, x, tau)`. Leaves that are not floating point
+    (counters) are kept from `current`."""
 
     def mix(x, x0):
         if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
             return x
-        return ((1.0 - tau) * x + tau * x0).astype(jnp.result_type(x))
+        return optax.incremental_update(x0, x, tau).astype(jnp.result_type(x))
 
     return jax.tree.map(mix, current, fresh)
 
