@@ -179,11 +179,52 @@ class Config:
         "inside the ending cycle (an ablation)",
         choices=reset.TAU_METRICS,
     )
-    failed_cycle_fresh_moments: bool = _hp(
+    tau_formula: str = _hp(
+        "thesis",
+        "choice",
+        "τ from the target alone, max(y* − y, 0)/y* (`thesis`), or the share of the way from "
+        "the run's first evaluation y0 to the target still missing, "
+        "clip((y − y*)/(y0 − y*), 0, 1) (`relative`)",
+        choices=reset.TAU_FORMULAS,
+    )
+    rollback_failed_cycles: bool = _hp(
         True,
         "bool",
-        "`soft` after an early switch takes fresh Adam moments (METHOD.md §4); false: "
-        "(1 − τα) as after any cycle (an ablation)",
+        "`soft` starts the cycle after a failed one from where the failed one started, with "
+        "fresh moments (METHOD.md §4 v2); false: blend its end (v1)",
+    )
+    fail_on_non_finite: bool = _hp(
+        True, "bool", "failure rule (a): a non-finite value in the params, statistics or moments"
+    )
+    fail_on_norm: bool = _hp(
+        True,
+        "bool",
+        "failure rule (b): the params' norm at the cycle's end outside [1/κ, κ] × at its start",
+    )
+    failure_kappa: float = _hp(3.0, "float", "κ of failure rule (b)", low=1.0, low_open=True)
+    fail_on_no_improvement: bool = _hp(
+        True,
+        "bool",
+        "failure rule (c): the cycle's best evaluation no better than the last before it "
+        "began, within `switch_eps2` relative",
+    )
+    reset_model_state: str = _hp(
+        "blend",
+        "choice",
+        "batch-norm statistics after a `soft` reset of a cycle that did not fail: blended "
+        "with τ, kept, fresh, or re-estimated from the current batch under the new params "
+        "(two forward passes)",
+        choices=(*reset.MODEL_STATE_CHOICES, "reestimate"),
+    )
+    switched_cycle_fresh_moments: bool = _hp(
+        False,
+        "bool",
+        "`soft` after an early switch takes fresh Adam moments (the v1 rule, an ablation)",
+    )
+    snapshot_on_host: bool = _hp(
+        False,
+        "bool",
+        "keep the params a cycle started from (for a rollback) in host memory, not on the device",
     )
     early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
     switch_lambda: float = _hp(
@@ -367,6 +408,7 @@ def controller_settings(
         early_switching=config.early_switching,
         stop_when_plan_ends=config.stop_when_plan_ends,
         tau_metric=config.tau_metric,
+        tau_formula=config.tau_formula,
     )
 
 
@@ -376,9 +418,20 @@ def reset_strategy(config: Config) -> reset.ResetStrategy:
     if config.reset_strategy == "soft":
         params = {
             "alpha": config.reset_alpha,
-            "fresh_moments_when_failed": config.failed_cycle_fresh_moments,
+            "rollback": config.rollback_failed_cycles,
+            "fresh_moments_when_switched": config.switched_cycle_fresh_moments,
+            # Re-estimation needs the model: the submission does it on the kept statistics.
+            "model_state": "keep"
+            if config.reset_model_state == "reestimate"
+            else config.reset_model_state,
         }
     return reset.make_strategy(config.reset_strategy, **params)
+
+
+def failure_rules(config: Config) -> tuple[str, ...]:
+    """The enabled failure rules (`reset.FAILURE_RULES` names)."""
+    flags = (config.fail_on_non_finite, config.fail_on_norm, config.fail_on_no_improvement)
+    return tuple(rule for rule, on in zip(reset.FAILURE_RULES, flags, strict=True) if on)
 
 
 def to_json(config: Config) -> dict[str, Any]:

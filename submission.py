@@ -54,10 +54,16 @@ def get_batch_size(workload_name: str) -> int:
 
 
 class SubmissionState(NamedTuple):
-    """optimizer_state[0]: all that a checkpoint must hold."""
+    """optimizer_state[0]: all that a checkpoint must hold.
+
+    start: the params and model state the current cycle started from (a
+    `reset.TrainState` without optimizer state), for failure rule (b) and a rollback; on
+    the device, or in host memory with `snapshot_on_host`.
+    """
 
     opt_state: Any
     controller: control.Controller
+    start: reset.TrainState
 
 
 class Runtime(NamedTuple):
@@ -91,12 +97,42 @@ def _train_step(workload, tx, config, opt_state, params, model_state, batch, rng
     return opt_state, params, new_model_state, loss, _global_norm(grad), lr
 
 
-def _reset_step(strategy, current, fresh, outcome, window, step):
-    """The strategy's result with the schedule entering the new cycle at `step`, and
-    whether `current` was finite (for the log)."""
+def _reset_step(strategy, config, workload, current, fresh, start, cycle, batch, rng):
+    """The device side of a reset: the finished cycle checked by the failure rules, the
+    strategy applied, statistics re-estimated (if configured), and the schedule entering
+    the new cycle at `cycle.step`. Returns the new state and the `reset.FailureCheck`."""
+    check = reset.check_cycle(
+        current,
+        start.params,
+        cycle.no_improvement,
+        config.failure_kappa,
+        schema.failure_rules(config),
+    )
+    outcome = reset.CycleOutcome(cycle.tau, check.failed, cycle.switched, start)
     new = strategy.apply(current, fresh, outcome)
-    opt_state = schedules.enter_cycle(new.opt_state, window, step)
-    return new._replace(opt_state=opt_state), reset.is_finite_state(current)
+    if config.reset_model_state == "reestimate" and strategy.name == "soft":
+
+        def forward(model_state):
+            return workload.model_fn(
+                new.params, batch, model_state, spec.ForwardPassMode.TRAIN, rng,
+                update_batch_norm=True, dropout_rate=config.dropout_rate,
+            )[1]  # fmt: skip
+
+        estimated = reset.reestimate_ema(forward, new.model_state)
+        kept = check.failed & config.rollback_failed_cycles  # Rolled back: its own statistics.
+        new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
+    opt_state = schedules.enter_cycle(new.opt_state, cycle.window, cycle.step)
+    return new._replace(opt_state=opt_state), check
+
+
+class _Cycle(NamedTuple):
+    """The numbers of one reset, traced by the compiled reset step."""
+
+    tau: Any
+    switched: Any
+    no_improvement: Any
+    window: schedules.CyclePlan
+    step: Any
 
 
 def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -> Runtime:
@@ -112,8 +148,8 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
     )
     strategy = schema.reset_strategy(config)
     reset_step = jax.jit(
-        functools.partial(_reset_step, strategy),
-        in_shardings=replicated,
+        functools.partial(_reset_step, strategy, config, workload),
+        in_shardings=(replicated,) * 4 + (batch_sharding, replicated),
         out_shardings=replicated,
         donate_argnums=(0,) if strategy.needs_fresh else (),
     )
@@ -134,7 +170,6 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
     Invalid hyperparameters, plans, an optimizer without moments to reset, or a workload
     whose metric direction cannot be told fail here, before the first step.
     """
-    del model_state
     config = schema.resolve(hyperparameters)
     plan = schema.make_plan(config, workload.step_hint)
     runtime = _build_runtime(workload, config, plan)
@@ -148,29 +183,48 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
         plan.peak_learning_rates.tolist(),
         config.reset_strategy,
     )
-    return SubmissionState(opt_state, control.start(plan, key)), runtime
+    start = _snapshot(reset.TrainState(model_params, model_state, None), config, runtime)
+    return SubmissionState(opt_state, control.start(plan, key), start), runtime
 
 
-def _reset(workload, runtime, state, params, model_state, action: control.Reset):
+def _snapshot(state: reset.TrainState, config, runtime) -> reset.TrainState:
+    """A copy of params and model state that later steps cannot donate away: in host
+    memory (numpy) with `snapshot_on_host`, else on the device."""
+    if config.snapshot_on_host:
+        return jax.device_get(state)
+    return jax.tree.map(jnp.copy, jax.device_put(state, runtime.replicated))
+
+
+def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     """The device work of a reset the controller decided: the strategy applied to the
-    current state and a fresh initialisation keyed by (seed, cycle)."""
+    current state, the cycle's start and a fresh initialisation keyed by (seed, cycle)."""
+    config = runtime.config
     current = reset.TrainState(params, model_state, state.opt_state)
     fresh = current  # `none` ignores it: no new initialisation, nothing donated.
     if runtime.strategy.needs_fresh:
         key = jax.random.fold_in(jnp.asarray(state.controller.seed), action.cycle)
         fresh_params, fresh_model_state = workload.init_model_fn(key)
         fresh = reset.TrainState(fresh_params, fresh_model_state, runtime.tx.init(fresh_params))
-    window = schedules.cycle_window(state.controller.plan, action.cycle)
-    outcome = reset.CycleOutcome(np.float32(action.tau), np.bool_(action.early))
-    (params, model_state, opt_state), finite = runtime.reset_step(
-        current, fresh, outcome, window, np.int32(action.step)
+    cycle = _Cycle(
+        np.float32(action.tau),
+        np.bool_(action.early),
+        np.bool_(action.no_improvement),
+        schedules.cycle_window(state.controller.plan, action.cycle),
+        np.int32(action.step),
     )
-    finite = bool(finite)
+    new, check = runtime.reset_step(current, fresh, state.start, cycle, batch, rng)
+    failed, finite, ratio, rule = jax.device_get(check)  # One small read, at resets only.
+    why = reset.FAILURE_RULES[rule] if failed else ""
+    rolled_back = bool(failed) and runtime.strategy.name == "soft"
+    rolled_back &= config.rollback_failed_cycles
     logging.info(
-        "%s, strategy %s%s",
+        "%s, strategy %s, params norm x%.3g%s%s%s",
         control.describe(action),
         runtime.strategy.name,
-        "" if finite else " (non-finite state: full reset)",
+        ratio,
+        f", failed ({why})" if failed else "",
+        ", rolled back" if rolled_back else "",
+        "" if finite else ", non-finite state",
     )
     if workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(
@@ -180,10 +234,16 @@ def _reset(workload, runtime, state, params, model_state, action: control.Reset)
                 "reset/metric": action.metric,
                 "reset/early_switch": float(action.early),
                 "reset/non_finite": float(not finite),
+                "reset/failed": float(failed),
+                "reset/failure_rule": float(rule),
+                "reset/param_norm_ratio": float(ratio),
             },
             action.step,
         )
-    return state._replace(opt_state=opt_state), params, model_state
+    controller = control.after_reset(state.controller, rolled_back)
+    start = _snapshot(reset.TrainState(new.params, new.model_state, None), config, runtime)
+    state = state._replace(opt_state=new.opt_state, controller=controller, start=start)
+    return state, new.params, new.model_state
 
 
 def _is_placed(tree, sharding) -> bool:
@@ -235,7 +295,9 @@ def update_params(
         params, model_state = jax.device_put((params, model_state), runtime.replicated)
     state = state._replace(controller=controller)
     for action in decision.resets:
-        state, params, model_state = _reset(workload, runtime, state, params, model_state, action)
+        state, params, model_state = _reset(
+            workload, runtime, state, params, model_state, action, batch, rng
+        )
     opt_state, params, model_state, loss, grad_norm, lr = runtime.train_step(
         state.opt_state, params, model_state, batch, rng
     )

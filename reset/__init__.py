@@ -6,6 +6,13 @@ state to the next cycle's: e.g. `soft` gives theta <- (1 - tau) theta + tau thet
 m, v <- (1 - tau alpha) m, v.
 """
 
+from .failure import (
+    FAILURE_RULES,
+    FailureCheck,
+    check_cycle,
+    global_norm,
+    reestimate_ema,
+)
 from .moments import (
     FIRST_MOMENT_FIELDS,
     MOMENT_FIELDS,
@@ -19,6 +26,7 @@ from .moments import (
 )
 from .optimizer import adamw
 from .strategies import (
+    MODEL_STATE_CHOICES,
     STRATEGIES,
     CycleOutcome,
     ResetStrategy,
@@ -30,15 +38,34 @@ from .strategies import (
     none,
     params_only,
     soft,
+    tree_select,
 )
-from .tau import TAU_METRICS, better_metric, tau, tau_metric
+from .tau import (
+    TAU_FORMULAS,
+    TAU_METRICS,
+    better_metric,
+    improved,
+    tau,
+    tau_metric,
+    tau_relative,
+)
 
 __all__ = [
+    "FAILURE_RULES",
+    "FailureCheck",
+    "MODEL_STATE_CHOICES",
+    "check_cycle",
+    "global_norm",
+    "reestimate_ema",
     "FIRST_MOMENT_FIELDS",
     "MOMENT_FIELDS",
     "SECOND_MOMENT_FIELDS",
     "STRATEGIES",
+    "TAU_FORMULAS",
     "TAU_METRICS",
+    "improved",
+    "tau_relative",
+    "tree_select",
     "CycleOutcome",
     "ResetStrategy",
     "TrainState",

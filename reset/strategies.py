@@ -2,7 +2,8 @@
 
 A strategy is a small object carrying its own parameters; its `apply(current, fresh,
 outcome)` maps the state the finished cycle ends with (`current`), a fresh initialisation
-(`fresh`) and how the cycle went (`CycleOutcome`: tau, failed) to the state the next cycle
+(`fresh`) and how the cycle went (`CycleOutcome`: tau, failed, switched, where it started)
+to the state the next cycle
 starts from. States are `TrainState`s (params, model state, optimizer state). `apply` is
 a pure jax function: jit it with the outcome traced and it compiles once for every reset.
 
@@ -12,13 +13,13 @@ a pure jax function: jit it with the outcome traced and it compiles once for eve
 | params_only   | theta0                        | m, v (bit for bit)                    |
 | soft(alpha)   | (1 - tau) theta + tau theta0  | (1 - tau alpha) m, (1 - tau alpha) v  |
 
-`soft` also blends the model state (batch-norm statistics) with tau and keeps the step
-count n. Two decisions of METHOD.md make it safe:
-  * a failed cycle (ended by an early switch) hands on no momentum: with
-    `fresh_moments_when_failed` params and model state are blended, the optimizer state
-    is fresh;
+`soft` also treats the model state (batch-norm statistics: blended, kept or fresh) and
+keeps the step count n. METHOD.md's decisions make it safe:
+  * a failed cycle (v2: non-finite, blown-up or collapsed params, or no improvement) is
+    rolled back: the next cycle starts where the failed one started, with a fresh
+    optimizer state (`rollback`);
   * if any params, model state or moment entry is not finite, the result is the fresh
-    state, chosen by selection (`where`), never by arithmetic: (1 - tau) NaN is NaN.
+    state (when not rolled back), chosen by selection (`where`), never by arithmetic.
 
 Moments are the optimizer state's `mu`, `trace` and `nu` fields (see `reset.moments`):
 Adam's m and v, Lion's m, sgd's momentum buffer.
@@ -46,15 +47,21 @@ class TrainState(NamedTuple):
 
 
 class CycleOutcome(NamedTuple):
-    """How the finished cycle went (both may be traced).
+    """How the finished cycle went (the numbers may be traced).
 
     Attributes:
       tau: float32 scalar in [0, 1], the soft-reset coefficient (`reset.tau`).
-      failed: bool scalar, the cycle was ended by an early switch.
+      failed: bool scalar, the cycle failed (METHOD.md section 4, v2: non-finite, params
+        norm blown up or collapsed, or no improvement; `reset.check_cycle`).
+      switched: bool scalar, an early switch ended the cycle (not a failure by itself).
+      start: the `TrainState` the cycle started from (its params and model state; the
+        optimizer state is not used), for a rollback; None when not kept.
     """
 
     tau: Any
     failed: Any
+    switched: Any = False
+    start: Any = None
 
 
 class ResetStrategy(NamedTuple):
@@ -125,39 +132,79 @@ def params_only() -> ResetStrategy:
     return ResetStrategy("params_only", needs_fresh=True, apply=apply)
 
 
-def soft(alpha: float = 0.5, fresh_moments_when_failed: bool = True) -> ResetStrategy:
+MODEL_STATE_CHOICES = ("blend", "keep", "fresh")
+
+
+def soft(
+    alpha: float = 0.5,
+    rollback: bool = True,
+    fresh_moments_when_switched: bool = False,
+    model_state: str = "blend",
+) -> ResetStrategy:
     """Soft reset: theta <- (1 - tau) theta + tau theta0; m, v <- (1 - tau alpha) m, v.
 
-    The model state is blended like the params; the step count n is kept. With
-    `fresh_moments_when_failed` and `outcome.failed` the optimizer state is the fresh one
-    instead. With any non-finite entry in the current params, model state or moments the
-    whole result is `fresh`. `apply` raises ValueError if the optimizer state holds no
-    moments (`reset.check_moments`).
+    The step count n is kept; with weighted moments (`reset.adamw`) the moments' weights
+    are scaled with them. After a cycle that did not fail:
+      * model state (batch-norm statistics): blended with tau like the params ("blend"),
+        kept ("keep") or fresh ("fresh"); re-estimating it is the caller's
+        (`reset.reestimate_ema`, it needs the model);
+      * with `fresh_moments_when_switched` (the v1 rule, an ablation) a cycle ended by an
+        early switch hands on no momentum: the optimizer state is fresh;
+      * with any non-finite entry in the current params, model state or moments the
+        whole result is `fresh` (selection, never arithmetic: (1 - tau) NaN is NaN).
+    After a failed cycle, with `rollback` (METHOD.md section 4, v2), the next cycle starts
+    from `outcome.start` (the params and model state the failed cycle started from) with
+    a fresh optimizer state. `apply` raises ValueError if the optimizer state holds no
+    moments (`reset.check_moments`), or if `rollback` has no `outcome.start`.
 
     Args:
       alpha: in [0, 1], how much of tau the moments are reset by (thesis: 0.5).
-      fresh_moments_when_failed: a failed cycle hands on no momentum (METHOD.md section 4).
+      rollback: roll a failed cycle back instead of blending its end (v2).
+      fresh_moments_when_switched: the v1 rule "an early-switched cycle gets fresh
+        moments" (an ablation).
+      model_state: "blend", "keep" or "fresh".
     """
     if not (_is_real(alpha) and 0.0 <= alpha <= 1.0):
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
-    if not isinstance(fresh_moments_when_failed, bool | np.bool_):
+    for name, flag in (
+        ("rollback", rollback),
+        ("fresh_moments_when_switched", fresh_moments_when_switched),
+    ):
+        if not isinstance(flag, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False, got {flag!r}.")
+    if model_state not in MODEL_STATE_CHOICES:
         raise ValueError(
-            f"fresh_moments_when_failed must be True or False, got {fresh_moments_when_failed!r}."
+            f"model_state must be one of {list(MODEL_STATE_CHOICES)}, got {model_state!r}."
         )
-    alpha, fresh_moments_when_failed = float(alpha), bool(fresh_moments_when_failed)
+    alpha, rollback = float(alpha), bool(rollback)
+    fresh_moments_when_switched = bool(fresh_moments_when_switched)
+
+    def new_model_state(current, fresh, tau):
+        if model_state == "blend":
+            return blend(current, fresh, tau)
+        return current if model_state == "keep" else fresh
 
     def apply(current: TrainState, fresh: TrainState, outcome: CycleOutcome) -> TrainState:
         check_moments(current.opt_state)
+        if rollback and outcome.start is None:
+            raise ValueError(
+                "soft(rollback=True) needs outcome.start, the TrainState the cycle started "
+                "from (its params and model state)."
+            )
         tau = jnp.asarray(outcome.tau, jnp.float32)
         opt_state = scale_moments(current.opt_state, 1.0 - tau * alpha)
-        if fresh_moments_when_failed:
-            opt_state = tree_select(outcome.failed, fresh.opt_state, opt_state)
+        if fresh_moments_when_switched:
+            opt_state = tree_select(outcome.switched, fresh.opt_state, opt_state)
         blended = TrainState(
             params=blend(current.params, fresh.params, tau),
-            model_state=blend(current.model_state, fresh.model_state, tau),
+            model_state=new_model_state(current.model_state, fresh.model_state, tau),
             opt_state=opt_state,
         )
-        return tree_select(is_finite_state(current), blended, fresh)
+        result = tree_select(is_finite_state(current), blended, fresh)
+        if rollback:
+            back = TrainState(outcome.start.params, outcome.start.model_state, fresh.opt_state)
+            result = tree_select(outcome.failed, back, result)
+        return result
 
     return ResetStrategy("soft", needs_fresh=True, apply=apply)
 

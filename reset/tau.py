@@ -3,6 +3,7 @@
 import math
 
 TAU_METRICS = ("latest", "best")
+TAU_FORMULAS = ("thesis", "relative")
 
 
 def tau(metric: float | None, target: float, higher_is_better: bool) -> float:
@@ -56,3 +57,34 @@ def tau_metric(latest: float, cycle_best: float, source: str) -> float:
     if source == "best":
         return cycle_best if math.isfinite(cycle_best) else latest
     raise ValueError(f"tau_metric must be one of {list(TAU_METRICS)}, got {source!r}.")
+
+
+def tau_relative(metric: float | None, target: float, first: float | None) -> float:
+    """The direction-free tau: the fraction of the way to the target still missing.
+
+        tau = clip((y - y*) / (y0 - y*), 0, 1)
+
+    with y0 the run's first evaluation (the untrained model): 1 at y0, 0 at or beyond
+    the target, for a higher- or a lower-is-better metric alike (METHOD.md section 4, v2
+    ablation). A missing or non-finite y gives 1; so does a y0 that is missing,
+    non-finite or already at the target (no way measured).
+    """
+    if metric is None or not math.isfinite(metric):
+        return 1.0
+    if first is None or not math.isfinite(first) or first == target:
+        return 1.0
+    return min(max((metric - target) / (first - target), 0.0), 1.0)
+
+
+def improved(best: float, start: float, higher_is_better: bool, tolerance: float) -> bool:
+    """Whether `best` is better than `start` by more than tolerance x |start|.
+
+    nan stands for "none": no finite best is no improvement; no finite start (nothing to
+    compare with) counts as improved.
+    """
+    if not math.isfinite(start):
+        return True
+    if not math.isfinite(best):
+        return False
+    margin = tolerance * abs(start)
+    return best > start + margin if higher_is_better else best < start - margin

@@ -16,7 +16,12 @@ The rules (METHOD.md sections 3-5):
   * At step >= b_{c+1} cycle c + 1 starts with a reset; past the last cycle the run stops
     (`stop_when_plan_ends`) or the plan grows by one cycle like the last (`extend_plan`).
   * tau comes from the latest target metric before the reset (or the cycle's best, an
-    ablation) and the workload's target (`reset.tau`).
+    ablation) and the workload's target (`reset.tau`, or `reset.tau_relative` with the
+    run's first evaluation).
+  * A cycle made no improvement (failure rule (c), METHOD.md section 4 v2) when its best
+    evaluation is no better than the last evaluation before it began (for a cycle with
+    none before it, the run's first), within eps2 x |that value|. The device judges the
+    other rules at the reset; `after_reset` learns whether the cycle was rolled back.
 """
 
 import math
@@ -53,6 +58,7 @@ class Settings(NamedTuple):
     early_switching: bool = True
     stop_when_plan_ends: bool = True
     tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
+    tau_formula: str = "thesis"  # "thesis" or "relative" (reset.TAU_FORMULAS)
 
 
 class Controller(NamedTuple):
@@ -63,9 +69,14 @@ class Controller(NamedTuple):
     evals_seen: the number of evaluations last read; last_eval_step: the newest one's step.
     last_metric: the latest validation target metric (nan before the first evaluation).
     cycle_best_metric: the best finite target metric evaluated in the current cycle (nan
-      if none), for `tau_metric = "best"`.
+      if none), for `tau_metric = "best"` and failure rule (c).
     detector: the early-switch detector's state for the current cycle.
     seed: key data from which each fresh initialisation's key is derived.
+    first_metric: the run's first evaluation of the target metric (nan before it).
+    cycle_start_metric: what the current cycle must improve on: the last evaluation
+      before it began, else the run's first (nan before any).
+    cycle_evals: evaluations read in the current cycle.
+    previous_start_metric: the ending cycle's start metric, for `after_reset`.
     """
 
     plan: CyclePlan
@@ -76,6 +87,10 @@ class Controller(NamedTuple):
     cycle_best_metric: float
     detector: early_switching.DetectorState
     seed: np.ndarray
+    first_metric: float = math.nan
+    cycle_start_metric: float = math.nan
+    cycle_evals: int = 0
+    previous_start_metric: float = math.nan
 
 
 class Switch(NamedTuple):
@@ -92,7 +107,8 @@ class Reset(NamedTuple):
 
     early: the detector ended the cycle (a switch moved its boundary to an evaluation's
     step); reason: "planned" or the switch's reason; metric: the y that tau was computed
-    from; end: the new cycle's end b_{cycle+1}.
+    from; end: the new cycle's end b_{cycle+1}; no_improvement: failure rule (c) holds
+    for the ending cycle.
     """
 
     step: int
@@ -102,6 +118,7 @@ class Reset(NamedTuple):
     metric: float
     end: int
     reason: str = "planned"
+    no_improvement: bool = False
 
 
 def describe(action: Reset) -> str:
@@ -157,6 +174,10 @@ def as_host(controller: Controller) -> Controller:
             int(detector.best_index),
         ),
         seed=np.asarray(controller.seed, dtype=np.uint32),
+        first_metric=float(controller.first_metric),
+        cycle_start_metric=float(controller.cycle_start_metric),
+        cycle_evals=int(controller.cycle_evals),
+        previous_start_metric=float(controller.previous_start_metric),
     )
 
 
@@ -177,10 +198,14 @@ def observe(
     plan, detector, switch = controller.plan, controller.detector, None
     last_metric, last_step = controller.last_metric, controller.last_eval_step
     best, c = controller.cycle_best_metric, controller.cycle
+    first, start, count = controller.first_metric, controller.cycle_start_metric, 0
     for evaluation in sorted(evaluations, key=lambda e: e.step):
         if evaluation.step <= controller.last_eval_step:
             continue
-        last_metric, last_step = evaluation.metric, evaluation.step
+        if last_step < 0:  # The run's first evaluation.
+            first = evaluation.metric
+            start = evaluation.metric if math.isnan(start) else start
+        last_metric, last_step, count = evaluation.metric, evaluation.step, count + 1
         best = reset.better_metric(best, evaluation.metric, settings.higher_is_better)
         inside = plan.boundaries[c] < evaluation.step < plan.boundaries[c + 1]
         if not (settings.early_switching and inside and switch is None):
@@ -200,6 +225,9 @@ def observe(
         last_eval_step=last_step,
         last_metric=last_metric,
         cycle_best_metric=best,
+        first_metric=first,
+        cycle_start_metric=start,
+        cycle_evals=controller.cycle_evals + count,
     )
     return controller, switch
 
@@ -207,19 +235,44 @@ def observe(
 def next_cycle(
     controller: Controller, step: int, switch: Switch | None, settings: Settings
 ) -> tuple[Controller, Reset]:
-    """Cycle c + 1 starts at `step`: its reset (tau from the finished cycle) and the state
-    with a fresh detector."""
+    """Cycle c + 1 starts at `step`: its reset (tau and rule (c) from the finished cycle)
+    and the state with a fresh detector."""
     metric = reset.tau_metric(
         controller.last_metric, controller.cycle_best_metric, settings.tau_metric
     )
-    tau = reset.tau(metric, settings.target, settings.higher_is_better)
+    if settings.tau_formula == "relative":
+        tau = reset.tau_relative(metric, settings.target, controller.first_metric)
+    else:
+        tau = reset.tau(metric, settings.target, settings.higher_is_better)
+    no_improvement = controller.cycle_evals > 0 and not reset.improved(
+        controller.cycle_best_metric,
+        controller.cycle_start_metric,
+        settings.higher_is_better,
+        settings.detector.eps2,
+    )
     cycle = controller.cycle + 1
     controller = controller._replace(
-        cycle=cycle, cycle_best_metric=math.nan, detector=early_switching.initial_state()
+        cycle=cycle,
+        cycle_best_metric=math.nan,
+        detector=early_switching.initial_state(),
+        cycle_evals=0,
+        previous_start_metric=controller.cycle_start_metric,
+        cycle_start_metric=controller.last_metric
+        if math.isfinite(controller.last_metric)
+        else controller.first_metric,
     )
     end = int(controller.plan.boundaries[cycle + 1])
     reason = "planned" if switch is None else switch.reason
-    return controller, Reset(step, cycle, switch is not None, tau, metric, end, reason)
+    early = switch is not None
+    return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement)
+
+
+def after_reset(controller: Controller, rolled_back: bool) -> Controller:
+    """The state once the device has reset: a cycle rolled back to where the failed one
+    started must improve on what that one had to."""
+    if not rolled_back:
+        return controller
+    return controller._replace(cycle_start_metric=controller.previous_start_metric)
 
 
 def decide(

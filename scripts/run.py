@@ -31,12 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 import hyperparameters
-import reset
+import reset as reset_lib
 import submission
 from algoperf_compat import metric_direction
 from scripts.local import plots, runner, workloads
 
-RESET_STRATEGIES = tuple(reset.STRATEGIES)
+RESET_STRATEGIES = tuple(reset_lib.STRATEGIES)
 DEFAULT_HYPERPARAMETERS_LABEL = "default"
 
 
@@ -412,6 +412,9 @@ class RunMonitor:
         self, reset: plots.Reset, optimizer_state: Any, metrics: Mapping[str, Any]
     ) -> None:
         """Record, print and snapshot the plan after a reset."""
+        failed = bool(metrics.get("reset/failed", 0.0))
+        rule = int(metrics.get("reset/failure_rule", -1))
+        failure = reset_lib.FAILURE_RULES[rule] if failed and rule >= 0 else None
         self.resets.append(reset)
         self.snapshots.append(snapshot_plan(self.submission, optimizer_state, reset.step))
         self.event(
@@ -424,6 +427,9 @@ class RunMonitor:
                 "early_switch": reset.early_switch,
                 "reason": reset.reason,
                 "non_finite": bool(metrics.get("reset/non_finite", 0.0)),
+                "failed": failed,
+                "failure": failure,
+                "param_norm_ratio": metrics.get("reset/param_norm_ratio"),
                 "boundaries": self.snapshots[-1].summary["boundaries"],
             }
         )
@@ -431,6 +437,7 @@ class RunMonitor:
             f"step {reset.step:6d} | RESET -> cycle {reset.cycle} | "
             f"tau {reset.tau:.3f} ({reset.reason}) | "
             f"val {self.workload.target_metric_name} before {reset.metric:.4f}"
+            + (f" | the cycle failed ({failure})" if failed else "")
         )
 
     def event(self, record: dict[str, Any]) -> None:

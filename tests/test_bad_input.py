@@ -106,7 +106,18 @@ HP_ROWS = [
     ("range", {"reset_alpha": -0.1}, ValueError, _must("reset_alpha", r"a number in \[0, 1\]")),
     ("type", {"tau_metric": 1}, ValueError, _must("tau_metric", r"one of \['latest', 'best'\]")),  # noqa: E501
     ("range", {"tau_metric": "mean"}, ValueError, _must("tau_metric", r"one of \['latest', 'best'\]")),  # noqa: E501
-    ("type", {"failed_cycle_fresh_moments": 1}, ValueError, _must("failed_cycle_fresh_moments", BOOL)),  # noqa: E501
+    ("type", {"switched_cycle_fresh_moments": 1}, ValueError, _must("switched_cycle_fresh_moments", BOOL)),  # noqa: E501
+    ("type", {"rollback_failed_cycles": "yes"}, ValueError, _must("rollback_failed_cycles", BOOL)),  # noqa: E501
+    ("type", {"fail_on_non_finite": 0}, ValueError, _must("fail_on_non_finite", BOOL)),
+    ("type", {"fail_on_norm": None}, ValueError, _must("fail_on_norm", BOOL)),
+    ("type", {"fail_on_no_improvement": "true"}, ValueError, _must("fail_on_no_improvement", BOOL)),  # noqa: E501
+    ("type", {"snapshot_on_host": 1.0}, ValueError, _must("snapshot_on_host", BOOL)),
+    ("type", {"failure_kappa": "3"}, ValueError, _must("failure_kappa", r"a number > 1")),
+    ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
+    ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
+    ("range", {"reset_model_state": "average"}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
+    ("type", {"tau_formula": 2}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative'\]")),  # noqa: E501
+    ("range", {"tau_formula": "direction-free"}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative'\]")),  # noqa: E501
     ("type", {"switch_m": 10**400}, ValueError, _must("switch_m", INT_1)),
     ("type", {"learning_rate": 10**400}, ValueError, _must("learning_rate", r"a number > 0")),
     ("type", {"early_switching": 1}, ValueError, _must("early_switching", BOOL)),

@@ -6,6 +6,7 @@ A plan of three 10-step cycles; a detector that switches as soon as the loss ris
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -174,16 +175,7 @@ def test_a_restored_controller_decides_like_the_live_one():
     again, and the run continues with the same decisions."""
     evals = {3: [Evaluation(3, 0.5, 1.0)], 5: [Evaluation(5, 0.45, 0.9)]}
     live, _ = _run(_start(), range(6), evals)
-    restored = control.Controller(
-        plan=schedules.CyclePlan(*(np.asarray(x) for x in live.plan)),
-        cycle=np.asarray(live.cycle),
-        evals_seen=np.asarray(live.evals_seen),
-        last_eval_step=np.asarray(live.last_eval_step),
-        last_metric=np.asarray(live.last_metric),
-        cycle_best_metric=np.asarray(live.cycle_best_metric),
-        detector=early_switching.DetectorState(*(np.asarray(x) for x in live.detector)),
-        seed=np.asarray(live.seed),
-    )
+    restored = jax.tree.map(np.asarray, live)  # What a checkpoint gives back.
     host = control.as_host(restored)
     assert type(host.cycle) is int and type(host.detector.smoothed) is float
     later = [Evaluation(3, 0.5, 1.0), Evaluation(5, 0.45, 0.9), Evaluation(7, 0.3, 5.0)]
@@ -192,3 +184,43 @@ def test_a_restored_controller_decides_like_the_live_one():
     assert repr(a) == repr(b)
     assert a[1].resets[0].early
     assert control.as_host(live) is live  # Host numbers already: no copy.
+
+
+def test_no_improvement_is_judged_against_the_last_evaluation_before_the_cycle():
+    """Rule (c): cycle 0 against the run's first evaluation, later cycles against the last
+    evaluation before they began, within eps2 (1%) of it."""
+    evals = {
+        3: [Evaluation(3, 0.50, 1.0)],
+        8: [Evaluation(8, 0.503, 1.0)],  # Within 1% of 0.50: no improvement.
+        15: [Evaluation(15, 0.70, 0.8)],  # Better than 0.503: improved.
+        25: [Evaluation(25, 0.69, 0.8)],
+    }
+    settings = SETTINGS._replace(early_switching=False, detector=EAGER._replace(eps2=0.01))
+    controller, log = _run(_start(), range(30), evals, settings)
+    assert [d.resets[0].no_improvement for _, d in log[:2]] == [True, False]
+    assert controller.first_metric == 0.50 and controller.cycle_start_metric == 0.70
+
+
+def test_a_cycle_without_evaluations_is_not_judged():
+    _, log = _run(_start(), range(11))
+    assert log[0][1].resets[0].no_improvement is False
+
+
+def test_after_a_rollback_the_next_cycle_must_improve_on_the_failed_ones_start():
+    evals = {5: [Evaluation(5, 0.5, 1.0)], 15: [Evaluation(15, 0.4, 1.2)]}
+    settings = SETTINGS._replace(early_switching=False)
+    controller, _ = _run(_start(), range(11), evals, settings)
+    assert controller.cycle_start_metric == 0.5
+    controller, log = _run(controller, range(11, 21), evals, settings)
+    assert log[0][1].resets[0].no_improvement  # 0.4 is no better than 0.5.
+    assert controller.cycle_start_metric == 0.4  # The last evaluation before cycle 2 ...
+    rolled_back = control.after_reset(controller, rolled_back=True)
+    assert rolled_back.cycle_start_metric == 0.5  # ... unless cycle 1 was rolled back.
+    assert control.after_reset(controller, rolled_back=False) is controller
+
+
+def test_relative_tau_uses_the_runs_first_evaluation():
+    settings = SETTINGS._replace(early_switching=False, tau_formula="relative")
+    evals = {2: [Evaluation(2, 0.1, 2.0)], 9: [Evaluation(9, 0.5, 1.0)]}
+    _, log = _run(_start(), range(11), evals, settings)
+    assert log[0][1].resets[0].tau == pytest.approx((0.5 - 0.9) / (0.1 - 0.9))

@@ -64,11 +64,11 @@ def test_grid_is_every_combination_and_rejects_unknown_names():
 
 
 def test_run_settings_stack_study_scenario_and_variant():
-    spec = design.RunSpec("digits", "failed", "soft-alpha0", 1)
+    spec = design.RunSpec("digits", "failed", "soft-kappa2", 1)
     hp = spec.hyperparameters()
     assert hp["cycle_budget_factor"] == 0.3  # The workload's study setting.
     assert hp["cycle_lr_factors"][0] == design.FAILED_PEAK_FACTOR  # The scenario's.
-    assert hp["reset_alpha"] == 0.0  # The variant's.
+    assert hp["failure_kappa"] == 2.0  # The variant's.
     noisy = design.RunSpec("digit_sums", "noisy", "none", 0, tiny=True).workload_options()
     assert noisy["validation_examples"] == design.NOISY_VALIDATION_EXAMPLES["digit_sums"]
     assert noisy["hidden_sizes"] == design.TINY_OPTIONS["digit_sums"]["hidden_sizes"]

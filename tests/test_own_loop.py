@@ -41,9 +41,10 @@ def run():
 
 def test_example_is_short_and_complete():
     _, code = example_source()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 45
+    assert len([line for line in code.splitlines() if line.strip()]) <= 50
     assert "cyclic_schedule(plan)" in code and "enter_cycle(" in code
     assert "reset.soft(alpha=0.5)" in code and "reset.tau(" in code
+    assert "reset.check_cycle(" in code and "start=start" in code
 
 
 def test_example_resets_at_the_planned_boundaries(run):

@@ -19,8 +19,10 @@ from scripts.local import loop
 from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
-# Cycle 1's peak is 10x: its loss rises and the detector ends it at step 130.
-HYPERPARAMETERS = {"cycle_lr_factors": [1.0, 10.0, 1.0]}
+# Cycle 1's peak is 10x: its loss rises and the detector ends it at step 130, where its
+# params norm has grown by 5%: with kappa 1.04 the cycle failed (rule (b)) and is rolled
+# back, so the checkpoints after it cover a rollback.
+HYPERPARAMETERS = {"cycle_lr_factors": [1.0, 10.0, 1.0], "failure_kappa": 1.04}
 NUM_STEPS = 300
 
 _SCRIPT = """
@@ -46,12 +48,12 @@ else:
 """
 
 
-def _subprocess(part: str, at: int, path: Path) -> dict:
+def _subprocess(part: str, at: int, path: Path, hparams=HYPERPARAMETERS) -> dict:
     script = _SCRIPT.format(
         root=str(ROOT),
         steps=NUM_STEPS,
         part=part,
-        hparams=HYPERPARAMETERS,
+        hparams=hparams,
         at=at,
         path=str(path),
     )
@@ -67,8 +69,11 @@ def uninterrupted():
     result = loop.run(workload, HYPERPARAMETERS, num_steps=NUM_STEPS, eval_every=10)
     resets = workload.metrics_logger.resets()
     # The scenario the checkpoints are placed around: a planned reset at 100, an early
-    # switch at 130 that makes cycle 2 (the last) run to 300.
-    assert [(s, m["reset/early_switch"]) for s, m in resets] == [(100, 0.0), (130, 1.0)]
+    # switch at 130 that rolls the failed cycle back and makes cycle 2 (the last) run to 300.
+    assert [(s, m["reset/early_switch"], m["reset/failed"]) for s, m in resets] == [
+        (100, 0.0, 0.0),
+        (130, 1.0, 1.0),
+    ]
     return result, resets
 
 
@@ -84,10 +89,20 @@ def uninterrupted():
     ],
 )
 def test_resumed_run_matches_uninterrupted_run(uninterrupted, at, tmp_path):
+    _check_resumed(uninterrupted, at, tmp_path, HYPERPARAMETERS)
+
+
+@pytest.mark.parametrize("at", [120, 131])
+def test_resumed_run_with_the_snapshot_on_the_host(uninterrupted, at, tmp_path):
+    """The cycle's start kept in host memory is checkpointed and restored the same way."""
+    _check_resumed(uninterrupted, at, tmp_path, {**HYPERPARAMETERS, "snapshot_on_host": True})
+
+
+def _check_resumed(uninterrupted, at, tmp_path, hparams):
     result, resets = uninterrupted
     path = tmp_path / "checkpoint.msgpack"
-    _subprocess("first", at, path)
-    resumed = _subprocess("second", at, path)
+    _subprocess("first", at, path, hparams)
+    resumed = _subprocess("second", at, path, hparams)
     assert resumed["final_step"] == result["global_step"]
     # Learning rates from the restore on, resets (step, cycle, tau, switch) after it.
     np.testing.assert_array_equal(resumed["learning_rates"], result["learning_rates"][at:])

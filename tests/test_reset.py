@@ -389,10 +389,16 @@ def test_scale_moments_touches_only_moments(name):
 
 
 def apply(strategy, current, fresh, tau=0.3, alpha=0.5, failed=False, **params):
-    """The strategy's apply, eagerly; `alpha` and `params` go to soft only."""
+    """The strategy's apply, eagerly; `alpha` and `params` go to soft only.
+
+    These tests check the blend and moment formulas of a cycle that is not rolled back
+    (rollback: tests/test_failure.py); `failed` here is an early switch, which with the
+    v1 rule (`fresh_moments_when_switched`, on unless given) hands on no momentum.
+    """
     if strategy == "soft":
+        params = {"rollback": False, "fresh_moments_when_switched": True, **params}
         params = dict(params, alpha=alpha)
-    outcome = reset.CycleOutcome(tau, failed)
+    outcome = reset.CycleOutcome(tau, False, failed)
     return reset.make_strategy(strategy, **params).apply(current, fresh, outcome)
 
 
@@ -512,10 +518,10 @@ def test_failed_cycle_gives_fresh_optimizer_state(name):
 
 
 def test_failed_cycle_keeps_moments_when_switched_off(name):
-    # soft(fresh_moments_when_failed=False): a failed cycle is reset like any other.
+    # soft(fresh_moments_when_switched=False): a failed cycle is reset like any other.
     current, fresh = states(name)
     for failed in (False, True):
-        result = apply("soft", current, fresh, 0.3, 0.5, failed, fresh_moments_when_failed=False)
+        result = apply("soft", current, fresh, 0.3, 0.5, failed, fresh_moments_when_switched=False)
         assert_identical(result, apply("soft", current, fresh, 0.3, 0.5, failed=False))
 
 
@@ -571,7 +577,7 @@ _traces = []
 @functools.cache
 def _jitted_soft_with(alpha: float):
     """soft(alpha).apply under jit (alpha is the strategy's, fixed; the outcome traced)."""
-    strategy = reset.soft(alpha)
+    strategy = reset.soft(alpha, rollback=False, fresh_moments_when_switched=True)
 
     def counted(current, fresh, outcome):
         _traces.append(1)  # runs only while tracing
@@ -581,13 +587,15 @@ def _jitted_soft_with(alpha: float):
 
 
 def _jitted_soft(current, fresh, tau, alpha, failed):
-    return _jitted_soft_with(float(alpha))(current, fresh, reset.CycleOutcome(tau, failed))
+    outcome = reset.CycleOutcome(tau, False, failed)
+    return _jitted_soft_with(float(alpha))(current, fresh, outcome)
 
 
 @pytest.mark.parametrize("strategy", ["none", "full", "params_only", "soft"])
 def test_strategies_under_jit_compile_once(strategy):
     current, fresh = states("inject_adamw")
-    for params in [{}] if strategy != "soft" else [dict(alpha=0.5), dict(alpha=0.3)]:
+    soft_params = [dict(alpha=0.5, rollback=False), dict(alpha=0.3, rollback=False)]
+    for params in [{}] if strategy != "soft" else soft_params:
         traces = []
         applied = reset.make_strategy(strategy, **params)
 
@@ -597,7 +605,8 @@ def test_strategies_under_jit_compile_once(strategy):
 
         jitted = jax.jit(counted)
         for tau, failed in ((0.0, False), (0.25, False), (0.9, True), (1, 0)):
-            got = jitted(current, fresh, reset.CycleOutcome(jnp.float32(tau), jnp.bool_(failed)))
+            traced = reset.CycleOutcome(jnp.float32(tau), jnp.bool_(failed), jnp.bool_(failed))
+            got = jitted(current, fresh, traced)
             eager = applied.apply(current, fresh, reset.CycleOutcome(tau, bool(failed)))
             jax.tree.map(
                 lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), got, eager
@@ -630,8 +639,8 @@ def test_make_strategy():
 
 def test_make_strategy_passes_params():
     current, fresh = states("adamw")
-    outcome = reset.CycleOutcome(0.4, True)
-    for params in (dict(alpha=0.3), dict(alpha=0.3, fresh_moments_when_failed=False)):
+    outcome = reset.CycleOutcome(0.4, False, True, start=current)  # Switched, not failed.
+    for params in (dict(alpha=0.3), dict(alpha=0.3, fresh_moments_when_switched=True)):
         got = reset.make_strategy("soft", **params).apply(current, fresh, outcome)
         assert_identical(got, reset.soft(**params).apply(current, fresh, outcome))
     default = reset.make_strategy("soft").apply(current, fresh, outcome)
@@ -656,7 +665,8 @@ def test_make_strategy_unknown_name(bad):
         (
             "soft",
             dict(alpha=0.5, beta=1.0),
-            r"reset strategy 'soft' accepts only \['alpha', 'fresh_moments_when_failed'\], "
+            r"reset strategy 'soft' accepts only \['alpha', 'rollback', "
+            r"'fresh_moments_when_switched', 'model_state'\], "
             r"got \['beta'\]",
         ),
     ],
@@ -676,8 +686,8 @@ def test_soft_rejects_bad_alpha(alpha):
 
 @pytest.mark.parametrize("flag", ["yes", 1, None, 0.0])
 def test_soft_rejects_bad_flag(flag):
-    with pytest.raises(ValueError, match="fresh_moments_when_failed must be True or False"):
-        reset.soft(fresh_moments_when_failed=flag)
+    with pytest.raises(ValueError, match="fresh_moments_when_switched must be True or False"):
+        reset.soft(fresh_moments_when_switched=flag)
 
 
 @pytest.mark.parametrize("alpha", [0, 0.0, 1, 1.0, np.float32(0.3), np.float64(0.5)])

@@ -153,51 +153,102 @@ def test_rising_validation_loss_switches_early_and_replans():
     )
 
 
-def test_failed_cycle_hands_on_no_momentum():
-    workload = TinyWorkload(target=0.99, step_hint=300)
+def _state_at(step, hyperparameters, accuracies, losses=RISING, workload=None):
+    """Runs with fabricated evaluations every 10 steps (validation losses `losses`, target
+    accuracies `accuracies`) to `step`; host copies of params, model state and optimizer
+    state after steps 0 and `step`, and the reset records."""
+    workload = workload or TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
+    evals = [
+        (10 * (i + 1), {"validation/loss": loss, "validation/accuracy": acc})
+        for i, (loss, acc) in enumerate(zip(losses, accuracies, strict=True))
+    ]
     captured = {}
 
     def hook(global_step, optimizer_state, params, model_state, results):
-        pending = [e for e in _fabricated_evals(RISING, 0, 10) if e[0] == global_step]
-        results.extend(pending)
-        if global_step == 51:
-            captured["opt"] = jax.device_get(optimizer_state[0].opt_state)
+        results.extend(e for e in evals if e[0] == global_step)
+        if global_step in (1, step):
+            captured[global_step] = jax.device_get(
+                (params, model_state, optimizer_state[0].opt_state)
+            )
 
     workload.metrics_logger = loop.RecordingLogger()
-    loop.run(workload, None, num_steps=51, eval_every=10**9, on_step=hook)
-    (adam,) = reset.moment_states(captured["opt"])
-    # One step (at learning rate 0) after fresh moments: count 1, moments of one gradient.
+    loop.run(workload, hyperparameters, num_steps=step, eval_every=10**9, on_step=hook)
+    return captured, _resets(workload.metrics_logger)
+
+
+IMPROVING = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85]
+FLAT = [0.5] * 7
+
+
+def test_a_cycle_that_never_improved_is_rolled_back_with_fresh_moments():
+    """Rule (c) (METHOD.md section 4, v2): the switched cycle's best accuracy is no better
+    than its first; the next cycle starts from the initial params and model state, with
+    a fresh optimizer state (one step at learning rate 0 later: count 1, params unmoved)."""
+    captured, resets = _state_at(51, None, FLAT)
+    (step, logged), *_ = resets
+    assert step == 50 and logged["reset/early_switch"] == 1.0
+    assert logged["reset/failed"] == 1.0 and logged["reset/failure_rule"] == 2.0
+    assert logged["reset/param_norm_ratio"] > 0
+    initial_params, initial_stats, _ = captured[1]  # Step 0 runs at learning rate 0.
+    params, stats, opt_state = captured[51]
+    for a, b in zip(jax.tree.leaves(initial_params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    (adam,) = reset.moment_states(opt_state)
     assert int(adam.count) == 1
-    b1 = 1 - 0.06733926164
-    mu = np.concatenate([np.ravel(x) for x in jax.tree.leaves(adam.mu)])
-    nu = np.concatenate([np.ravel(x) for x in jax.tree.leaves(adam.nu)])
-    np.testing.assert_allclose(nu, (1 - 0.9955159689799007) * (mu / (1 - b1)) ** 2, rtol=1e-4)
 
 
-def test_failed_cycle_rule_off_scales_the_moments():
-    """failed_cycle_fresh_moments = False: the thesis's rule after an early switch too."""
-    workload = TinyWorkload(target=0.99, step_hint=300)
-    captured = {}
+def test_an_early_switch_alone_is_not_a_failure():
+    """A switched cycle that improved is reset by the soft formula: moments kept (scaled),
+    the step count kept; the v1 rule (fresh moments after a switch) is an ablation."""
+    captured, resets = _state_at(51, None, IMPROVING)
+    (_, logged), *_ = resets
+    assert logged["reset/early_switch"] == 1.0 and logged["reset/failed"] == 0.0
+    (adam,) = reset.moment_states(captured[51][2])
+    assert int(adam.count) == 51
+    captured, _ = _state_at(51, {"switched_cycle_fresh_moments": True}, IMPROVING)
+    (adam,) = reset.moment_states(captured[51][2])
+    assert int(adam.count) == 1
 
-    def hook(global_step, optimizer_state, params, model_state, results):
-        results.extend(e for e in _fabricated_evals(RISING, 0, 10) if e[0] == global_step)
-        if global_step == 51:
-            captured["opt"] = jax.device_get(optimizer_state[0].opt_state)
 
-    workload.metrics_logger = loop.RecordingLogger()
-    loop.run(
-        workload,
-        {"failed_cycle_fresh_moments": False},
-        num_steps=51,
-        eval_every=10**9,
-        on_step=hook,
+def test_rollback_off_blends_the_failed_cycle():
+    captured, resets = _state_at(51, {"rollback_failed_cycles": False}, FLAT)
+    assert resets[0][1]["reset/failed"] == 1.0
+    initial_params = captured[1][0]
+    params = captured[51][0]
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(initial_params), jax.tree.leaves(params), strict=True)
     )
-    (_, logged), *_ = _resets(workload.metrics_logger)
-    assert logged["reset/early_switch"] == 1.0
-    (adam,) = reset.moment_states(captured["opt"])
-    assert int(adam.count) == 51  # The step count is kept: no fresh optimizer state.
-    mu = np.concatenate([np.ravel(x) for x in jax.tree.leaves(adam.mu)])
-    assert np.any(mu != 0) and np.all(np.isfinite(mu))
+
+
+def test_the_snapshot_on_the_host_trains_exactly_like_on_the_device():
+    on_device, resets_d = _state_at(61, None, FLAT)
+    on_host, resets_h = _state_at(61, {"snapshot_on_host": True}, FLAT)
+    assert resets_d == resets_h
+    for a, b in zip(jax.tree.leaves(on_device[61]), jax.tree.leaves(on_host[61]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reestimated_statistics_after_a_soft_reset():
+    """reset_model_state = "reestimate": after the reset the batch-norm statistics are
+    the current batch's under the new params, not a blend of the old and fresh ones."""
+
+    def workload():  # Three cycles of 50 steps: a planned reset at step 50.
+        return TinyWorkload(target=0.99, step_hint=150, batch_norm=True)
+
+    hyperparameters = {"early_switching": False}
+    blended, _ = _state_at(51, hyperparameters, IMPROVING, workload=workload())
+    estimated, resets = _state_at(
+        51, {**hyperparameters, "reset_model_state": "reestimate"}, IMPROVING, workload=workload()
+    )
+    assert resets[0][1]["reset/failed"] == 0.0
+    stats_b, stats_e = blended[51][1], estimated[51][1]
+    assert jax.tree.structure(stats_b) == jax.tree.structure(stats_e)
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(stats_b), jax.tree.leaves(stats_e), strict=True)
+    )
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stats_e))
 
 
 def test_tau_from_the_best_evaluation_of_the_cycle():

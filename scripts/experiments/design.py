@@ -30,21 +30,41 @@ VARIANTS: dict[str, Variant] = {
     "full": Variant("strategy", "full (sequential)", {"reset_strategy": "full"}),
     "params_only": Variant("strategy", "params_only", {"reset_strategy": "params_only"}),
     "soft": Variant("strategy", "soft (defaults)", {}),
-    "soft-alpha0": Variant("ablation", "alpha = 0", {"reset_alpha": 0.0}),
-    "soft-alpha1": Variant("ablation", "alpha = 1", {"reset_alpha": 1.0}),
-    "soft-failed-rule-off": Variant(
-        "ablation", "failed-cycle rule off", {"failed_cycle_fresh_moments": False}
+    # Method v2's decisions, one at a time (METHOD.md section 4).
+    "soft-v1": Variant(
+        "ablation",
+        "v1: blend failed cycles, v1 moments",
+        {"rollback_failed_cycles": False, "moment_weights": False},
     ),
+    "soft-rollback-off": Variant("ablation", "rollback off", {"rollback_failed_cycles": False}),
+    "soft-rule-a-off": Variant(
+        "ablation", "rule (a) non-finite off", {"fail_on_non_finite": False}
+    ),
+    "soft-rule-b-off": Variant("ablation", "rule (b) norm off", {"fail_on_norm": False}),
+    "soft-rule-c-off": Variant(
+        "ablation", "rule (c) no improvement off", {"fail_on_no_improvement": False}
+    ),
+    "soft-kappa2": Variant("ablation", "kappa = 2", {"failure_kappa": 2.0}),
+    "soft-kappa5": Variant("ablation", "kappa = 5", {"failure_kappa": 5.0}),
+    "soft-weights-off": Variant("ablation", "moment weights off", {"moment_weights": False}),
+    "soft-switch-moments": Variant(
+        "ablation", "v1 early-switch moments rule", {"switched_cycle_fresh_moments": True}
+    ),
+    "soft-stats-keep": Variant("ablation", "statistics kept", {"reset_model_state": "keep"}),
+    "soft-stats-fresh": Variant("ablation", "statistics fresh", {"reset_model_state": "fresh"}),
+    "soft-stats-reestimate": Variant(
+        "ablation", "statistics re-estimated", {"reset_model_state": "reestimate"}
+    ),
+    "soft-tau-relative": Variant("ablation", "tau relative to y0", {"tau_formula": "relative"}),
+    # The detector (v1 ablations that decided something; the others tied everywhere).
     "soft-switching-off": Variant("ablation", "early switching off", {"early_switching": False}),
-    "soft-absolute-eps": Variant("ablation", "absolute tolerances", {"switch_relative": False}),
     "soft-grace0": Variant("ablation", "grace 0", {"switch_grace_evals": 0}),
-    "soft-tau-best": Variant("ablation", "tau from the best eval", {"tau_metric": "best"}),
 }
 STRATEGY_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "strategy")
 ABLATION_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "ablation")
 # The detector's variants: soft's reset, a different detector. Each is the same run as
 # "soft-switching-off" up to its first switch, which makes that run the counterfactual.
-DETECTOR_VARIANTS = ("soft", "soft-absolute-eps", "soft-grace0")
+DETECTOR_VARIANTS = ("soft", "soft-grace0")
 COUNTERFACTUAL = "soft-switching-off"
 
 # First-cycle peak factor of the "failed" scenario: 1000 x the base learning rate

@@ -1,0 +1,190 @@
+"""Method v2 (METHOD.md section 4): when a cycle failed, the rollback, the statistics after a
+reset, and the direction-free tau, as pure functions on small real trees."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import reset
+
+PARAMS = {"w": jnp.arange(1.0, 7.0).reshape(2, 3), "b": jnp.ones(3)}
+TX = optax.adamw(1e-3)
+
+
+def _state(params, model_state=None):
+    model_state = {"mean": jnp.zeros(3)} if model_state is None else model_state
+    return reset.TrainState(params, model_state, TX.init(params))
+
+
+def _scaled(factor):
+    return jax.tree.map(lambda x: x * factor, PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("factor", "failed", "rule"),
+    [(1.0, False, -1), (2.9, False, -1), (3.1, True, 1), (0.34, False, -1), (0.32, True, 1)],
+)
+def test_norm_rule_fails_a_blown_up_or_collapsed_cycle(factor, failed, rule):
+    check = reset.check_cycle(_state(_scaled(factor)), PARAMS, False, kappa=3.0)
+    assert bool(check.failed) is failed and int(check.rule) == rule
+    assert float(check.norm_ratio) == pytest.approx(factor, rel=1e-6)
+    assert bool(check.finite)
+
+
+def test_non_finite_state_fails_first_and_no_improvement_last():
+    nan = jax.tree.map(lambda x: x.at[0].set(jnp.nan), PARAMS)
+    check = reset.check_cycle(_state(nan), PARAMS, True, kappa=3.0)
+    assert bool(check.failed) and not bool(check.finite) and int(check.rule) == 0
+    check = reset.check_cycle(_state(PARAMS), PARAMS, True, kappa=3.0)
+    assert bool(check.failed) and int(check.rule) == 2
+
+
+def test_disabled_rules_do_not_fail_a_cycle():
+    check = reset.check_cycle(_state(_scaled(10.0)), PARAMS, True, 3.0, rules=("non_finite",))
+    assert not bool(check.failed) and int(check.rule) == -1
+    with pytest.raises(ValueError, match=r"unknown failure rule\(s\) \['size'\]"):
+        reset.check_cycle(_state(PARAMS), PARAMS, False, 3.0, rules=("size",))
+
+
+def test_check_compiles_once_for_every_outcome():
+    check = jax.jit(reset.check_cycle, static_argnames=("kappa", "rules"))
+    for factor, no_improvement in ((1.0, False), (5.0, True), (0.1, False)):
+        check(_state(_scaled(factor)), PARAMS, no_improvement, kappa=3.0)
+    assert check._cache_size() == 1
+
+
+def _outcome(tau, failed, switched=False, start_params=PARAMS):
+    start = reset.TrainState(start_params, {"mean": jnp.full(3, 7.0)}, None)
+    return reset.CycleOutcome(jnp.float32(tau), jnp.bool_(failed), jnp.bool_(switched), start)
+
+
+def _leaves_equal(a, b):
+    a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_soft_rolls_a_failed_cycle_back_with_fresh_moments():
+    current = _state(_scaled(5.0), {"mean": jnp.full(3, 2.0)})
+    current = current._replace(opt_state=TX.update(PARAMS, current.opt_state, PARAMS)[1])
+    fresh = _state(_scaled(-1.0), {"mean": jnp.zeros(3)})
+    out = jax.jit(reset.soft(alpha=0.5).apply)(current, fresh, _outcome(0.4, True))
+    assert _leaves_equal(out.params, PARAMS)
+    assert _leaves_equal(out.model_state, {"mean": jnp.full(3, 7.0)})
+    assert _leaves_equal(out.opt_state, fresh.opt_state)
+
+
+def test_soft_blends_a_cycle_that_did_not_fail_even_after_a_switch():
+    current = _state(_scaled(2.0), {"mean": jnp.full(3, 2.0)})
+    fresh = _state(_scaled(0.0), {"mean": jnp.zeros(3)})
+    out = reset.soft(alpha=0.5).apply(current, fresh, _outcome(0.25, False, switched=True))
+    np.testing.assert_allclose(out.params["w"], 0.75 * 2.0 * PARAMS["w"], rtol=1e-6)
+    np.testing.assert_allclose(out.model_state["mean"], 1.5, rtol=1e-6)
+    # The v1 rule is an ablation: off by default, on it takes fresh moments.
+    v1 = reset.soft(fresh_moments_when_switched=True)
+    out = v1.apply(current, fresh, _outcome(0.25, False, switched=True))
+    assert _leaves_equal(out.opt_state, fresh.opt_state)
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("blend", 1.5), ("keep", 2.0), ("fresh", 0.0)])
+def test_soft_model_state_choices(choice, expected):
+    current = _state(PARAMS, {"mean": jnp.full(3, 2.0)})
+    fresh = _state(PARAMS, {"mean": jnp.zeros(3)})
+    out = reset.soft(model_state=choice).apply(current, fresh, _outcome(0.25, False))
+    np.testing.assert_allclose(out.model_state["mean"], expected, rtol=1e-6)
+
+
+def test_soft_without_rollback_blends_a_failed_cycle_and_needs_no_start():
+    current = _state(_scaled(5.0))
+    fresh = _state(_scaled(0.0))
+    outcome = reset.CycleOutcome(jnp.float32(0.5), jnp.bool_(True))
+    out = reset.soft(rollback=False).apply(current, fresh, outcome)
+    np.testing.assert_allclose(out.params["w"], 2.5 * PARAMS["w"], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"soft\(rollback=True\) needs outcome.start"):
+        reset.soft().apply(current, fresh, outcome)
+    with pytest.raises(ValueError, match="model_state must be one of"):
+        reset.soft(model_state="reestimate")
+
+
+def test_baselines_stay_faithful_to_their_definitions_after_a_failure():
+    current, fresh = _state(_scaled(5.0)), _state(_scaled(-1.0))
+    outcome = _outcome(1.0, True)
+    assert reset.none().apply(current, fresh, outcome) is current
+    assert reset.full().apply(current, fresh, outcome) is fresh
+    kept = reset.params_only().apply(current, fresh, outcome)
+    assert kept.params is fresh.params and kept.opt_state is current.opt_state
+
+
+class _BatchNormNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Dense(4)(x)
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+
+
+def test_reestimated_statistics_are_the_batch_statistics():
+    """Two forward passes recover the batch mean and variance exactly, whatever the
+    running statistics were and without knowing the momentum."""
+    net = _BatchNormNet()
+    x = jax.random.normal(jax.random.key(0), (64, 3)) * 3.0 + 1.0
+    variables = net.init(jax.random.key(1), x, train=False)
+    params, stats = variables["params"], variables["batch_stats"]
+    stats = jax.tree.map(lambda s: s + 5.0, stats)  # Stale statistics.
+
+    def forward(batch_stats):
+        _, updated = net.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        )
+        return updated["batch_stats"]
+
+    estimated = jax.jit(lambda s: reset.reestimate_ema(forward, s))(stats)
+    hidden = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    np.testing.assert_allclose(estimated["BatchNorm_0"]["mean"], hidden.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(estimated["BatchNorm_0"]["var"], hidden.var(0), rtol=1e-3, atol=1e-6)
+
+
+def test_reestimate_keeps_leaves_that_are_not_moving_averages():
+    state = {"ema": jnp.full(2, 4.0), "frozen": jnp.full(2, 3.0), "count": jnp.int32(7)}
+
+    def forward(s):
+        return {"ema": 0.5 * s["ema"] + 0.5 * 10.0, "frozen": s["frozen"], "count": s["count"] + 1}
+
+    out = reset.reestimate_ema(forward, state)
+    np.testing.assert_allclose(out["ema"], 10.0)
+    np.testing.assert_array_equal(out["frozen"], 3.0)
+    assert int(out["count"]) == 7
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "first", "expected"),
+    [
+        (0.5, 0.9, 0.1, 0.5),  # accuracy: half way from 0.1 to 0.9
+        (0.95, 0.9, 0.1, 0.0),
+        (0.05, 0.9, 0.1, 1.0),
+        (0.14, 0.1237, 0.7, (0.14 - 0.1237) / (0.7 - 0.1237)),  # a loss: Criteo-like
+        (math.nan, 0.9, 0.1, 1.0),
+        (0.5, 0.9, math.nan, 1.0),
+        (0.5, 0.9, 0.9, 1.0),
+    ],
+)
+def test_tau_relative_is_the_share_of_the_way_still_missing(metric, target, first, expected):
+    assert reset.tau_relative(metric, target, first) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("best", "start", "higher", "improved"),
+    [
+        (0.6, 0.5, True, True),
+        (0.504, 0.5, True, False),  # within eps2 = 1% of 0.5
+        (0.4, 0.5, False, True),
+        (0.499, 0.5, False, False),
+        (math.nan, 0.5, True, False),
+        (0.5, math.nan, True, True),
+    ],
+)
+def test_improved_within_a_relative_tolerance(best, start, higher, improved):
+    assert reset.improved(best, start, higher, 0.01) is improved
