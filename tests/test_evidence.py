@@ -33,6 +33,9 @@ def _record(
             "metric": None,
             "early_switch": e,
             "non_finite": False,
+            "failed": False,
+            "failure_rule": None,
+            "param_norm_ratio": 1.0,
         }
         for i, (s, e) in enumerate(resets)
     ]
@@ -48,6 +51,7 @@ def _record(
         "target_step": target_step,
         "target_time": None if target_step is None else target_step / 10,
         "global_step": global_step if global_step is not None else evals[-1][0],
+        "wall_time": 1.0,
     }
 
 
@@ -94,8 +98,12 @@ def test_steps_recovery_and_missed_switches():
     assert er.recovery(record, 1) == (0.5, 0.8)
     assert er.recovery(record, 2) == (None, None)
     assert er.every_reset(record) == (
-        "100 tau 0.500 planned: 0.6->0.5; 200 tau 0.500 planned: 0.5->0.8"
+        "100 tau 0.500 planned [norm x1, ok]: 0.6->0.5; "
+        "200 tau 0.500 planned [norm x1, ok]: 0.5->0.8"
     )
+    record["resets"][0].update(failed=True, failure_rule="norm", param_norm_ratio=8.25)
+    assert er.every_reset(record).startswith("100 tau 0.500 planned [norm x8.25, failed (norm)]")
+    record["resets"][0].update(failed=False, failure_rule=None, param_norm_ratio=1.0)
     # Cycle 1 (steps 100-200) went 0.5 -> 0.5: it failed and ran to its planned end.
     assert er.missed_switches(record) == 1
     assert er.missed_switches({**record, "hyperparameters": {"early_switching": False}}) == 0
@@ -106,7 +114,7 @@ def test_steps_recovery_and_missed_switches():
     loss = _record([(50, 0.5), (100, 0.3), (150, 0.2)], resets=[(100, False)], higher=False)
     assert er.missed_switches(loss) == 0
     reached = _record([(50, 0.5), (100, 0.95)], target_step=100)
-    assert er.steps_to_target(reached) == 100 and er.seconds_to_target(reached) == 10
+    assert er.steps_to_target(reached) == 100
 
 
 def test_first_switch_judged_against_the_run_without_switching():
@@ -127,12 +135,94 @@ def test_first_switch_judged_against_the_run_without_switching():
     assert er.twin_key(switched["spec"]) == twin["key"]
 
 
+def _runs(steps, variant="soft", scenario="healthy", workload="digits"):
+    """Runs of one cell, a seed each, reaching the target at the given steps (None: never)."""
+    runs = []
+    for seed, s in enumerate(steps):
+        r = _record([(10, 0.9)], target_step=s, seed=seed, variant=variant)
+        spec = design.RunSpec(workload, scenario, variant, seed)
+        runs.append({**r, "key": spec.key, "spec": spec._asdict()})
+    return runs
+
+
 def test_compare_pairs_by_seed_and_counts_never_as_worst():
-    a = [_record([(10, 0.9)], target_step=s, seed=i) for i, s in enumerate([100, 200, None])]
-    b = [_record([(10, 0.9)], target_step=s, seed=i) for i, s in enumerate([150, None, None])]
-    assert er.compare(a, b) == er.Comparison(2, 1, 0, "wins")
-    assert er.compare(b, a) == er.Comparison(0, 1, 2, "loses")
-    assert er.compare(a, a).verdict == "ties"
+    a = _runs([100, 200, None])
+    b = _runs([150, None, None])
+    assert er.compare(a, b) == er.Comparison(2, 1, 0)
+    assert er.compare(b, a) == er.Comparison(0, 1, 2)
+
+
+def test_reach_counts_come_before_steps_and_steps_tie_within_ten_percent():
+    assert er.reach(_runs([100, 300, None, 200])) == er.Reach(3, 4, 200)
+    assert er.reach(_runs([100, 300, None])).text() == "2/3, 200"
+    assert er.reach(_runs([None, None])).text() == "0/2"
+    # Fewer seeds is behind even with far fewer steps; 0/5 against 2/5 is never a tie.
+    fast_few = er.reach(_runs([10, 10, None, None, None]))
+    slow_all = er.reach(_runs([900] * 5))
+    assert er.verdict(fast_few, slow_all) == "behind"
+    assert er.verdict(slow_all, fast_few) == "ahead"
+    assert er.verdict(er.reach(_runs([None] * 5)), er.reach(_runs([50, 60, None, None, None]))) == (
+        "behind"
+    )
+    # Equal counts: the median steps, within 10% level.
+    assert er.verdict(er.reach(_runs([100, 110])), er.reach(_runs([100, 115]))) == "level"
+    assert er.verdict(er.reach(_runs([100, 100])), er.reach(_runs([120, 120]))) == "ahead"
+    assert er.verdict(er.reach(_runs([120, 120])), er.reach(_runs([100, 100]))) == "behind"
+    assert er.verdict(er.reach(_runs([None])), er.reach(_runs([None]))) == "level"
+
+
+def _cells(spec: dict) -> dict:
+    """Records of several cells: {(workload, scenario, variant): steps per seed}."""
+    records = {}
+    for (workload, scenario, variant), steps in spec.items():
+        for r in _runs(steps, variant, scenario, workload):
+            records[r["key"]] = r
+    return records
+
+
+def test_gates_are_checked_per_workload_against_full_and_none():
+    records = _cells(
+        {
+            ("digits", "failed", "soft"): [100, 100, None],
+            ("digits", "failed", "full"): [100, None, None],
+            ("digits", "healthy", "soft"): [50, 50, 50],
+            ("digits", "healthy", "none"): [50, 52, 50],
+            ("digits", "healthy", "full"): [50, 50, 50],
+            ("digit_sums", "failed", "soft"): [None, None, None],
+            ("digit_sums", "failed", "full"): [400, None, None],
+        }
+    )
+    failed, healthy, still = er.gates(records, ["digit_sums", "digits"])
+    assert failed.met is False  # digit_sums: 0/3 against full's 1/3.
+    assert failed.details[0].startswith("digit_sums: soft 0/3 vs full 1/3, 400: behind")
+    assert healthy.met is True and healthy.details == [
+        "digits: soft 3/3, 50 vs none 3/3, 50: level (ok)"
+    ]
+    assert still.met is False  # Level with full on digits is not beating it.
+    text = "\n".join(er.gates_section(records, ["digit_sums", "digits"]))
+    assert "- **NOT MET**: Failed first cycle" in text and "- **MET**: Healthy: soft" in text
+
+
+def test_open_choices_rank_by_seeds_then_steps():
+    records = _cells(
+        {
+            ("digits", "failed", "soft"): [100, None],
+            ("digits", "healthy", "soft"): [100, 100],
+            ("digits", "failed", "soft-stats-fresh"): [100, 100],
+            ("digits", "healthy", "soft-stats-fresh"): [300, 300],
+            ("digits", "failed", "soft-stats-keep"): [80, None],
+            ("digits", "healthy", "soft-stats-keep"): [80, 80],
+        }
+    )
+    candidates = er.OPEN_CHOICES["batch-norm statistics after a soft reset"]
+    ranking = er.choice_ranking(records, ["digits"], candidates)
+    assert [(name, total.reached) for _, name, total, _ in ranking] == [
+        ("fresh", 4),
+        ("keep", 3),
+        ("blend", 3),
+    ]
+    text = "\n".join(er.choices_section(records, ["digits"]))
+    assert "The grid says: change the default to **fresh**." in text
 
 
 def test_median_curve_holds_a_stopped_runs_last_value():
@@ -193,17 +283,21 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
         # Runs end at the target, or when the plan (0.2 x step_hint 150 = 30 steps) ends.
         assert row["stop_reason"] in ("target_reached", "training_complete")
     tables = (out / "tables.md").read_text()
-    assert "### breast_cancer, failed first cycle" in tables
+    assert "#### breast_cancer, failed first cycle" in tables
     assert "| none (cyclic) |" in tables and "| early switching off |" in tables
     names = sorted(p.name for p in result["figures"])
-    assert names == ["ablations_breast_cancer.png", "strategies_breast_cancer.png"]
+    assert names == ["ablations_detector.png", "strategies.png"]
     text = report.read_text()
     assert "python -m scripts.experiments.evidence --grid small" in text
-    assert "![strategies_breast_cancer](report/strategies_breast_cancer.png)" in text
-    assert (out / "report" / "strategies_breast_cancer.png").stat().st_size > 1000
+    assert "![strategies](report/strategies.png)" in text
+    assert (out / "report" / "strategies.png").stat().st_size > 1000
     assert (out / "report" / "runs.csv").read_text() == (out / "runs.csv").read_text()
-    assert "## Reading" in text
-    assert "- breast_cancer, failed first cycle: soft " in text
+    # The verdict first, then the gates; no seconds.
+    assert text.startswith("# Evidence")
+    assert text.index("## Verdict") < text.index("## Gates") < text.index("## Detail tables")
+    assert "- **Failed first cycle**: soft reaches the target on " in text
+    assert "seconds to target" not in text
+    assert "| failed first cycle | breast_cancer | **" in text
 
 
 def test_small_grid_resumes_without_redoing_finished_runs(small_grid):
@@ -247,6 +341,14 @@ def test_failed_scenario_resets_with_a_large_tau(small_grid):
         if r["spec"]["scenario"] == "failed" and r["spec"]["variant"] != "none" and r["resets"]
     ]
     assert failed and all(r["resets"][0]["tau"] > 0.5 for r in failed)
+    # Every reset carries the failure check of the cycle it ended.
+    for record in result["records"].values():
+        for reset in record["resets"]:
+            assert isinstance(reset["failed"], bool)
+            assert reset["failure_rule"] in (None, "non_finite", "norm", "no_improvement")
+            assert reset["failure_rule"] is None or reset["failed"]
+            ratio = reset["param_norm_ratio"]
+            assert ratio is None or ratio > 0
 
 
 def test_cli_aggregates_existing_records(small_grid, tmp_path, capsys):
@@ -260,7 +362,7 @@ def test_cli_aggregates_existing_records(small_grid, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0
     assert "records ->" in capsys.readouterr().out
-    assert (tmp_path / "e" / "strategies_breast_cancer.png").exists()
+    assert (tmp_path / "e" / "strategies.png").exists()
     with pytest.raises(SystemExit):
         ev.main(["--seeds", "0", "--no_run"])
 

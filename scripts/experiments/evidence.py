@@ -45,8 +45,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     """Trains one run with the local runner and the real submission; a JSON-able record.
 
     The record holds the target, every evaluation (step, target metric, validation
-    loss, submission time), every reset the submission logged, the initial plan's
-    boundaries, and how the run ended.
+    loss, submission time), every reset the submission logged (with the failure check of
+    the cycle it ended: failed, the rule, the params' norm ratio end/start), the initial
+    plan's boundaries, and how the run ended.
     """
     import submission
     from algoperf_compat import metric_direction
@@ -87,6 +88,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             "metric": _number(m["reset/metric"]),
             "early_switch": bool(m["reset/early_switch"]),
             "non_finite": bool(m["reset/non_finite"]),
+            # v2: the failure check of the cycle that ended (rules (a)-(c)).
+            "failed": bool(m.get("reset/failed", 0.0)),
+            "failure_rule": _failure_rule(m),
+            "param_norm_ratio": _number(m.get("reset/param_norm_ratio", math.nan)),
         }
         for step, m, _ in recorder.records
         if "reset/cycle" in m
@@ -112,6 +117,15 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "submission_time": result.train_state["accumulated_submission_time"],
         "wall_time": wall,
     }
+
+
+def _failure_rule(metrics: Any) -> str | None:
+    """The name of the failure rule that failed the cycle (``reset.FAILURE_RULES``), or None."""
+    from reset import FAILURE_RULES
+
+    rule = int(metrics.get("reset/failure_rule", -1))
+    failed = bool(metrics.get("reset/failed", 0.0))
+    return FAILURE_RULES[rule] if failed and 0 <= rule < len(FAILURE_RULES) else None
 
 
 def _number(value: Any) -> float | None:

@@ -4,6 +4,11 @@ Everything here reads run records (``scripts/experiments/evidence.py`` writes th
 the design (``scripts/experiments/design.py``), and nothing trains: the report can be
 rebuilt from a results directory at any time
 (``python -m scripts.experiments.evidence --no_run``).
+
+One perspective throughout: soft (the default) against another variant. Reach counts
+(seeds that reached the target) are compared first; only equal reach counts go on to the
+median steps to target, where a difference within 10% is a tie. Steps are the measure:
+seconds on a CPU shared by the grid's processes and other jobs would mislead.
 """
 
 from __future__ import annotations
@@ -32,6 +37,47 @@ from scripts.experiments.design import (
 )
 
 INF = math.inf
+DEFAULT = "soft"
+ALTERNATIVES = tuple(v for v in STRATEGY_VARIANTS if v != DEFAULT)
+# Median steps within this fraction count as a tie (only compared at equal reach counts).
+STEPS_TIE = 0.10
+# The failure rule (b)'s default kappa: the band [1/kappa, kappa] of the params' norm ratio.
+DEFAULT_KAPPA = 3.0
+# The v1 report (495 runs): where soft beat full in the healthy scenario, as
+# (soft's reach, full's reach) of 5 seeds; the v2 default must still beat full there.
+V1_HEALTHY_WINS_OVER_FULL = {"digit_sums": (5, 0), "digits": (5, 3)}
+# The open choices of method v2 the grid decides: the default first, then its candidates.
+OPEN_CHOICES = {
+    "batch-norm statistics after a soft reset": (
+        ("soft", "blend"),
+        ("soft-stats-keep", "keep"),
+        ("soft-stats-fresh", "fresh"),
+        ("soft-stats-reestimate", "reestimate"),
+    ),
+    "tau": (("soft", "thesis"), ("soft-tau-relative", "relative")),
+}
+DECISION_SCENARIOS = ("failed", "healthy")
+# Ablation figures, one per group (variants not named here go to the last group).
+ABLATION_FIGURES = {
+    "failure": (
+        "soft-v1",
+        "soft-rollback-off",
+        "soft-rule-a-off",
+        "soft-rule-b-off",
+        "soft-rule-c-off",
+        "soft-kappa2",
+        "soft-kappa5",
+    ),
+    "moments_stats_tau": (
+        "soft-weights-off",
+        "soft-switch-moments",
+        "soft-stats-keep",
+        "soft-stats-fresh",
+        "soft-stats-reestimate",
+        "soft-tau-relative",
+    ),
+    "detector": ("soft-switching-off", "soft-grace0"),
+}
 
 # --------------------------------------------------------------------------- records
 
@@ -61,11 +107,6 @@ def steps_to_target(record: Mapping) -> float:
     return INF if record["target_step"] is None else float(record["target_step"])
 
 
-def seconds_to_target(record: Mapping) -> float:
-    """Submission seconds at that evaluation (compilation included); inf if never."""
-    return INF if record["target_time"] is None else float(record["target_time"])
-
-
 def recovery(record: Mapping, reset_index: int = 0) -> tuple[float | None, float | None]:
     """(target metric at the last evaluation at or before the reset, at the first after).
 
@@ -81,8 +122,17 @@ def recovery(record: Mapping, reset_index: int = 0) -> tuple[float | None, float
     return (before[-1] if before else None), after[0]
 
 
+def failure_text(reset: Mapping) -> str:
+    """The failure check of the cycle a reset ended: "failed (rule)", "ok", or "" (a
+    record from before the check was logged)."""
+    if "failed" not in reset:
+        return ""
+    return f"failed ({reset.get('failure_rule') or '?'})" if reset["failed"] else "ok"
+
+
 def every_reset(record: Mapping) -> str:
-    """Each reset as "step tau kind: before->after" (the target metric around it)."""
+    """Each reset as "step tau kind [norm xR, check]: before->after" (the target metric
+    around it; R the params' norm ratio end/start of the cycle it ended)."""
 
     def metric(x: float | None) -> str:
         return "-" if x is None else f"{x:.4g}"
@@ -92,7 +142,11 @@ def every_reset(record: Mapping) -> str:
         before, after = recovery(record, i)
         kind = "early" if reset["early_switch"] else "planned"
         tau = "-" if reset["tau"] is None else f"{reset['tau']:.3f}"
-        parts.append(f"{reset['step']} tau {tau} {kind}: {metric(before)}->{metric(after)}")
+        check = ""
+        if "failed" in reset:
+            ratio = reset.get("param_norm_ratio")
+            check = f" [norm x{'-' if ratio is None else f'{ratio:.3g}'}, {failure_text(reset)}]"
+        parts.append(f"{reset['step']} tau {tau} {kind}{check}: {metric(before)}->{metric(after)}")
     return "; ".join(parts)
 
 
@@ -181,21 +235,24 @@ def run_row(record: Mapping, records: Mapping[str, Mapping]) -> dict[str, Any]:
         "seed": spec["seed"],
         "reached": record["target_step"] is not None,
         "steps_to_target": steps_to_target(record),
-        "seconds_to_target": seconds_to_target(record),
         "global_step": record["global_step"],
         "stop_reason": record["stop_reason"],
         "resets": len(record["resets"]),
         "early_switches": len(switches),
+        "failed_cycles": sum(bool(r.get("failed")) for r in record["resets"]),
         "first_reset_step": first.get("step", ""),
         "first_reset_tau": first.get("tau", ""),
         "first_reset_early": first.get("early_switch", ""),
+        "first_reset_check": failure_text(first) if first else "",
+        "first_reset_norm_ratio": first.get("param_norm_ratio", ""),
         "metric_before_first_reset": before,
         "metric_after_first_reset": after,
         "every_reset": every_reset(record),
         "first_switch_judged": judged,
         "missed_switches": missed_switches(record),
-        "submission_time": record["submission_time"],
-        "wall_time": record["wall_time"],
+        # The one time column: seconds of a run on a CPU shared by the grid's processes
+        # and other jobs; not a measure of speed.
+        "wall_seconds_shared_cpu": round(record["wall_time"], 1),
     }
 
 
@@ -209,39 +266,55 @@ def write_runs_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
-# --------------------------------------------------------------------------- aggregates
+# --------------------------------------------------------------------------- comparisons
 
 
 def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def _fmt_spread(values: Sequence[float], digits: int) -> str:
-    """Median [min-max]; "never" for inf (a run that did not reach the target)."""
-    if not values:
-        return "n/a"
+class Reach(NamedTuple):
+    """Seeds that reached the target, runs, and the median steps of those that did."""
 
-    def one(v: float) -> str:
-        return "never" if v == INF else f"{v:.{digits}f}"
+    reached: int
+    runs: int
+    median: float  # over the runs that reached the target; nan when none did
 
-    return f"{one(_median(sorted(values)))} [{one(min(values))}-{one(max(values))}]"
-
-
-def _fmt_steps(values: Sequence[float]) -> str:
-    return _fmt_spread(values, 0)
+    def text(self, runs: bool = True) -> str:
+        """ "3/5, 420" (median steps of the 3), "0/5"; without ``runs``: "3, 420"."""
+        count = f"{self.reached}/{self.runs}" if runs else f"{self.reached}"
+        return count + (f", {self.median:.0f}" if self.reached else "")
 
 
-def _fmt_seconds(values: Sequence[float]) -> str:
-    return _fmt_spread(values, 1)
+def reach(runs: Sequence[Mapping]) -> Reach:
+    steps = [steps_to_target(r) for r in runs]
+    done = sorted(s for s in steps if s < INF)
+    return Reach(len(done), len(steps), _median(done))
 
 
-def _fmt_metric(values: Sequence[float | None]) -> str:
-    finite = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    text = f"{_median(finite):.3f}" if finite else "-"
-    missing = len(values) - len(finite)
-    return text + (f" ({missing} missing or not finite)" if missing else "")
+def pooled(reaches: Iterable[Reach]) -> Reach:
+    """Reach counts summed over cells; the median is the median of the cells' medians."""
+    reaches = list(reaches)
+    medians = [r.median for r in reaches if r.reached]
+    return Reach(
+        sum(r.reached for r in reaches), sum(r.runs for r in reaches), _median(sorted(medians))
+    )
+
+
+def verdict(soft: Reach, other: Reach) -> str:
+    """Soft against another variant: "ahead", "level" or "behind".
+
+    More seeds reaching the target is ahead, fewer is behind, whatever the steps; at equal
+    reach counts the median steps decide, within 10% (or neither reaching) a tie ("level").
+    """
+    if soft.reached != other.reached:
+        return "ahead" if soft.reached > other.reached else "behind"
+    if soft.reached == 0:
+        return "level"
+    low, high = sorted((soft.median, other.median))
+    if high <= (1 + STEPS_TIE) * low:
+        return "level"
+    return "ahead" if soft.median < other.median else "behind"
 
 
 class Comparison(NamedTuple):
@@ -250,28 +323,18 @@ class Comparison(NamedTuple):
     better: int
     tie: int
     worse: int
-    verdict: str  # "wins", "ties", "loses" (a against b)
 
 
 def compare(a: Sequence[Mapping], b: Sequence[Mapping]) -> Comparison:
     """Pairs runs by seed: a is better on a seed when it reached the target in fewer
-    steps (a run that never reached it is worst). The verdict is "wins" when a is better
-    on a strict majority of the seeds (3 of 5) and on more seeds than it is worse,
-    "loses" in the mirror case, "ties" otherwise: one seed in five decides nothing."""
+    steps (a run that never reached it is worst)."""
     by_seed = {r["spec"]["seed"]: steps_to_target(r) for r in b}
     pairs = [
         (steps_to_target(r), by_seed[r["spec"]["seed"]]) for r in a if r["spec"]["seed"] in by_seed
     ]
     better = sum(x < y for x, y in pairs)
     worse = sum(x > y for x, y in pairs)
-    tie = len(pairs) - better - worse
-    if 2 * better > len(pairs) and better > worse:
-        verdict = "wins"
-    elif 2 * worse > len(pairs) and worse > better:
-        verdict = "loses"
-    else:
-        verdict = "ties"
-    return Comparison(better, tie, worse, verdict)
+    return Comparison(better, len(pairs) - better - worse, worse)
 
 
 def _cell_records(records, workload, scenario, variant) -> list[Mapping]:
@@ -286,80 +349,486 @@ def _cell_records(records, workload, scenario, variant) -> list[Mapping]:
     )
 
 
-def outcome_table(records, workload, scenario, variants, reference="soft") -> list[str]:
-    """Markdown rows: reach rate, steps and seconds to target, recovery, vs reference."""
-    lines = [
-        "| variant | reached | steps to target, median [min-max] | seconds to target, "
-        "median [min-max] | first reset: step, tau (median) | metric before -> after it (median) "
-        f"| vs {reference} (better/tie/worse seeds) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+def _cells(records, workloads, scenarios) -> list[tuple[str, str]]:
+    """(workload, scenario) pairs that hold runs of the default."""
+    return [(w, s) for w in workloads for s in scenarios if _cell_records(records, w, s, DEFAULT)]
+
+
+def _seeds(records) -> int:
+    """Seeds per cell (the most any cell has)."""
+    return len({r["spec"]["seed"] for r in records.values()})
+
+
+def _label(scenario: str) -> str:
+    return SCENARIOS[scenario].label
+
+
+# --------------------------------------------------------------------------- report sections
+
+
+def verdict_section(records, workloads, scenarios) -> list[str]:
+    """A line per scenario (soft against the best alternative strategy, seeds summed over
+    the workloads), then a table of the counts per workload."""
+    lines = []
+    alternatives = [v for v in ALTERNATIVES if any(_cell_records(records, w, s, v)
+                    for w in workloads for s in scenarios)]  # fmt: skip
+    for scenario in scenarios:
+        ws = [w for w in workloads if _cell_records(records, w, scenario, DEFAULT)]
+        if not ws:
+            continue
+        total = {
+            v: pooled(reach(_cell_records(records, w, scenario, v)) for w in ws)
+            for v in (DEFAULT, *alternatives)
+        }
+        others = [v for v in alternatives if total[v].runs]
+        if not others:
+            continue
+        # The best alternative: most seeds, then the lower median of cell medians.
+        best = min(others, key=lambda v: (-total[v].reached, total[v].median))
+        per_workload = {
+            w: verdict(
+                reach(_cell_records(records, w, scenario, DEFAULT)),
+                reach(_cell_records(records, w, scenario, best)),
+            )
+            for w in ws
+        }
+        rest = ", ".join(f"{v}'s {total[v].reached}/{total[v].runs}" for v in others if v != best)
+        lines.append(
+            f"- **{_label(scenario).capitalize()}**: soft reaches the target on "
+            f"{total[DEFAULT].reached}/{total[DEFAULT].runs} seeds against {best}'s "
+            f"{total[best].reached}/{total[best].runs} (best alternative; {rest}). "
+            "Against "
+            + best
+            + ": "
+            + ", ".join(f"{v} on {w}" for w, v in per_workload.items())
+            + "."
+        )
+    lines += [
+        "",
+        f"Seeds reaching the target of {_seeds(records)}, and the median steps to target of "
+        "those seeds; "
+        "the last columns: soft against each strategy.",
+        "",
+        "| scenario | workload | soft | "
+        + " | ".join(alternatives)
+        + " | "
+        + " | ".join(f"soft vs {v}" for v in alternatives)
+        + " |",
+        "| --- | --- | --- |" + " --- |" * (2 * len(alternatives)),
     ]
-    ref = _cell_records(records, workload, scenario, reference)
+    for scenario in scenarios:
+        for workload in workloads:
+            soft = reach(_cell_records(records, workload, scenario, DEFAULT))
+            if not soft.runs:
+                continue
+            others = [reach(_cell_records(records, workload, scenario, v)) for v in alternatives]
+            lines.append(
+                f"| {_label(scenario)} | {workload} | **{soft.text(False)}** | "
+                + " | ".join(o.text(False) if o.runs else "-" for o in others)
+                + " | "
+                + " | ".join(verdict(soft, o) if o.runs else "-" for o in others)
+                + " |"
+            )
+    return lines
+
+
+class Gate(NamedTuple):
+    name: str
+    met: bool | None  # None: not checkable with these records
+    details: list[str]
+
+
+def _gate_against(records, workloads, scenario, other, name, wanted=("ahead", "level")):
+    details, met = [], True
+    checked = 0
+    for workload in workloads:
+        soft = reach(_cell_records(records, workload, scenario, DEFAULT))
+        them = reach(_cell_records(records, workload, scenario, other))
+        if not soft.runs or not them.runs:
+            continue
+        checked += 1
+        v = verdict(soft, them)
+        ok = v in wanted
+        met &= ok
+        details.append(
+            f"{workload}: soft {soft.text()} vs {other} {them.text()}: {v} "
+            f"({'ok' if ok else 'FAILS'})"
+        )
+    return Gate(name, met if checked else None, details)
+
+
+def gates(records, workloads) -> list[Gate]:
+    """The issue's gates for method v2, checked on the records."""
+    failed = _gate_against(
+        records,
+        workloads,
+        "failed",
+        "full",
+        "Failed first cycle: soft reaches the target on at least as many seeds as full on "
+        "every workload, with a median steps-to-target no worse than full's by more than 10%",
+    )
+    healthy = _gate_against(
+        records,
+        workloads,
+        "healthy",
+        "none",
+        "Healthy: soft reaches the target on at least as many seeds as none on every "
+        "workload, median within 10%",
+    )
+    still = _gate_against(
+        records,
+        [w for w in workloads if w in V1_HEALTHY_WINS_OVER_FULL],
+        "healthy",
+        "full",
+        "Healthy: soft still beats full where it did in v1 ("
+        + ", ".join(f"{w} {a}/5 vs {b}/5" for w, (a, b) in V1_HEALTHY_WINS_OVER_FULL.items())
+        + ")",
+        wanted=("ahead",),
+    )
+    return [failed, healthy, still]
+
+
+def gates_section(records, workloads) -> list[str]:
+    lines = [
+        "Reach counts first; the median steps (of the seeds that reached the target) only "
+        "at equal counts, within 10% a tie (level).",
+        "",
+    ]
+    for gate in gates(records, workloads):
+        status = {True: "MET", False: "NOT MET", None: "NOT CHECKED (no records)"}[gate.met]
+        lines.append(f"- **{status}**: {gate.name}.")
+        lines += [f"  - {d}" for d in gate.details]
+    return lines
+
+
+def choice_ranking(records, workloads, candidates) -> list[tuple[str, str, Reach, float]]:
+    """(variant, name, seeds summed over the failed and healthy scenarios of every
+    workload, median over cells of the median-steps ratio against the default), best
+    first: most seeds, then the lowest ratio."""
+    default = candidates[0][0]
+    rows = []
+    for variant, name in candidates:
+        cells = []
+        ratios = []
+        for workload in workloads:
+            for scenario in DECISION_SCENARIOS:
+                mine = reach(_cell_records(records, workload, scenario, variant))
+                base = reach(_cell_records(records, workload, scenario, default))
+                cells.append(mine)
+                if mine.reached and base.reached:
+                    ratios.append(mine.median / base.median)
+        total = pooled(cells)
+        if total.runs:
+            rows.append((variant, name, total, _median(sorted(ratios)) if ratios else INF))
+    return sorted(rows, key=lambda row: (-row[2].reached, row[3]))
+
+
+def choices_section(records, workloads) -> list[str]:
+    lines = [
+        "Rule: the most seeds reaching the target, summed over the failed and healthy "
+        "scenarios of every workload; ties broken by the median steps (per cell, the median "
+        "steps of the seeds that reached the target relative to the default's; the median of "
+        "those ratios); a change of default needs a strict improvement (more seeds, or the "
+        "same seeds and steps more than 10% lower).",
+        "",
+    ]
+    for choice, candidates in OPEN_CHOICES.items():
+        ranking = choice_ranking(records, workloads, candidates)
+        if not ranking:
+            continue
+        default = next(r for r in ranking if r[0] == candidates[0][0])
+        best = ranking[0]
+        better = best[0] != default[0] and (
+            best[2].reached > default[2].reached
+            or (best[2].reached == default[2].reached and best[3] < 1 / (1 + STEPS_TIE))
+        )
+        parts = [
+            f"{name} {total.reached}/{total.runs} seeds"
+            + (f", steps x{ratio:.2f}" if ratio < INF else "")
+            + (" (default)" if variant == default[0] else "")
+            for variant, name, total, ratio in ranking
+        ]
+        if len(ranking) < len(candidates):
+            parts.append("missing: " + ", ".join(n for v, n in candidates if v not in
+                         {r[0] for r in ranking}))  # fmt: skip
+        decision = (
+            f"change the default to **{best[1]}**"
+            if better
+            else f"keep the default (**{default[1]}**)"
+        )
+        lines.append(f"- **{choice.capitalize()}**: {'; '.join(parts)}. The grid says: {decision}.")
+    return lines
+
+
+def ablation_section(records, workloads, scenarios) -> list[str]:
+    """Each variant's reach per cell, and soft's verdict against it."""
+    cells = _cells(records, workloads, scenarios)
+    head = [f"{w} {s}" for w, s in cells]
+    lines = [
+        f"Per cell (workload, scenario): seeds reaching the target of {_seeds(records)}, "
+        "median steps of those seeds. Last column: soft against the variant, over the "
+        "cells (ahead / level / behind) and where soft is behind.",
+        "",
+        "| variant | " + " | ".join(head) + " | soft against it |",
+        "| --- |" + " --- |" * (len(cells) + 1),
+    ]
+    for variant in (DEFAULT, *ABLATION_VARIANTS):
+        mine = [reach(_cell_records(records, w, s, variant)) for w, s in cells]
+        if not any(m.runs for m in mine):
+            continue
+        if variant == DEFAULT:
+            against = "(the default)"
+        else:
+            verdicts = [
+                verdict(reach(_cell_records(records, w, s, DEFAULT)), m) if m.runs else ""
+                for (w, s), m in zip(cells, mine, strict=True)
+            ]
+            behind = [f"{w} {s}" for (w, s), v in zip(cells, verdicts, strict=True)
+                      if v == "behind"]  # fmt: skip
+            against = (
+                f"{verdicts.count('ahead')} / {verdicts.count('level')} / "
+                f"{verdicts.count('behind')}"
+                + (f"; behind on {', '.join(behind)}" if behind else "")
+            )
+        label = VARIANTS[variant].label
+        name = f"**{label}**" if variant == DEFAULT else f"{label} (`{variant}`)"
+        lines.append(
+            f"| {name} | "
+            + " | ".join(m.text(False) if m.runs else "-" for m in mine)
+            + f" | {against} |"
+        )
+    return lines
+
+
+def _quantiles(values: Sequence[float]) -> str:
+    values = sorted(values)
+    if not values:
+        return "none"
+
+    def q(p: float) -> float:
+        return values[min(len(values) - 1, max(0, round(p * (len(values) - 1))))]
+
+    return (
+        f"min {values[0]:.3g}, 5% {q(0.05):.3g}, median {q(0.5):.3g}, 95% {q(0.95):.3g}, "
+        f"max {values[-1]:.3g}"
+    )
+
+
+def failure_section(records, workloads, scenarios) -> list[str]:
+    """The failure check at each reset: the params' norm ratio in healthy cycles (how far
+    from the band [1/kappa, kappa]), and the failed first cycles' reset log."""
+    lines = []
+    logged = [r for r in records.values() if any("failed" in x for x in r["resets"])]
+    if not logged:
+        return ["The records hold no failure check (made before it was logged)."]
+    lines += [
+        f"The params' global norm at a cycle's end over its start, at every reset of the "
+        f"*healthy* scenario (all variants; default band of rule (b): "
+        f"[{1 / DEFAULT_KAPPA:.3g}, {DEFAULT_KAPPA:g}]):",
+        "",
+    ]
+    for workload in workloads:
+        ratios = [
+            x["param_norm_ratio"]
+            for r in logged
+            if (r["spec"]["workload"], r["spec"]["scenario"]) == (workload, "healthy")
+            for x in r["resets"]
+            if x.get("param_norm_ratio") is not None
+        ]
+        if not ratios:
+            continue
+        margin = min(DEFAULT_KAPPA / max(ratios), min(ratios) * DEFAULT_KAPPA)
+        flagged = [
+            x
+            for r in logged
+            if (r["spec"]["workload"], r["spec"]["scenario"], r["spec"]["variant"])
+            == (workload, "healthy", DEFAULT)
+            for x in r["resets"]
+        ]
+        rules = _rule_counts([x for x in flagged if x.get("failed")])
+        lines.append(
+            f"- {workload}: {len(ratios)} resets, {_quantiles(ratios)}; the nearest is a "
+            f"factor {margin:.2g} inside the band. Soft's healthy cycles judged failed: "
+            f"{sum(bool(x.get('failed')) for x in flagged)} of {len(flagged)}"
+            + (f" ({rules})" if rules else "")
+            + "."
+        )
+    if "failed" in scenarios:
+        lines += [
+            "",
+            "Soft in the failed-first-cycle scenario: the first reset of each seed (the check "
+            "of the broken cycle; a failed cycle is rolled back to its start).",
+            "",
+            "| workload | seed | step | tau | norm ratio | check | steps to target |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for workload in workloads:
+            for r in _cell_records(records, workload, "failed", DEFAULT):
+                if not r["resets"]:
+                    continue
+                x = r["resets"][0]
+                ratio = x.get("param_norm_ratio")
+                tau = "-" if x["tau"] is None else f"{x['tau']:.2f}"
+                steps = steps_to_target(r)
+                lines.append(
+                    f"| {workload} | {r['spec']['seed']} | {x['step']} | {tau} | "
+                    f"{'-' if ratio is None else f'{ratio:.3g}'} | {failure_text(x)} | "
+                    f"{'never' if steps == INF else f'{steps:.0f}'} |"
+                )
+    return lines
+
+
+def _rule_counts(resets: Sequence[Mapping]) -> str:
+    counts: dict[str, int] = {}
+    for x in resets:
+        name = x.get("failure_rule") or "?"
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def switching_section(records, rows, workloads, scenarios) -> list[str]:
+    """How often the detector's first switch was false, and whether switching paid off."""
+    lines = []
+    for variant in DETECTOR_VARIANTS:
+        judged = [r for r in rows.values() if r["variant"] == variant]
+        if not judged:
+            continue
+        by_scenario = []
+        for scenario in scenarios:
+            cell = [r for r in judged if r["scenario"] == scenario]
+            if not cell:
+                continue
+            false = sum(r["first_switch_judged"] == "false" for r in cell)
+            right = sum(r["first_switch_judged"] == "right" for r in cell)
+            missed = sum(r["missed_switches"] for r in cell)
+            mine = pooled(reach(_cell_records(records, w, scenario, variant)) for w in workloads)
+            off = pooled(
+                reach(_cell_records(records, w, scenario, COUNTERFACTUAL)) for w in workloads
+            )
+            versus = f"; {mine.reached} seeds reach the target, {off.reached} with switching off"
+            by_scenario.append(
+                f"{_label(scenario)}: {false} false / {right} right first switches, "
+                f"{missed} missed in {len(cell)} runs" + (versus if off.runs else "")
+            )
+        lines.append(f"- {VARIANTS[variant].label}: " + "; ".join(by_scenario) + ".")
+    return lines
+
+
+# --------------------------------------------------------------------------- detail tables
+
+
+def _fmt_metric(values: Sequence[float | None]) -> str:
+    finite = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    text = f"{_median(finite):.3f}" if finite else "-"
+    missing = len(values) - len(finite)
+    return text + (f" ({missing} missing or not finite)" if missing else "")
+
+
+def _fmt_steps(values: Sequence[float]) -> str:
+    done = sorted(v for v in values if v < INF)
+    if not done:
+        return "-"
+    return f"{_median(done):.0f} [{done[0]:.0f}-{done[-1]:.0f}]"
+
+
+def outcome_table(records, workload, scenario, variants) -> list[str]:
+    """Markdown rows: reach, steps, the first reset and its check, soft against each."""
+    lines = [
+        "| variant | reached | steps to target of those, median [min-max] | first reset: "
+        "step, tau (median); cycles judged failed | metric before -> after it (median) "
+        "| soft against it (seeds soft better/tie/worse) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    ref = _cell_records(records, workload, scenario, DEFAULT)
     for variant in variants:
         runs = _cell_records(records, workload, scenario, variant)
         if not runs:
             continue
-        steps = [steps_to_target(r) for r in runs]
-        seconds = [seconds_to_target(r) for r in runs]
         first = [r["resets"][0] for r in runs if r["resets"]]
+        taus = [f["tau"] for f in first if f["tau"] is not None]
         reset_text = (
             f"{_median([f['step'] for f in first]):.0f}, "
-            f"{_median([f['tau'] for f in first if f['tau'] is not None]):.2f}"
+            + (f"{_median(taus):.2f}" if taus else "-")
             if first
             else "no reset"
         )
         if any(f["early_switch"] for f in first):
             reset_text += f" ({sum(f['early_switch'] for f in first)} early)"
+        if any("failed" in f for f in first):
+            failed = [f for f in first if f.get("failed")]
+            reset_text += f"; {len(failed)} failed" + (
+                f" ({_rule_counts(failed)})" if failed else ""
+            )
         rec = [recovery(r) for r in runs if r["resets"]]
         rec_text = (
             f"{_fmt_metric([b for b, a in rec])} -> {_fmt_metric([a for b, a in rec])}"
             if rec
             else "n/a"
         )
-        if variant == reference or not ref:
+        if variant == DEFAULT or not ref:
             versus = ""
         else:
-            c = compare(runs, ref)
-            versus = f"{c.verdict} ({c.better}/{c.tie}/{c.worse})"
-        reached = sum(s < INF for s in steps)
+            c = compare(ref, runs)
+            versus = f"{verdict(reach(ref), reach(runs))} ({c.better}/{c.tie}/{c.worse})"
+        mine = reach(runs)
+        label = VARIANTS[variant].label
         lines.append(
-            f"| {VARIANTS[variant].label} | {reached}/{len(runs)} | {_fmt_steps(steps)} "
-            f"| {_fmt_seconds(seconds)} | {reset_text} | {rec_text} | {versus} |"
+            f"| {f'**{label}**' if variant == DEFAULT else label} | {mine.reached}/{mine.runs} "
+            f"| {_fmt_steps([steps_to_target(r) for r in runs])} | {reset_text} | {rec_text} "
+            f"| {versus} |"
         )
     return lines
 
 
 def switch_table(records, workload, scenario, rows: Mapping[str, Mapping]) -> list[str]:
-    """Markdown rows about the detector: switches, judged first switches, misses, and
-    what switching did to the steps to target (against the same seeds without it)."""
+    """Markdown rows about the detector: switches, judged first switches, misses."""
     lines = [
         "| detector | early switches per run, median [min-max] | first switch false "
-        "/ right / not judged | missed switches (runs with any) | steps to target vs "
-        "switching off (better/tie/worse seeds) |",
+        "/ right / not judged | missed switches (runs with any) | reached |",
         "| --- | --- | --- | --- | --- |",
     ]
-    off = _cell_records(records, workload, scenario, COUNTERFACTUAL)
     for variant in (*DETECTOR_VARIANTS, COUNTERFACTUAL):
         runs = _cell_records(records, workload, scenario, variant)
         if not runs:
             continue
-        counts = [sum(r2["early_switch"] for r2 in r["resets"]) for r in runs]
+        counts = sorted(sum(r2["early_switch"] for r2 in r["resets"]) for r in runs)
         judged = [rows[r["key"]]["first_switch_judged"] for r in runs]
         with_switch = sum(c > 0 for c in counts)
         missed = [rows[r["key"]]["missed_switches"] for r in runs]
-        judge_text = versus = "-"
+        judge_text = "-"
         if variant != COUNTERFACTUAL:
             judge_text = (
                 f"{judged.count('false')} / {judged.count('right')} / "
                 f"{with_switch - judged.count('false') - judged.count('right')}"
             )
-            if off:
-                c = compare(runs, off)
-                versus = f"{c.verdict} ({c.better}/{c.tie}/{c.worse})"
         lines.append(
-            f"| {VARIANTS[variant].label} | {_fmt_steps(counts)} | {judge_text} "
-            f"| {sum(missed)} ({sum(m > 0 for m in missed)}/{len(runs)}) | {versus} |"
+            f"| {VARIANTS[variant].label} | {_median(counts):.0f} [{counts[0]}-{counts[-1]}] "
+            f"| {judge_text} | {sum(missed)} ({sum(m > 0 for m in missed)}/{len(runs)}) "
+            f"| {reach(runs).text()} |"
         )
+    return lines
+
+
+def build_tables(records, rows, workloads, scenarios) -> list[str]:
+    lines = []
+    for title, variants in (
+        ("Reset strategies", STRATEGY_VARIANTS),
+        ("Ablations (soft with one change)", (DEFAULT, *ABLATION_VARIANTS)),
+    ):
+        lines += [f"### {title}", ""]
+        for workload in workloads:
+            for scenario in scenarios:
+                table = outcome_table(records, workload, scenario, variants)
+                if len(table) > 2:
+                    lines += [f"#### {workload}, {_label(scenario)}", "", *table, ""]
+    lines += ["### Early switching: false and missed switches", ""]
+    for workload in workloads:
+        for scenario in scenarios:
+            table = switch_table(records, workload, scenario, rows)
+            if len(table) > 2:
+                lines += [f"#### {workload}, {_label(scenario)}", "", *table, ""]
     return lines
 
 
@@ -388,184 +857,108 @@ def median_curve(
     return steps, med, low, high
 
 
+_STYLES = ("-", "--", "-.", ":")
+
+
 def plot_cell(ax, records, workload, scenario, variants, colors) -> None:
-    """Median curve and min-max band per variant; resets as markers on each run."""
+    """The default (soft) thick and black on top, with its min-max band and its resets;
+    every other variant a thinner coloured median line."""
     target = None
-    for variant in variants:
+    for i, variant in enumerate(variants):
         runs = _cell_records(records, workload, scenario, variant)
         if not runs:
             continue
         target = runs[0]["target"]
         steps, med, low, high = median_curve(runs)
-        color = colors[variant]
-        ax.plot(steps, med, color=color, label=VARIANTS[variant].label, lw=1.5)
-        ax.fill_between(steps, low, high, color=color, alpha=0.15, lw=0)
-        for r in runs:
-            for reset in r["resets"]:
-                y = [e["metric"] for e in r["evals"] if e["step"] <= reset["step"]]
-                if y and y[-1] is not None:
-                    marker = "v" if reset["early_switch"] else "|"
-                    ax.plot(reset["step"], y[-1], marker, color=color, ms=6, alpha=0.6)
+        label = VARIANTS[variant].label
+        if variant == DEFAULT:
+            ax.plot(steps, med, color="black", lw=2.8, zorder=10, label=label)
+            ax.fill_between(steps, low, high, color="black", alpha=0.12, lw=0, zorder=1)
+            for r in runs:
+                for reset in r["resets"]:
+                    y = [e["metric"] for e in r["evals"] if e["step"] <= reset["step"]]
+                    if y and y[-1] is not None:
+                        marker = "v" if reset["early_switch"] else "|"
+                        ax.plot(reset["step"], y[-1], marker, color="black", ms=7, zorder=11)
+        else:
+            ax.plot(
+                steps, med, color=colors[variant], lw=1.3, ls=_STYLES[i % len(_STYLES)],
+                zorder=5, label=label, alpha=0.9,
+            )  # fmt: skip
     if target is not None:
-        ax.axhline(target["value"], color="black", ls="--", lw=0.8, label="target")
-        ax.set_ylabel(target["metric"])
+        ax.axhline(target["value"], color="dimgray", ls=(0, (1, 3)), lw=1.2, label="target")
+        ax.set_ylabel(target["metric"].removeprefix("validation/"), fontsize=8)
         if not target["higher_is_better"]:
             ax.set_yscale("log")
-    ax.set_title(f"{workload}: {SCENARIOS[scenario].label}", fontsize=9)
-    ax.set_xlabel("step")
+    ax.set_title(f"{workload}: {_label(scenario)}", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("step", fontsize=8)
+
+
+def figure_groups() -> dict[str, tuple[str, ...]]:
+    """Figure name -> variants drawn (the default first)."""
+    named = {v for vs in ABLATION_FIGURES.values() for v in vs}
+    groups = {"strategies": (DEFAULT, *ALTERNATIVES)}
+    for name, variants in ABLATION_FIGURES.items():
+        groups[f"ablations_{name}"] = (DEFAULT, *(v for v in variants if v in VARIANTS))
+    rest = tuple(v for v in ABLATION_VARIANTS if v not in named)
+    if rest:
+        groups["ablations_other"] = (DEFAULT, *rest)
+    return groups
 
 
 def draw_figures(records, workloads, scenarios, out_dir: Path) -> list[Path]:
-    """One figure per workload and group (strategies, ablations): a panel per scenario."""
+    """One figure per group (strategies, each ablation group): a row per workload, a
+    panel per scenario, one legend naming every line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cmap = plt.get_cmap("tab10")
-    colors = {v: cmap(i % 10) for i, v in enumerate(VARIANTS)}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for group, variants in (
-        ("strategies", STRATEGY_VARIANTS),
-        ("ablations", ("soft", *ABLATION_VARIANTS)),
-    ):
-        for workload in workloads:
-            present = [
-                s
-                for s in scenarios
-                if any(_cell_records(records, workload, s, v) for v in variants)
-            ]
-            if not present:
-                continue
-            fig, axes = plt.subplots(
-                1, len(present), figsize=(5 * len(present), 3.8), squeeze=False
-            )
-            for ax, scenario in zip(axes[0], present, strict=True):
-                plot_cell(ax, records, workload, scenario, variants, colors)
-            axes[0][0].legend(fontsize=7, loc="best")
-            fig.suptitle(
-                f"{workload}: median over seeds, band min-max; "
-                "markers: | planned reset, v early switch",
-                fontsize=9,
-            )
-            fig.tight_layout()
-            path = out_dir / f"{group}_{workload}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            paths.append(path)
+    for group, variants in figure_groups().items():
+        colors = {v: cmap(i % 10) for i, v in enumerate(variants[1:])}
+        present = [v for v in variants if any(_cell_records(records, w, s, v)
+                   for w in workloads for s in scenarios)]  # fmt: skip
+        if not present or (len(present) == 1 and group != "strategies"):
+            continue
+        panels = [(w, s) for w in workloads for s in scenarios
+                  if any(_cell_records(records, w, s, v) for v in present)]  # fmt: skip
+        rows = [w for w in workloads if any(p[0] == w for p in panels)]
+        cols = [s for s in scenarios if any(p[1] == s for p in panels)]
+        fig, axes = plt.subplots(
+            len(rows), len(cols), figsize=(4.2 * len(cols) + 2.6, 3.0 * len(rows)),
+            squeeze=False,
+        )  # fmt: skip
+        for i, workload in enumerate(rows):
+            for j, scenario in enumerate(cols):
+                plot_cell(axes[i][j], records, workload, scenario, variants, colors)
+        handles, labels = {}, []
+        for ax in axes.flat:
+            for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label not in handles:
+                    handles[label] = h
+                    labels.append(label)
+        fig.legend(
+            [handles[label] for label in labels], labels, loc="center left",
+            bbox_to_anchor=(1 - 2.5 / (4.2 * len(cols) + 2.6), 0.5), fontsize=8, frameon=False,
+        )  # fmt: skip
+        fig.suptitle(
+            f"{group.replace('_', ' ')}: median over seeds (soft: thick black, band min-max, "
+            "markers | planned reset, v early switch; a line hidden under soft's matches it)",
+            fontsize=10,
+        )
+        fig.tight_layout(rect=(0, 0, 1 - 2.6 / (4.2 * len(cols) + 2.6), 0.96))
+        path = out_dir / f"{group}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
     return paths
 
 
 # --------------------------------------------------------------------------- report
-
-
-def _summary(runs: Sequence[Mapping]) -> str:
-    """ "k/n, median S": reach rate and median steps to target."""
-    steps = sorted(steps_to_target(r) for r in runs)
-    median = _median(steps)
-    return f"{sum(s < INF for s in steps)}/{len(steps)}, " + (
-        "median never" if median == INF else f"median {median:.0f}"
-    )
-
-
-def _recovery_text(runs: Sequence[Mapping]) -> str:
-    pairs = [recovery(r) for r in runs if r["resets"]]
-    if not pairs:
-        return "no reset"
-    return f"{_fmt_metric([b for b, _ in pairs])} -> {_fmt_metric([a for _, a in pairs])}"
-
-
-def reading(records, rows, workloads, scenarios) -> list[str]:
-    """Sentences derived from the numbers: where soft wins, ties, loses (reach rate, median
-    steps, per-seed verdict), what survives the first reset, which decision changes the
-    outcome (an ablation that does not tie with soft's defaults somewhere), and how often
-    the detector's first switch was false."""
-    lines = [
-        "### Where soft reset wins, ties or loses",
-        "",
-        "Each line: reached / runs and median steps to target per strategy, then soft's "
-        "verdict against it (seeds better/tie/worse).",
-        "",
-    ]
-    for workload in workloads:
-        for scenario in scenarios:
-            soft = _cell_records(records, workload, scenario, "soft")
-            if not soft:
-                continue
-            parts = [f"soft {_summary(soft)}"]
-            for other in ("none", "full", "params_only"):
-                runs = _cell_records(records, workload, scenario, other)
-                if runs:
-                    c = compare(soft, runs)
-                    parts.append(
-                        f"{other} {_summary(runs)}: soft {c.verdict} ({c.better}/{c.tie}/{c.worse})"
-                    )
-            lines.append(f"- {workload}, {SCENARIOS[scenario].label}: " + "; ".join(parts) + ".")
-    lines += [
-        "",
-        "### What survives the first reset",
-        "",
-        "Target metric at the last evaluation before the first reset -> the first after it "
-        "(medians over seeds).",
-        "",
-    ]
-    for workload in workloads:
-        for scenario in scenarios:
-            parts = [
-                f"{name} {_recovery_text(runs)}"
-                for name in ("soft", "none", "full", "params_only")
-                if (runs := _cell_records(records, workload, scenario, name))
-            ]
-            if parts:
-                lines.append(
-                    f"- {workload}, {SCENARIOS[scenario].label}: " + "; ".join(parts) + "."
-                )
-    lines += ["", "### Which decisions matter (each ablation against soft's defaults)", ""]
-    for variant in ABLATION_VARIANTS:
-        v = VARIANTS[variant]
-        verdicts = []
-        for workload in workloads:
-            for scenario in scenarios:
-                runs = _cell_records(records, workload, scenario, variant)
-                soft = _cell_records(records, workload, scenario, "soft")
-                if runs and soft:
-                    c = compare(runs, soft)
-                    if c.verdict != "ties":
-                        verdicts.append(
-                            f"{c.verdict} on {workload} {SCENARIOS[scenario].label} "
-                            f"({_summary(runs)} vs {_summary(soft)}; "
-                            f"{c.better}/{c.tie}/{c.worse})"
-                        )
-        text = "; ".join(verdicts) if verdicts else "ties with the defaults everywhere"
-        lines.append(f"- {v.label}: {text}.")
-    lines += ["", "### Early switching", ""]
-    for variant in DETECTOR_VARIANTS:
-        judged = [r for r in rows.values() if r["variant"] == variant]
-        if not judged:
-            continue
-        by_scenario = []
-        for scenario in scenarios:
-            cell = [r for r in judged if r["scenario"] == scenario]
-            false = sum(r["first_switch_judged"] == "false" for r in cell)
-            right = sum(r["first_switch_judged"] == "right" for r in cell)
-            missed = sum(r["missed_switches"] for r in cell)
-            pairs = [
-                (
-                    _cell_records(records, w, scenario, variant),
-                    _cell_records(records, w, scenario, COUNTERFACTUAL),
-                )
-                for w in workloads
-            ]
-            better = sum(compare(a, b).better for a, b in pairs if a and b)
-            worse = sum(compare(a, b).worse for a, b in pairs if a and b)
-            by_scenario.append(
-                f"{SCENARIOS[scenario].label}: {false} false / {right} right first switches, "
-                f"{missed} missed in {len(cell)} runs; against switching off, target sooner "
-                f"on {better} seeds, later on {worse}"
-            )
-        lines.append(f"- {VARIANTS[variant].label}: " + "; ".join(by_scenario) + ".")
-    return lines
 
 
 def environment() -> str:
@@ -578,48 +971,29 @@ def environment() -> str:
     )
 
 
-def build_tables(records, rows, workloads, scenarios) -> list[str]:
-    lines = []
-    for title, variants in (
-        ("Reset strategies", STRATEGY_VARIANTS),
-        ("Ablations of our decisions (soft with one change)", ("soft", *ABLATION_VARIANTS)),
-    ):
-        lines += [f"## {title}", ""]
-        for workload in workloads:
-            for scenario in scenarios:
-                table = outcome_table(records, workload, scenario, variants)
-                if len(table) > 2:
-                    lines += [f"### {workload}, {SCENARIOS[scenario].label}", "", *table, ""]
-    lines += ["## Early switching: false and missed switches", ""]
-    for workload in workloads:
-        for scenario in scenarios:
-            table = switch_table(records, workload, scenario, rows)
-            if len(table) > 2:
-                lines += [f"### {workload}, {SCENARIOS[scenario].label}", "", *table, ""]
-    return lines
-
-
 DEFINITIONS = """\
-- **Steps / seconds to target**: the step (and the runner's submission seconds,
-  compilation included) of the first evaluation whose validation target metric passes the
-  target; "never" when the run ended (plan used up) without reaching it. Medians count
-  "never" as infinite. Seconds come from grid processes sharing the CPU: compare them
-  within a table, not with other machines.
-- **vs soft (better/tie/worse seeds)**: runs paired by seed; better = reached the target
-  in fewer steps (never = worst). "wins" when better on a strict majority of the seeds
-  (at least 3 of 5) and on more seeds than worse, "loses" in the mirror case, else
-  "ties": a difference on one or two seeds in five is reported, not concluded from.
+- **Reached**: seeds whose run passed the target at an evaluation (a run stops there, as
+  a scored AlgoPerf run does, or when its plan ends). **Steps**: the step of that
+  evaluation; medians are over the seeds that reached the target.
+- **Soft against X**: *ahead* when soft reaches the target on more seeds, *behind* on
+  fewer, whatever the steps; at equal reach counts the median steps decide, a difference
+  within 10% (or neither reaching) is *level*. Detail tables add the per-seed pairing
+  (seeds where soft reached the target in fewer steps / the same / more; never = worst).
+- **Best alternative**: the strategy other than soft with the most seeds reaching the
+  target in that scenario (summed over the workloads), ties broken by steps.
+- **Failure check** (method v2, rules (a)-(c)): logged at every reset for the cycle it
+  ends: failed or not, the first rule that holds, and the params' norm ratio end/start.
 - **First reset**: its step, tau, and the target metric at the last evaluation before it
-  and the first evaluation after it (recovery: how much of the cycle's learning survived).
-  `runs.csv` lists the same for every reset of a run (column `every_reset`).
+  and the first evaluation after it. `runs.csv` lists every reset of a run (column
+  `every_reset`, with the norm ratio and the check).
 - **False switch**: the first early switch of a detector variant, judged against the same
   seed with early switching off (identical up to the switch): false when that run's
   cycle then improved the target metric by >= 1% of the target, or reached the target,
-  before its planned end (the cycle was not failing); right otherwise. Whether switching
-  paid off is a separate column: steps to target against switching off, per seed. A
-  false switch can pay off (a slow cycle replaced by a faster one).
-- **Missed switch**: a cycle that ran to a planned reset although it failed: its last
-  evaluation was not better than its first by 1% of the target, or one was not finite.
+  before its planned end; right otherwise.
+- **Missed switch**: a cycle that ran to a planned reset although it learnt nothing: its
+  last evaluation was not better than its first by 1% of the target, or one was not finite.
+- No seconds: the grid shares a 2-core CPU with other jobs; `runs.csv` keeps the wall
+  time of each run (`wall_seconds_shared_cpu`) for bookkeeping only.
 """
 
 
@@ -643,16 +1017,44 @@ def write_report(
     if (out / "runs.csv").exists():
         shutil.copy(out / "runs.csv", fig_dir / "runs.csv")
     seeds = sorted({r["spec"]["seed"] for r in records.values()})
+    variants = list(dict.fromkeys(r["spec"]["variant"] for r in records.values()))
     lines = [
-        "# Evidence: cyclic AdamW with soft reset, over seeds",
+        "# Evidence: cyclic AdamW with soft reset (method v2), over seeds",
         "",
-        f"Generated by `{command}` ({len(records)} runs; {environment()}). Every number "
-        "below comes from the run records the command writes (`runs/<key>.json` in its "
-        "results directory, not committed); the same command reproduces them, the seconds "
-        "up to the machine's speed, and reuses finished runs. One row per run: "
-        f"[`{path.stem}/runs.csv`]({path.stem}/runs.csv).",
+        "## Verdict",
         "",
-        "## Design",
+        *verdict_section(records, workloads, scenarios),
+        "",
+        "## Gates (issue 11)",
+        "",
+        *gates_section(records, workloads),
+        "",
+        "## Open choices, decided by the grid",
+        "",
+        *choices_section(records, workloads),
+        "",
+        "## Ablations of method v2 (soft with one change)",
+        "",
+        *ablation_section(records, workloads, scenarios),
+        "",
+        "## Failure checks",
+        "",
+        *failure_section(records, workloads, scenarios),
+        "",
+        "## Early switching",
+        "",
+        *switching_section(records, rows, workloads, scenarios),
+        "",
+        "## Learning curves",
+        "",
+        *links,
+        "",
+        "## How this was made",
+        "",
+        f"`{command}` ({len(records)} runs; {environment()}). Every number above comes "
+        "from the run records the command writes (`runs/<key>.json` in its results "
+        "directory, not committed); the same command reproduces them and reuses finished "
+        f"runs. One row per run: [`{path.stem}/runs.csv`]({path.stem}/runs.csv).",
         "",
         f"- Workloads: {', '.join(workloads)} (embedded, `scripts/local/workloads/`), seeds "
         f"{', '.join(map(str, seeds))}.",
@@ -673,20 +1075,14 @@ def write_report(
         + "; ".join(
             f"`{k}` = {v.label}" + (f" {dict(v.overrides)}" if v.overrides else "")
             for k, v in VARIANTS.items()
+            if k in variants
         )
         + ".",
-        "- Each run stops at the target, as a scored AlgoPerf run does, or when its plan ends.",
         "",
-        "## Definitions",
+        "### Definitions",
         "",
         DEFINITIONS,
-        "## Reading",
-        "",
-        *reading(records, rows, workloads, scenarios),
-        "",
-        "## Learning curves",
-        "",
-        *links,
+        "## Detail tables",
         "",
         *build_tables(records, rows, workloads, scenarios),
     ]
