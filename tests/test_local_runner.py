@@ -367,6 +367,38 @@ def test_checkpoint_every_n_steps_and_resume_continue_bit_for_bit(tmp_path):
     assert all(r["preemption_count"] == 1 for r in preempted)
 
 
+def test_two_preemptions_continue_bit_for_bit(tmp_path):
+    """Preempted twice: the second restore wraps the first restore's entries once more
+    (`({'0': {'0': step, '1': metrics}, '1': '0'}, '0')`), and the submission still reads
+    them; the run ends exactly as the uninterrupted one."""
+    run = dict(global_batch_size=64, eval_every_steps=4, max_global_steps=25)
+    full = local_runner.train_once(tiny(use_batch_norm=True), submission, None, 0, **run)
+    path = tmp_path / "checkpoint"
+    common = dict(checkpoint_path=path, checkpoint_every_steps=5, **run)
+    for stop_at, resume in ((7, None), (16, path)):
+        local_runner.train_once(
+            tiny(use_batch_norm=True),
+            submission,
+            None,
+            0,
+            resume_from=resume,
+            hooks=local_runner.RunnerHooks(after_step=lambda step, *_, s=stop_at: step == s),
+            **common,
+        )
+    resumed = local_runner.train_once(
+        tiny(use_batch_norm=True), submission, None, 0, resume_from=path, **run
+    )
+    assert resumed.preemption_count == 2
+    first = resumed.eval_results[0]
+    assert isinstance(first[0], dict) and isinstance(first[0]["0"], dict)  # Wrapped twice.
+    got = [(s, m["validation/loss"]) for s, m in parse_eval_results(resumed.eval_results)]
+    assert got == [(s, m["validation/loss"]) for s, m in full.eval_results]
+    for got, want in zip(
+        jax.tree.leaves(resumed.params), jax.tree.leaves(full.params), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_rejects_bad_batch_and_eval_settings():
     with pytest.raises(ValueError, match="workload_name or global_batch_size"):
         local_runner.train_once(tiny(), submission, None, 0, max_global_steps=1)
