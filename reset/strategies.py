@@ -21,7 +21,10 @@ count n. Two decisions of METHOD.md make it safe:
     state, chosen by selection (`where`), never by arithmetic: (1 - tau) NaN is NaN.
 
 Moments are the optimizer state's `mu`, `trace` and `nu` fields (see `reset.moments`):
-Adam's m and v, Lion's m, sgd's momentum buffer.
+Adam's m and v, Lion's m, sgd's momentum buffer. Where the state also carries the moments'
+weights (`w1`, `w2` of `reset.scale_by_weighted_adam`, METHOD.md section 4 v2) `soft` scales
+them by the same 1 - tau alpha: the kept history then counts for what it is, and tau alpha = 1
+gives exactly `full`'s optimizer state.
 """
 
 import inspect
@@ -133,7 +136,8 @@ def params_only() -> ResetStrategy:
 def soft(alpha: float = 0.5, fresh_moments_when_failed: bool = True) -> ResetStrategy:
     """Soft reset: theta <- (1 - tau) theta + tau theta0; m, v <- (1 - tau alpha) m, v.
 
-    The model state is blended like the params; the step count n is kept. With
+    The model state is blended like the params; the step count n is kept (in a state with
+    moment weights, m, v, w1, w2 are all scaled, and only tau alpha = 1 restarts n). With
     `fresh_moments_when_failed` and `outcome.failed` the optimizer state is the fresh one
     instead. With any non-finite entry in the current params, model state or moments the
     whole result is `fresh`. `apply` raises ValueError if the optimizer state holds no
