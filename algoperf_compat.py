@@ -74,19 +74,14 @@ HAVE_ALGOPERF = not isinstance(spec, types.SimpleNamespace)
 def parse_eval_results(eval_results) -> list[tuple[int, dict]]:
     """(global_step, metrics) pairs sorted by step; ValueError for anything else.
 
-    Accepts the runner's live list of `(step, metrics)` and the shape its checkpoint
-    restore produces today, `({'0': step, '1': metrics}, '0')` entries (ALGOPERF.md).
+    Accepts the runner's live list of `(step, metrics)` and the shapes its checkpoint
+    restore produces (ALGOPERF.md): a restore turns each tuple into a dict
+    `{'0': first, '1': second}` and wraps the entry as `(that, '<index>')`, so after k
+    restores an entry is wrapped k times: `({'0': {'0': step, '1': metrics}, '1': '0'}, '0')`.
     """
     pairs = []
     for entry in eval_results:
-        step, metrics, inner = None, None, entry
-        if isinstance(entry, tuple | list) and len(entry) == 2:
-            first, second = entry
-            if isinstance(second, Mapping) and not isinstance(first, Mapping):
-                step, metrics = first, second
-            inner = first
-        if metrics is None and isinstance(inner, Mapping) and "0" in inner and "1" in inner:
-            step, metrics = inner["0"], inner["1"]
+        step, metrics = _unwrap_entry(entry)
         step = _eval_step(step)
         if step is None or not isinstance(metrics, Mapping):
             raise ValueError(
@@ -95,6 +90,29 @@ def parse_eval_results(eval_results) -> list[tuple[int, dict]]:
             )
         pairs.append((step, dict(metrics)))
     return sorted(pairs, key=lambda pair: pair[0])
+
+
+def _as_tuple(node):
+    """A restored tuple (a dict with exactly the keys '0' and '1') as a tuple; else node."""
+    if isinstance(node, Mapping) and set(node) == {"0", "1"}:
+        return (node["0"], node["1"])
+    return node
+
+
+def _unwrap_entry(entry) -> tuple:
+    """(step, metrics) of an entry, through any number of restore wrappings; (None, None)
+    when it has no such shape."""
+    entry = _as_tuple(entry)
+    for _ in range(64):  # One level per restore; far more than a run has.
+        if not (isinstance(entry, tuple | list) and len(entry) == 2):
+            break
+        first, second = _as_tuple(entry[0]), entry[1]
+        if isinstance(second, Mapping):
+            return first, second
+        if not isinstance(second, str):
+            break
+        entry = first  # (wrapped entry, its index): one restore's wrapping.
+    return None, None
 
 
 def _eval_step(value) -> int | None:

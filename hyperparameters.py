@@ -124,6 +124,12 @@ class Config:
     optimizer: str = _hp(
         "adamw", "choice", "AdamW, or NAdamW (Nesterov momentum)", choices=OPTIMIZERS
     )
+    moment_weights: bool = _hp(
+        True,
+        "bool",
+        "bias correction by per-moment weights that resets scale with the moments "
+        "(METHOD.md §4 v2); false: optax's 1 − β^n (v1, an ablation)",
+    )
     num_cycles: int = _hp(
         3,
         "int",
@@ -386,7 +392,8 @@ def detector_config(config: Config) -> early_switching.DetectorConfig:
 def make_optimizer(config: Config, plan: schedules.CyclePlan) -> optax.GradientTransformation:
     """AdamW/NAdamW whose learning rate is the cyclic schedule, injected by optax: the
     current cycle (its window) and the step live in the optimizer state, as data."""
-    return optax.inject_hyperparams(reset.adamw, static_args=("grad_clip", "nesterov"))(
+    static = ("grad_clip", "nesterov", "moment_weights")
+    return optax.inject_hyperparams(reset.adamw, static_args=static)(
         learning_rate=schedules.cyclic_schedule(plan),
         b1=1.0 - config.one_minus_beta1,
         b2=config.beta2,
@@ -394,6 +401,7 @@ def make_optimizer(config: Config, plan: schedules.CyclePlan) -> optax.GradientT
         weight_decay=config.weight_decay,
         grad_clip=config.grad_clip,
         nesterov=config.optimizer == "nadamw",
+        moment_weights=config.moment_weights,
     )
 
 

@@ -3,7 +3,8 @@
 At a cycle boundary, with tau = max(y* - y, 0) / y* (`tau`) and theta0 a fresh
 initialisation, a strategy (`none`, `full`, `params_only`, `soft(alpha)`) maps the current
 state to the next cycle's: e.g. `soft` gives theta <- (1 - tau) theta + tau theta0 and
-m, v <- (1 - tau alpha) m, v.
+m, v <- (1 - tau alpha) m, v (and the moments' weights w1, w2 with them, METHOD.md
+section 4 v2: the optimizer, `adamw`, debiases by those weights, `scale_by_weighted_adam`).
 """
 
 from .failure import (
@@ -17,14 +18,16 @@ from .moments import (
     FIRST_MOMENT_FIELDS,
     MOMENT_FIELDS,
     SECOND_MOMENT_FIELDS,
+    WEIGHT_FIELDS,
     all_finite,
     check_moments,
     find_moments,
+    find_weights,
     moment_states,
     moments_finite,
     scale_moments,
 )
-from .optimizer import adamw
+from .optimizer import ScaleByWeightedAdamState, adamw, scale_by_weighted_adam
 from .strategies import (
     MODEL_STATE_CHOICES,
     STRATEGIES,
@@ -66,8 +69,10 @@ __all__ = [
     "improved",
     "tau_relative",
     "tree_select",
+    "WEIGHT_FIELDS",
     "CycleOutcome",
     "ResetStrategy",
+    "ScaleByWeightedAdamState",
     "TrainState",
     "adamw",
     "all_finite",
@@ -75,6 +80,7 @@ __all__ = [
     "blend",
     "check_moments",
     "find_moments",
+    "find_weights",
     "full",
     "is_finite_state",
     "make_strategy",
@@ -82,6 +88,7 @@ __all__ = [
     "moments_finite",
     "none",
     "params_only",
+    "scale_by_weighted_adam",
     "scale_moments",
     "soft",
     "tau",

@@ -13,6 +13,11 @@ moment up to the scale (1 - beta), and a soft reset scales it like Adam's m.
 The moments are found with `optax.tree_utils.tree_get_all_with_path` wherever they sit
 (inside `optax.inject_hyperparams`, chains, `clip_by_global_norm` chains, masks), as
 fields of a NamedTuple state; a params-level dict key of the same name is not a moment.
+
+A state may also carry the moments' weights (METHOD.md section 4, v2): the fields `w1`, `w2`
+of `reset.optimizer.ScaleByWeightedAdamState`, the totals Adam's bias correction divides
+by. A weight field counts when it sits in the same NamedTuple state as a moment; a reset
+scales it with the moments (`scale_moments`).
 """
 
 import jax
@@ -22,6 +27,7 @@ import optax
 FIRST_MOMENT_FIELDS = ("mu", "trace")
 SECOND_MOMENT_FIELDS = ("nu",)
 MOMENT_FIELDS = FIRST_MOMENT_FIELDS + SECOND_MOMENT_FIELDS
+WEIGHT_FIELDS = ("w1", "w2")
 
 
 def _is_field(path) -> bool:
@@ -71,18 +77,67 @@ def moment_states(opt_state) -> list:
     return states
 
 
-def scale_moments(opt_state, factor):
-    """opt_state with every moment multiplied by `factor`; everything else as is.
+def find_weights(opt_state) -> list[tuple[str, tuple, object]]:
+    """(field, path, weight) for every moment weight in opt_state, in tree order per field.
 
-    m <- factor * m, v <- factor * v (each leaf in its dtype); the step count n and all
-    other state untouched.
+    A weight is a NamedTuple field named in WEIGHT_FIELDS (`w1`, `w2`) of a state that also
+    holds a moment found by `find_moments`; optax's own states have none.
     """
-    for field, path, moment in find_moments(opt_state):
+    holders = [path[:-1] for _, path, _ in find_moments(opt_state)]
+    found = []
+    for field in WEIGHT_FIELDS:
+        matches = optax.tree_utils.tree_get_all_with_path(
+            opt_state, field, lambda path, _: _is_field(path) and path[:-1] in holders
+        )
+        found += [(field, path, value) for path, value in matches]
+    return found
+
+
+def scale_moments(opt_state, factor):
+    """opt_state with every moment, and every moment weight, multiplied by `factor`.
+
+    m <- factor * m, v <- factor * v (each leaf in its dtype); in a state carrying weights
+    (`find_weights`) also w1 <- factor * w1, w2 <- factor * w2, so factor = 0 gives exactly
+    a fresh state: there moments and weights become +0 (not -0, nor NaN from a non-finite
+    entry) and the state's step count `count` becomes 0 too; factor = 1 changes nothing.
+    States without weights (optax's Adam) keep their step count n and all other state.
+    """
+    zero = jnp.asarray(factor) == 0
+    weighted_paths, weighted = [], []  # the states carrying weights, each once
+    for _, path, _ in find_weights(opt_state):
+        if path[:-1] not in weighted_paths:
+            weighted_paths.append(path[:-1])
+            weighted.append(_state_holding(opt_state, path))
+    moments = [m for m in find_moments(opt_state) if m[1][:-1] not in weighted_paths]
+
+    def fresh_at_zero(x):
+        return jnp.where(zero, jnp.zeros_like(x), (x * factor).astype(jnp.result_type(x)))
+
+    for state in weighted:  # replaced whole: the paths below stay valid
+        fields = [f for f in MOMENT_FIELDS + WEIGHT_FIELDS if f in state._fields]
+        new = {f: jax.tree.map(fresh_at_zero, getattr(state, f)) for f in fields}
+        if "count" in state._fields:
+            new["count"] = jnp.where(zero, jnp.zeros_like(state.count), state.count)
+        opt_state = _replace_state(opt_state, state, state._replace(**new))
+    for field, path, moment in moments:
         scaled = jax.tree.map(lambda x: (x * factor).astype(x.dtype), moment)
         opt_state = optax.tree_utils.tree_set(
             opt_state, lambda p, _, path=path: p == path, **{field: scaled}
         )
     return opt_state
+
+
+def _replace_state(opt_state, old, new):
+    """opt_state with the NamedTuple state `old` (found by identity) replaced by `new`."""
+    return jax.tree.map(lambda x: new if x is old else x, opt_state, is_leaf=lambda x: x is old)
+
+
+def _state_holding(opt_state, field_path):
+    """The NamedTuple state whose field is at `field_path` (a path as `find_moments` gives)."""
+    state_path, name = field_path[:-1], field_path[-1].tuple_name
+    return next(
+        v for p, v in optax.tree_utils.tree_get_all_with_path(opt_state, name) if p == state_path
+    )
 
 
 def moments_finite(opt_state):

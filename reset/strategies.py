@@ -22,7 +22,10 @@ keeps the step count n. METHOD.md's decisions make it safe:
     state (when not rolled back), chosen by selection (`where`), never by arithmetic.
 
 Moments are the optimizer state's `mu`, `trace` and `nu` fields (see `reset.moments`):
-Adam's m and v, Lion's m, sgd's momentum buffer.
+Adam's m and v, Lion's m, sgd's momentum buffer. Where the state also carries the moments'
+weights (`w1`, `w2` of `reset.scale_by_weighted_adam`, METHOD.md section 4 v2) `soft` scales
+them by the same 1 - tau alpha: the kept history then counts for what it is, and tau alpha = 1
+gives exactly `full`'s optimizer state.
 """
 
 import inspect
@@ -143,8 +146,8 @@ def soft(
 ) -> ResetStrategy:
     """Soft reset: theta <- (1 - tau) theta + tau theta0; m, v <- (1 - tau alpha) m, v.
 
-    The step count n is kept; with weighted moments (`reset.adamw`) the moments' weights
-    are scaled with them. After a cycle that did not fail:
+    The step count n is kept (in a state with moment weights, m, v, w1, w2 are all scaled,
+    and only tau alpha = 1 restarts n). After a cycle that did not fail:
       * model state (batch-norm statistics): blended with tau like the params ("blend"),
         kept ("keep") or fresh ("fresh"); re-estimating it is the caller's
         (`reset.reestimate_ema`, it needs the model);

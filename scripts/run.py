@@ -387,8 +387,11 @@ class RunMonitor:
             )
             self.say(f"step {step:6d} | validation target reached")
 
-    def after_step(self, step: int, optimizer_state: Any) -> None:
+    def after_step(
+        self, step: int, optimizer_state: Any, params: Any, model_state: Any, eval_results: list
+    ) -> None:
         """Advance the bar; report resets the submission logged during the step."""
+        del params, model_state, eval_results
         self.drain_records(optimizer_state)
         if self.bar is not None:
             self.bar.update(step - self.bar.n)

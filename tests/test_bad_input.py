@@ -71,6 +71,8 @@ HP_ROWS = [
     ("type", {"optimizer": ["adamw"]}, ValueError, _must("optimizer", r"one of \['adamw', 'nadamw'\]")),  # noqa: E501
     ("range", {"optimizer": "adam"}, ValueError, _must("optimizer", r"one of \['adamw', 'nadamw'\]")),  # noqa: E501
     ("range", {"optimizer": "AdamW"}, ValueError, _must("optimizer", r"one of \['adamw', 'nadamw'\]")),  # noqa: E501
+    ("type", {"moment_weights": 1}, ValueError, _must("moment_weights", BOOL)),
+    ("type", {"moment_weights": "false"}, ValueError, _must("moment_weights", BOOL)),
     ("type", {"num_cycles": 2.5}, ValueError, _must("num_cycles", INT_1)),
     ("type", {"num_cycles": "3"}, ValueError, _must("num_cycles", INT_1)),
     ("type", {"num_cycles": True}, ValueError, _must("num_cycles", INT_1)),

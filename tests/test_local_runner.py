@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import optax
 import pytest
+from flax import serialization
 
 import submission
-from algoperf_compat import spec
+from algoperf_compat import parse_eval_results, spec
 from scripts.local import runner as local_runner
 from scripts.local import workloads
 
@@ -312,12 +313,102 @@ def test_time_based_evaluation_and_budget():
     assert out_of_time.global_step == 1 and out_of_time.eval_results == []
 
 
+def test_checkpoint_every_n_steps_and_resume_continue_bit_for_bit(tmp_path):
+    """A run stopped by its hook (a preemption) and resumed from its last checkpoint
+    ends exactly as the uninterrupted run: same shuffled batches, keys, evaluations."""
+    run = dict(global_batch_size=64, eval_every_steps=4, max_global_steps=25)
+    full = local_runner.train_once(tiny(use_batch_norm=True), submission, None, 0, **run)
+    path = tmp_path / "run" / "checkpoint"
+    stopped = local_runner.train_once(
+        tiny(use_batch_norm=True),
+        submission,
+        None,
+        0,
+        checkpoint_path=path,
+        checkpoint_every_steps=5,
+        hooks=local_runner.RunnerHooks(after_step=lambda step, *_: step == 13),
+        **run,
+    )
+    assert (stopped.stop_reason, stopped.global_step) == ("stopped_by_hook", 13)
+    assert [s for s, _ in stopped.eval_results] == [4, 8, 12]  # No final evaluation.
+    raw = serialization.msgpack_restore(path.read_bytes())
+    # AlgoPerf's checkpoint (optimizer_state[0] only) and the batches drawn.
+    assert set(raw) == {
+        "model_params",
+        "optimizer_state",
+        "model_state",
+        "train_state",
+        "eval_results",
+        "global_step",
+        "preemption_count",
+        "input_batches",
+    }
+    assert (raw["global_step"], raw["preemption_count"], raw["input_batches"]) == (10, 0, 10)
+    assert set(raw["optimizer_state"]) == set(stopped.optimizer_state[0]._fields)
+    assert set(raw["train_state"]) == set(local_runner.initial_train_state())
+    resumed = local_runner.train_once(
+        tiny(use_batch_norm=True), submission, None, 0, resume_from=path, **run
+    )
+    assert (resumed.stop_reason, resumed.global_step) == ("max_steps", 25)
+    assert resumed.preemption_count == 1
+    assert resumed.eval_results[0] == ({"0": 4, "1": stopped.eval_results[0][1]}, "0")
+    resumed_evals = parse_eval_results(resumed.eval_results)
+    assert [s for s, _ in resumed_evals] == [s for s, _ in full.eval_results]
+    for (_, got), (_, want) in zip(resumed_evals[2:], full.eval_results[2:], strict=True):
+        assert got["validation/loss"] == want["validation/loss"]
+    for got, want in zip(
+        jax.tree.leaves((resumed.params, resumed.model_state)),
+        jax.tree.leaves((full.params, full.model_state)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    preempted = [r for _, r, is_eval in resumed.metrics_logger.records if is_eval]
+    assert [r["global_step"] for r in preempted] == [12, 16, 20, 24, 25]
+    assert all(r["preemption_count"] == 1 for r in preempted)
+
+
+def test_two_preemptions_continue_bit_for_bit(tmp_path):
+    """Preempted twice: the second restore wraps the first restore's entries once more
+    (`({'0': {'0': step, '1': metrics}, '1': '0'}, '0')`), and the submission still reads
+    them; the run ends exactly as the uninterrupted one."""
+    run = dict(global_batch_size=64, eval_every_steps=4, max_global_steps=25)
+    full = local_runner.train_once(tiny(use_batch_norm=True), submission, None, 0, **run)
+    path = tmp_path / "checkpoint"
+    common = dict(checkpoint_path=path, checkpoint_every_steps=5, **run)
+    for stop_at, resume in ((7, None), (16, path)):
+        local_runner.train_once(
+            tiny(use_batch_norm=True),
+            submission,
+            None,
+            0,
+            resume_from=resume,
+            hooks=local_runner.RunnerHooks(after_step=lambda step, *_, s=stop_at: step == s),
+            **common,
+        )
+    resumed = local_runner.train_once(
+        tiny(use_batch_norm=True), submission, None, 0, resume_from=path, **run
+    )
+    assert resumed.preemption_count == 2
+    first = resumed.eval_results[0]
+    assert isinstance(first[0], dict) and isinstance(first[0]["0"], dict)  # Wrapped twice.
+    got = [(s, m["validation/loss"]) for s, m in parse_eval_results(resumed.eval_results)]
+    assert got == [(s, m["validation/loss"]) for s, m in full.eval_results]
+    for got, want in zip(
+        jax.tree.leaves(resumed.params), jax.tree.leaves(full.params), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_rejects_bad_batch_and_eval_settings():
     with pytest.raises(ValueError, match="workload_name or global_batch_size"):
         local_runner.train_once(tiny(), submission, None, 0, max_global_steps=1)
     with pytest.raises(ValueError, match="eval_every_steps"):
         local_runner.train_once(
             tiny(), submission, None, 0, global_batch_size=64, eval_every_steps=0
+        )
+    with pytest.raises(ValueError, match="need checkpoint_path"):
+        local_runner.train_once(
+            tiny(), submission, None, 0, global_batch_size=64, checkpoint_every_steps=5
         )
     assert local_runner.runtime_budget(tiny(), None, self_tuning=True) == 1.5 * 60
     assert local_runner.runtime_budget(tiny(), 7.0, self_tuning=True) == 7.0

@@ -97,7 +97,8 @@ def test_package_refuses_to_replace_a_foreign_folder(tmp_path):
 
 
 # A run of 15 steps (a soft reset at step 10: step_hint 30, 3 cycles), evals every 5 steps,
-# through the entry points of `module`; writes the params, the resets and what it imported.
+# by the local runner (train_once) through the entry points of `module`; writes the
+# params, the resets and what it imported.
 _TRAIN = """
 import importlib, json, sys
 from pathlib import Path
@@ -121,33 +122,20 @@ module = importlib.import_module(module_name)  # What submission_runner.py does.
 sys.modules["algoperf_compat"] = importlib.import_module(module.__package__ + ".algoperf_compat") if mode == "packaged" else importlib.import_module("algoperf_compat")
 import jax
 import numpy as np
-from tiny_workloads.tiny import TinyWorkload
-
-class Logger:
-    records = []
-    def append_scalar_metrics(self, metrics, global_step):
-        self.records.append((int(global_step), dict(metrics)))
+from scripts.local import runner
+from scripts.local.workloads.tiny import TinyWorkload
 
 workload = TinyWorkload(step_hint=30, batch_norm=True)
-workload.metrics_logger = Logger()
-rng = jax.random.PRNGKey(0)
-params, model_state = workload.init_model_fn(jax.random.fold_in(rng, 1))
-opt = module.init_optimizer_state(workload, params, model_state, None, jax.random.fold_in(rng, 2))
-batches, eval_results = workload.train_batches(0, 32), []
-for step in range(15):
-    step_rng = jax.random.fold_in(rng, 100 + step)
-    batch = module.data_selection(workload, batches, opt, params, model_state, None, step, step_rng)
-    opt, params, model_state = module.update_params(
-        workload, params, None, model_state, None, batch, None, opt, eval_results, step,
-        step_rng, train_state={{}})
-    if (step + 1) % 5 == 0:
-        eval_results.append((step + 1, workload.eval_model(params, model_state)))
-leaves = jax.tree.leaves(jax.device_get((params, model_state)))
+result = runner.train_once(workload, module, None, 0, global_batch_size=32, eval_every_steps=5,
+                           max_global_steps=15)
+assert result.stop_reason == "max_steps" and len(result.eval_results) == 3
+leaves = jax.tree.leaves(jax.device_get((result.params, result.model_state)))
 np.savez(out + ".npz", *leaves)
+records = result.metrics_logger.records
 root = {root!r}
 json.dump({{
     "module_file": module.__file__,
-    "resets": [(s, m["reset/cycle"]) for s, m in Logger.records if "reset/cycle" in m],
+    "resets": [(s, m["reset/cycle"]) for s, m, _ in records if "reset/cycle" in m],
     "own_top_level": {{n: getattr(sys.modules[n], "__file__", None) for n in {own!r} if n in sys.modules}},
     "package_files": sorted(m.__file__ for n, m in sys.modules.items() if n.startswith("submissions")
                             and getattr(m, "__file__", None)),
@@ -181,11 +169,15 @@ def _finish(proc, out):
 def test_packaged_submission_trains_bit_for_bit_like_the_project_one(tmp_path):
     tree = tmp_path / "algoperf_submissions"  # The submissions repository's root.
     package_submission.package(tree / "submissions" / "self_tuning", NAME)
-    neutral = tmp_path / "neutral"  # The workload (and the losses it uses), away from the project.
-    (neutral / "tiny_workloads").mkdir(parents=True)
-    (neutral / "tiny_workloads" / "__init__.py").write_text("")
-    for name in ("tiny.py", "losses.py"):
-        shutil.copy2(ROOT / "scripts" / "local" / "workloads" / name, neutral / "tiny_workloads")
+    # The local runner and the workloads, away from the project (scripts/ is not packaged).
+    neutral = tmp_path / "neutral"
+    (neutral / "scripts").mkdir(parents=True)
+    (neutral / "scripts" / "__init__.py").write_text("")
+    shutil.copytree(
+        ROOT / "scripts" / "local",
+        neutral / "scripts" / "local",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     module_name = f"submissions.self_tuning.{NAME}.submission"
     # Both runs at once: the packaged one from the tree's root without the project on the
     # path (python -c puts the working directory first, as python -m submission_runner

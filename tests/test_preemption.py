@@ -1,9 +1,10 @@
 """Preemption: a run restored from a checkpoint continues exactly as the uninterrupted one.
 
-The checkpoint holds what AlgoPerf's runner saves (params, model state,
-optimizer_state[0], eval_results, global_step); the resumed half runs in a fresh Python
-process, so nothing can survive in module state, and gets eval_results back in the
-shape the runner's restore produces today.
+Both go through the local runner (``scripts/local/runner.py::train_once``). The
+checkpoint holds what AlgoPerf's runner saves (params, model state, optimizer_state[0],
+train_state, eval_results, global_step) and the number of input batches drawn; the
+resumed half runs in a fresh Python process, so nothing can survive in module state,
+and gets eval_results back in the shape the runner's restore produces today.
 """
 
 import json
@@ -15,35 +16,49 @@ import jax
 import numpy as np
 import pytest
 
-from scripts.local import loop
+import submission
+from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
-# Cycle 1's peak is 10x: its loss rises and the detector ends it at step 130, where its
-# params norm has grown by 5%: with kappa 1.04 the cycle failed (rule (b)) and is rolled
+# Cycle 1's peak is 10x: its loss rises and the detector ends it at step 150, where its
+# params norm has grown by 6.5%: with kappa 1.05 the cycle failed (rule (b)) and is rolled
 # back, so the checkpoints after it cover a rollback.
-HYPERPARAMETERS = {"cycle_lr_factors": [1.0, 10.0, 1.0], "failure_kappa": 1.04}
+HYPERPARAMETERS = {"cycle_lr_factors": [1.0, 10.0, 1.0], "failure_kappa": 1.05}
 NUM_STEPS = 300
+EARLY_SWITCH = 150
+RUN = dict(global_batch_size=64, eval_every_steps=10, max_global_steps=NUM_STEPS)
 
 _SCRIPT = """
 import json, sys
 import jax, numpy as np
 sys.path[:0] = [{root!r}]
-from scripts.local import loop
+import submission
+from algoperf_compat import parse_eval_results
+from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint={steps}, batch_norm=True)
-w.metrics_logger = loop.RecordingLogger()
-kwargs = dict(num_steps={steps}, eval_every=10)
+learning_rates = []
+
+def after_step(global_step, optimizer_state, params, model_state, eval_results):
+    learning_rates.append(float(optimizer_state[0].opt_state.hyperparams["learning_rate"]))
+    return {part!r} == "first" and global_step == {at}  # The preemption.
+
+kwargs = dict({run!r}, hooks=runner.RunnerHooks(after_step=after_step))
 if {part!r} == "first":
-    loop.run(w, {hparams!r}, checkpoint_at={at}, checkpoint_path={path!r}, **kwargs)
-    print(json.dumps({{}}))
+    r = runner.train_once(w, submission, {hparams!r}, 0, checkpoint_path={path!r},
+                          checkpoint_at_steps=[{at}], **kwargs)
+    print(json.dumps({{"stop_reason": r.stop_reason, "global_step": r.global_step}}))
 else:
-    r = loop.run(w, {hparams!r}, resume_from={path!r}, **kwargs)
+    r = runner.train_once(w, submission, {hparams!r}, 0, resume_from={path!r}, **kwargs)
     print(json.dumps({{
-        "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r["params"])],
-        "learning_rates": r["learning_rates"].tolist(),
-        "resets": w.metrics_logger.resets(),
-        "final_step": r["global_step"],
+        "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.params)],
+        "learning_rates": learning_rates,
+        "resets": [[s, m] for s, m, _ in r.metrics_logger.records if "reset/cycle" in m],
+        "eval_steps": [s for s, _ in parse_eval_results(r.eval_results)],
+        "restored_entry": [sorted(r.eval_results[0][0]), r.eval_results[0][1]],
+        "final_step": r.global_step,
+        "preemption_count": r.preemption_count,
     }}))
 """
 
@@ -54,6 +69,7 @@ def _subprocess(part: str, at: int, path: Path, hparams=HYPERPARAMETERS) -> dict
         steps=NUM_STEPS,
         part=part,
         hparams=hparams,
+        run=RUN,
         at=at,
         path=str(path),
     )
@@ -65,16 +81,28 @@ def _subprocess(part: str, at: int, path: Path, hparams=HYPERPARAMETERS) -> dict
 @pytest.fixture(scope="module")
 def uninterrupted():
     workload = TinyWorkload(target=0.99, step_hint=NUM_STEPS, batch_norm=True)
-    workload.metrics_logger = loop.RecordingLogger()
-    result = loop.run(workload, HYPERPARAMETERS, num_steps=NUM_STEPS, eval_every=10)
-    resets = workload.metrics_logger.resets()
+    learning_rates = []
+
+    def after_step(global_step, optimizer_state, params, model_state, eval_results):
+        learning_rates.append(float(optimizer_state[0].opt_state.hyperparams["learning_rate"]))
+
+    result = runner.train_once(
+        workload,
+        submission,
+        HYPERPARAMETERS,
+        0,
+        hooks=runner.RunnerHooks(after_step=after_step),
+        **RUN,
+    )
+    resets = [(s, m) for s, m, _ in result.metrics_logger.records if "reset/cycle" in m]
     # The scenario the checkpoints are placed around: a planned reset at 100, an early
-    # switch at 130 that rolls the failed cycle back and makes cycle 2 (the last) run to 300.
+    # switch at 150 that rolls the failed cycle back and makes cycle 2 (the last) run to 300.
     assert [(s, m["reset/early_switch"], m["reset/failed"]) for s, m in resets] == [
         (100, 0.0, 0.0),
-        (130, 1.0, 1.0),
+        (EARLY_SWITCH, 1.0, 1.0),
     ]
-    return result, resets
+    assert result.global_step == NUM_STEPS and len(learning_rates) == NUM_STEPS
+    return result, resets, np.asarray(learning_rates)
 
 
 @pytest.mark.parametrize(
@@ -83,8 +111,8 @@ def uninterrupted():
         55,  # mid-cycle
         100,  # after the eval on a planned boundary, before its reset
         101,  # the step after a planned reset
-        130,  # after the eval that triggers the early switch, before the switch
-        131,  # the step after an early switch
+        EARLY_SWITCH,  # after the eval that triggers the early switch, before the switch
+        EARLY_SWITCH + 1,  # the step after an early switch
         250,  # in the last cycle
     ],
 )
@@ -92,22 +120,27 @@ def test_resumed_run_matches_uninterrupted_run(uninterrupted, at, tmp_path):
     _check_resumed(uninterrupted, at, tmp_path, HYPERPARAMETERS)
 
 
-@pytest.mark.parametrize("at", [120, 131])
+@pytest.mark.parametrize("at", [120, EARLY_SWITCH + 1])
 def test_resumed_run_with_the_snapshot_on_the_host(uninterrupted, at, tmp_path):
     """The cycle's start kept in host memory is checkpointed and restored the same way."""
     _check_resumed(uninterrupted, at, tmp_path, {**HYPERPARAMETERS, "snapshot_on_host": True})
 
 
 def _check_resumed(uninterrupted, at, tmp_path, hparams):
-    result, resets = uninterrupted
+    result, resets, learning_rates = uninterrupted
     path = tmp_path / "checkpoint.msgpack"
-    _subprocess("first", at, path, hparams)
+    first = _subprocess("first", at, path, hparams)
+    assert first == {"stop_reason": "stopped_by_hook", "global_step": at}
     resumed = _subprocess("second", at, path, hparams)
-    assert resumed["final_step"] == result["global_step"]
+    assert resumed["final_step"] == result.global_step
+    assert resumed["preemption_count"] == 1
+    assert resumed["eval_steps"] == [s for s, _ in result.eval_results]
+    # The evaluations before the checkpoint came back as AlgoPerf's restore gives them.
+    assert resumed["restored_entry"] == [["0", "1"], "0"]
     # Learning rates from the restore on, resets (step, cycle, tau, switch) after it.
-    np.testing.assert_array_equal(resumed["learning_rates"], result["learning_rates"][at:])
+    np.testing.assert_array_equal(resumed["learning_rates"], learning_rates[at:])
     expected_resets = [[s, m] for s, m in resets if s >= at]
     assert json.loads(json.dumps(expected_resets)) == resumed["resets"]
     # Params bit for bit.
-    for got, want in zip(resumed["params"], jax.tree.leaves(result["params"]), strict=True):
+    for got, want in zip(resumed["params"], jax.tree.leaves(result.params), strict=True):
         np.testing.assert_array_equal(np.asarray(got, dtype=np.float32), np.asarray(want))

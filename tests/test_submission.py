@@ -1,4 +1,8 @@
-"""submission.py end to end through its public entry points, on a tiny real workload."""
+"""submission.py end to end through its public entry points, on a tiny real workload.
+
+The runs go through the local runner (`scripts/local/runner.py::train_once`, batch size
+64); an `after_step` hook reads or fabricates what a test needs after each step.
+"""
 
 import json
 import os
@@ -16,38 +20,58 @@ import pytest
 import reset
 import schedules
 import submission
-from scripts.local import loop
+from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
+NEVER = 10**9  # eval_every_steps: no evaluation but the one at the end.
 
 
-def _resets(logger):
-    return [(step, m) for step, m in logger.records if "reset/cycle" in m]
+def _resets(result):
+    return [(step, m) for step, m, _ in result.metrics_logger.records if "reset/cycle" in m]
 
 
-def _run_with_logger(workload, hyperparameters=None, **kwargs):
-    workload.metrics_logger = loop.RecordingLogger()
-    result = loop.run(workload, hyperparameters, **kwargs)
-    return result, _resets(workload.metrics_logger)
+def _train(workload, hyperparameters=None, *, on_step=None, stop_at=None, **kwargs):
+    """train_once (batch size 64, evaluations every 10 steps, not stopping at the target)
+    with the `after_step` hook `on_step`; with `stop_at`, the hook stops the run after
+    that step (no final evaluation). Returns the result, the logged resets and the
+    learning rate of every step taken."""
+    learning_rates = []
+
+    def after_step(global_step, optimizer_state, params, model_state, eval_results):
+        learning_rates.append(float(optimizer_state[0].opt_state.hyperparams["learning_rate"]))
+        if on_step is not None:
+            on_step(global_step, optimizer_state, params, model_state, eval_results)
+        return global_step == stop_at
+
+    kwargs = {"global_batch_size": 64, "eval_every_steps": 10, "stop_at_target": False, **kwargs}
+    result = runner.train_once(
+        workload,
+        submission,
+        hyperparameters,
+        0,
+        hooks=runner.RunnerHooks(after_step=after_step),
+        **kwargs,
+    )
+    return result, _resets(result), np.asarray(learning_rates)
 
 
 def test_training_crosses_two_planned_boundaries_and_reaches_target():
     workload = TinyWorkload(target=0.86, step_hint=150)
-    result, resets = _run_with_logger(
-        workload, {"learning_rate": 0.003, "early_switching": False}, num_steps=1000
-    )
+    result, resets, lrs = _train(workload, {"learning_rate": 0.003, "early_switching": False})
     assert [step for step, _ in resets] == [50, 100]
     assert [m["reset/cycle"] for _, m in resets] == [1, 2]
     assert all(m["reset/early_switch"] == 0.0 for _, m in resets)
-    # The plan (T = step_hint) ends the run cleanly with TrainingCompleteError.
-    assert result["global_step"] == 150
-    assert result["reached_at"] is not None
-    assert result["reached_at"] > 50  # The target needed more than the first cycle.
+    # The plan (T = step_hint) ends the run cleanly with TrainingCompleteError at step
+    # 150 (the runner counts that step, as AlgoPerf's does): 150 steps were trained.
+    assert result.stop_reason == "training_complete"
+    assert result.global_step == 151
+    assert result.target_step is not None
+    assert result.target_step > 50  # The target needed more than the first cycle.
     # Each cycle starts at exactly 0 and the learning rate follows the plan.
-    lrs = result["learning_rates"]
+    lrs = lrs[:150]  # The hook of the step that raised sees the unchanged state.
     assert lrs[0] == lrs[50] == lrs[100] == 0.0
-    expected = submission.learning_rates(result["optimizer_state"], np.arange(150))
+    expected = submission.learning_rates(result.optimizer_state, np.arange(150))
     np.testing.assert_allclose(lrs, expected, rtol=1e-6)
 
 
@@ -77,16 +101,15 @@ def _observed_tau(before, after, fresh):
 def test_reset_tau_seen_in_params_and_log_matches_formula(metric, target, higher):
     workload = TinyWorkload(target_metric=metric, target=target, step_hint=90, batch_norm=True)
     store = {}
-    result, resets = _run_with_logger(
+    result, resets, _ = _train(
         workload,
         {"early_switching": False, "reset_alpha": 0.5},
-        num_steps=40,
-        eval_every=10,
+        max_global_steps=40,
         on_step=_params_at(30, store),
     )
     step, logged = resets[0]
     assert step == 30 and logged["reset/early_switch"] == 0.0
-    last_metric = result["eval_results"][2][1][f"validation/{metric}"]
+    last_metric = result.eval_results[2][1][f"validation/{metric}"]
     assert logged["reset/metric"] == pytest.approx(last_metric)
     expected_tau = reset.tau(last_metric, target, higher)
     assert 0.05 < expected_tau < 0.95
@@ -109,24 +132,17 @@ def _fabricated_evals(losses, start, every, metric_value=0.5):
 
 
 def _run_fabricated(workload, hyperparameters, evals, num_steps):
-    """Trains while eval_results grows by the fabricated evaluations at their steps."""
-    eval_results = []
+    """Trains while eval_results grows by the fabricated evaluations at their steps (and
+    nothing else: the run stops after `num_steps` steps without evaluating)."""
     pending = list(evals)
 
     def hook(global_step, optimizer_state, params, model_state, results):
         while pending and pending[0][0] == global_step:
             results.append(pending.pop(0))
 
-    workload.metrics_logger = loop.RecordingLogger()
-    result = loop.run(
-        workload,
-        hyperparameters,
-        num_steps=num_steps,
-        eval_every=10**9,
-        eval_results=eval_results,
-        on_step=hook,
+    return _train(
+        workload, hyperparameters, eval_every_steps=NEVER, on_step=hook, stop_at=num_steps
     )
-    return result, _resets(workload.metrics_logger)
 
 
 RISING = [1.0, 0.9, 0.8, 0.85, 0.95, 1.1, 1.2]  # Case 1 fires at the 5th evaluation.
@@ -134,18 +150,17 @@ RISING = [1.0, 0.9, 0.8, 0.85, 0.95, 1.1, 1.2]  # Case 1 fires at the 5th evalua
 
 def test_rising_validation_loss_switches_early_and_replans():
     workload = TinyWorkload(target=0.99, step_hint=300)
-    result, resets = _run_fabricated(
+    result, resets, lrs = _run_fabricated(
         workload, {"switch_grace_evals": 2}, _fabricated_evals(RISING, 0, 10), num_steps=60
     )
     step, logged = resets[0]
     assert step == 50
     assert logged["reset/early_switch"] == 1.0 and logged["reset/cycle"] == 1
     assert logged["reset/tau"] == pytest.approx(reset.tau(0.5, 0.99, True))
-    summary = submission.plan_summary(result["optimizer_state"])
+    summary = submission.plan_summary(result.optimizer_state)
     # Cycle 0 ends at 50; the remaining 250 steps split equally over the 2 cycles left.
     assert summary["boundaries"] == [0, 50, 175, 300]
     assert summary["cycle"] == 1
-    lrs = result["learning_rates"]
     assert lrs[50] == 0.0
     new_plan = schedules.make_plan(125, 1, 0.0017486387539278373 * 1.5727, 0.02)
     np.testing.assert_allclose(
@@ -155,8 +170,8 @@ def test_rising_validation_loss_switches_early_and_replans():
 
 def _state_at(step, hyperparameters, accuracies, losses=RISING, workload=None):
     """Runs with fabricated evaluations every 10 steps (validation losses `losses`, target
-    accuracies `accuracies`) to `step`; host copies of params, model state and optimizer
-    state after steps 0 and `step`, and the reset records."""
+    accuracies `accuracies`) and stops after `step`; host copies of params, model state
+    and optimizer state after steps 1 and `step`, and the reset records."""
     workload = workload or TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
     evals = [
         (10 * (i + 1), {"validation/loss": loss, "validation/accuracy": acc})
@@ -171,9 +186,10 @@ def _state_at(step, hyperparameters, accuracies, losses=RISING, workload=None):
                 (params, model_state, optimizer_state[0].opt_state)
             )
 
-    workload.metrics_logger = loop.RecordingLogger()
-    loop.run(workload, hyperparameters, num_steps=step, eval_every=10**9, on_step=hook)
-    return captured, _resets(workload.metrics_logger)
+    _, resets, _ = _train(
+        workload, hyperparameters, eval_every_steps=NEVER, on_step=hook, stop_at=step
+    )
+    return captured, resets
 
 
 IMPROVING = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85]
@@ -182,15 +198,15 @@ FLAT = [0.5] * 7
 
 def test_a_cycle_that_never_improved_is_rolled_back_with_fresh_moments():
     """Rule (c) (METHOD.md section 4, v2): the switched cycle's best accuracy is no better
-    than its first; the next cycle starts from the initial params and model state, with
-    a fresh optimizer state (one step at learning rate 0 later: count 1, params unmoved)."""
+    than its first; the next cycle starts from the initial params, with a fresh optimizer
+    state (one step at learning rate 0 later: count 1, params unmoved)."""
     captured, resets = _state_at(51, None, FLAT)
     (step, logged), *_ = resets
     assert step == 50 and logged["reset/early_switch"] == 1.0
     assert logged["reset/failed"] == 1.0 and logged["reset/failure_rule"] == 2.0
     assert logged["reset/param_norm_ratio"] > 0
-    initial_params, initial_stats, _ = captured[1]  # Step 0 runs at learning rate 0.
-    params, stats, opt_state = captured[51]
+    initial_params = captured[1][0]  # Step 0 runs at learning rate 0.
+    params, _, opt_state = captured[51]
     for a, b in zip(jax.tree.leaves(initial_params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(a, b)
     (adam,) = reset.moment_states(opt_state)
@@ -213,8 +229,7 @@ def test_an_early_switch_alone_is_not_a_failure():
 def test_rollback_off_blends_the_failed_cycle():
     captured, resets = _state_at(51, {"rollback_failed_cycles": False}, FLAT)
     assert resets[0][1]["reset/failed"] == 1.0
-    initial_params = captured[1][0]
-    params = captured[51][0]
+    initial_params, params = captured[1][0], captured[51][0]
     assert any(
         not np.array_equal(a, b)
         for a, b in zip(jax.tree.leaves(initial_params), jax.tree.leaves(params), strict=True)
@@ -260,7 +275,7 @@ def test_tau_from_the_best_evaluation_of_the_cycle():
         evals = [
             (g, {"validation/loss": 1.0, "validation/accuracy": a}) for g, a in accuracies.items()
         ]
-        _, resets = _run_fabricated(
+        _, resets, _ = _run_fabricated(
             TinyWorkload(target=0.8, step_hint=90),
             {"early_switching": False, "tau_metric": tau_metric},
             evals,
@@ -303,9 +318,7 @@ def test_no_compilation_after_the_first_reset():
         counts[global_step] = (len(compiles), sizes)
 
     workload = TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
-    workload.metrics_logger = loop.RecordingLogger()
-    loop.run(workload, None, num_steps=220, eval_every=10**9, on_step=hook)
-    resets = _resets(workload.metrics_logger)
+    _, resets, _ = _train(workload, None, eval_every_steps=NEVER, on_step=hook, stop_at=220)
     # A planned reset at 100, an early switch at 150, a planned reset at 225 (not run).
     assert [(s, m["reset/early_switch"]) for s, m in resets] == [(100, 0.0), (150, 1.0)]
     assert counts[101][0] > 0
@@ -348,8 +361,8 @@ def test_ordinary_step_makes_no_device_to_host_transfer():
     workload = TinyWorkload(target=0.99, step_hint=1000, extra_matmuls=60)
     timings = []
 
-    result = loop.run(workload, None, num_steps=3, batch_size=256, eval_every=10**9)
-    state, params, model_state = result["optimizer_state"], result["params"], result["model_state"]
+    result, _, _ = _train(workload, None, global_batch_size=256, eval_every_steps=NEVER, stop_at=3)
+    state, params, model_state = result.optimizer_state, result.params, result.model_state
     batches = workload.train_batches(1, 256)
     rng = jax.random.PRNGKey(0)
     for step in range(3, 8):
@@ -371,15 +384,17 @@ _DEVICE_SCRIPT = """
 import json, sys
 import jax, numpy as np
 sys.path[:0] = [{root!r}]
-from scripts.local import loop
+import submission
+from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint=60, batch_norm=True)
-r = loop.run(w, None, num_steps=45, batch_size=64, eval_every=10)
-leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(r["params"])]
+r = runner.train_once(w, submission, None, 0, global_batch_size=64, eval_every_steps=10,
+                      max_global_steps=45)
+leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(r.params)]
 print(json.dumps({{
     "devices": jax.device_count(),
     "params": np.concatenate(leaves).tolist(),
-    "losses": [m["validation/loss"] for _, m in r["eval_results"]],
+    "losses": [m["validation/loss"] for _, m in r.eval_results],
 }}))
 """
 
@@ -411,18 +426,20 @@ def test_plan_end_stops_or_queues_more_cycles():
     """stop_when_plan_ends: TrainingCompleteError at T; otherwise cycles like the last one
     follow, each with its reset, and the last cycle may then switch early."""
     workload = TinyWorkload(target=0.99, step_hint=60)
-    stopped, _ = _run_with_logger(workload, None, num_steps=200)
-    assert stopped["global_step"] == 60
+    stopped, _, _ = _train(workload, None, max_global_steps=200)
+    assert stopped.stop_reason == "training_complete"
+    assert stopped.global_step == 61  # The step whose update raised counts (AlgoPerf).
     hyperparameters = {"stop_when_plan_ends": False}
-    queued, resets = _run_with_logger(workload, hyperparameters, num_steps=100)
-    assert queued["global_step"] == 100
+    queued, resets, _ = _train(workload, hyperparameters, max_global_steps=100)
+    assert queued.stop_reason == "max_steps"
+    assert queued.global_step == 100
     assert [step for step, _ in resets] == [20, 40, 60, 80]
-    summary = submission.plan_summary(queued["optimizer_state"])
+    summary = submission.plan_summary(queued.optimizer_state)
     assert summary["boundaries"] == [0, 20, 40, 60, 80, 100]
     peak = summary["peak_learning_rates"]
     assert peak[3] == peak[4] == peak[2]
     # A rising loss in the last planned cycle (40-60) now switches it.
     evals = _fabricated_evals(RISING, 40, 2)
-    switched, resets = _run_fabricated(workload, hyperparameters, evals, num_steps=70)
+    switched, resets, _ = _run_fabricated(workload, hyperparameters, evals, num_steps=70)
     assert [(s, m["reset/early_switch"]) for s, m in resets] == [(20, 0.0), (40, 0.0), (50, 1.0)]
-    assert submission.plan_summary(switched["optimizer_state"])["boundaries"] == [0, 20, 40, 50, 70]
+    assert submission.plan_summary(switched.optimizer_state)["boundaries"] == [0, 20, 40, 50, 70]

@@ -10,10 +10,11 @@ import jax
 import numpy as np
 
 import reset
-from scripts.local import loop
+import submission
+from scripts.local import runner
 from scripts.local.workloads.log_regression import STEP_HINT, TARGET_MSE, RegressionWorkload
 
-__all__ = ["STEP_HINT", "TARGET_MSE", "RegressionWorkload", "train", "validation_mse"]
+__all__ = ["STEP_HINT", "TARGET_MSE", "RegressionWorkload", "resets", "train", "validation_mse"]
 
 FIRST_PLANNED_BOUNDARY = 100
 EVAL_EVERY = 10
@@ -29,21 +30,29 @@ def finite(tree) -> bool:
 
 def validation_mse(result):
     """``[(step, validation MSE)]`` of a run's evaluations."""
-    return [(step, m["validation/mse"]) for step, m in result["eval_results"]]
+    return [(step, m["validation/mse"]) for step, m in result.eval_results]
+
+
+def resets(result):
+    """``[(step, metrics)]`` of the resets the submission logged in a run."""
+    return [(s, m) for s, m, _ in result.metrics_logger.records if "reset/cycle" in m]
 
 
 def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_every=EVAL_EVERY):
-    """Trains through ``scripts/local/loop.py``; returns (loop result, logged resets, checks).
+    """Trains with the local runner (``train_once``, batch size 64) until the plan
+    (T = step_hint) ends; returns (``runner.RunResult``, logged resets, checks).
 
     checks[g] holds, for the first `eval_every` steps, every step that ends with an
     evaluation and every step that follows a reset, whether params, model state and the
     whole optimizer state are finite after g steps, and the Adam step count.
     """
-    logger = workload.metrics_logger = loop.RecordingLogger()
+    logger = runner.MetricsRecorder()
     checks = {}
 
     def hook(global_step, optimizer_state, params, model_state, eval_results):
-        after_reset = any(step == global_step - 1 for step, _ in logger.resets())
+        after_reset = any(
+            step == global_step - 1 and "reset/cycle" in m for step, m, _ in logger.records
+        )
         if global_step <= eval_every or global_step % eval_every == 0 or after_reset:
             opt_state = optimizer_state[0].opt_state
             checks[global_step] = {
@@ -53,13 +62,15 @@ def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_eve
                 "count": int(reset.moment_states(opt_state)[0].count),
             }
 
-    result = loop.run(
+    result = runner.train_once(
         workload,
+        submission,
         hyperparameters,
-        seed=seed,
-        num_steps=10 * workload.step_hint,  # The plan (T = step_hint) ends the run first.
-        eval_every=eval_every,
+        seed,
+        global_batch_size=64,
+        eval_every_steps=eval_every,
+        metrics_logger=logger,
         stop_at_target=stop_at_target,
-        on_step=hook,
+        hooks=runner.RunnerHooks(after_step=hook),
     )
-    return result, logger.resets(), checks
+    return result, resets(result), checks

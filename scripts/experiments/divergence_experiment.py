@@ -14,13 +14,16 @@ Run from the project root (takes a few minutes on 2 CPU cores):
    scripts/local/workloads/tiny.py (ReLU, accuracy target 0.8) with the plan
    [300, 1, 1], under soft with and without early switching, params_only and full.
 
-Recorded (seeds 0-2, jax 0.10.2 on CPU): 1. F = 1, 10 reach the target in the first
-cycle; F = 30 fails finitely (early switch, tau 0.87-0.96); F = 100, 300 give NaN params
-at step 3-4, an early switch at the first evaluation (step 10) with tau 1. 2. soft and
-full reach the target at steps 80/50/100 and 80/50/130, none never (30 of 30 evaluations
-NaN). 3. soft never reached the target (blended params stay dead: the dead network's
-weights are 4-8x the fresh ones' norm, tau ~0.4-0.7), with or without early switching;
-params_only (95/145/115) and full (80/140/90) did.
+Recorded (seeds 0-2, jax 0.10.2 on CPU, through the local runner's train_once):
+1. F = 1, 10 reach the target (steps 40-110; two runs after an early switch with tau
+0.09-0.12); F = 30 fails finitely (worst MSE 2-4; an early switch with tau 0.96, or
+planned resets with tau 0.39-0.90); F = 300 gives NaN params at step 3, an early switch
+at the first evaluation (step 10) with tau 1, for every seed, F = 100 for seeds 0 and 1
+(seed 2's MSE explodes to 3e15 while finite: no early switch, the planned reset at 100
+takes tau 0.95). 2. soft and full reach the target at steps 70/80/140, none never (31 of
+31 evaluations NaN for seeds 0 and 1; seed 2 stays at MSE ~3). 3. soft never reached the
+target (blended params stay dead, tau ~0.5-0.7), with or without early switching;
+params_only (125/135/125) and full (120/125/125) did.
 """
 
 import argparse
@@ -62,7 +65,7 @@ def factor_sweep(seeds) -> None:
                 f"{bad[0] if bad else '-'}; evals before the first reset: {len(before)}, "
                 f"worst finite MSE {_fmt(max(finite)) if finite else '-'}, "
                 f"non-finite {len(before) - len(finite)}; resets: {_resets(resets)}; "
-                f"target at {result['reached_at'] or 'never'}"
+                f"target at {result.target_step or 'never'}"
             )
 
 
@@ -82,7 +85,7 @@ def strategies(seeds) -> None:
             picks = [values[i] for i in (0, 1, 2, 4, 9, len(values) - 1)]
             finite = [v for v in values if math.isfinite(v)]
             print(
-                f"  {strategy:5s} seed {seed}: target at {result['reached_at'] or 'never'}; "
+                f"  {strategy:5s} seed {seed}: target at {result.target_step or 'never'}; "
                 f"trajectory {' '.join(_fmt(v) for v in picks)}; "
                 f"best {_fmt(min(finite)) if finite else '-'}; "
                 f"non-finite evals {len(values) - len(finite)}/{len(values)}; "
@@ -111,11 +114,11 @@ def died(seeds) -> None:
                 seed=seed,
                 eval_every=5,
             )
-            accuracy = [m["validation/accuracy"] for _, m in result["eval_results"]]
+            accuracy = [m["validation/accuracy"] for _, m in result.eval_results]
             finite = all(c["params"] and c["opt_state"] for c in checks.values())
             print(
                 f"  {strategy:11s} early switching {'on ' if early else 'off'} seed {seed}: "
-                f"target at {result['reached_at'] or 'never'}; "
+                f"target at {result.target_step or 'never'}; "
                 f"accuracy at the first reset "
                 f"{_fmt(accuracy[resets[0][0] // 5 - 1]) if resets else '-'}, "
                 f"last {_fmt(accuracy[-1])}; all finite {finite}; resets: {_resets(resets)}"

@@ -12,7 +12,13 @@ deliberate:
   test target as well), unless ``stop_at_target=False``;
 * the timed region ends with ``jax.block_until_ready`` on the new parameters, so the
   submission time counts the computation, not only its dispatch;
-* there is no checkpointing (no preemption locally), hence ``preemption_count`` 0;
+* checkpoints are saved only where asked (``checkpoint_path`` with
+  ``checkpoint_every_steps``/``checkpoint_at_steps``), not after every evaluation; they
+  hold what AlgoPerf's runner saves (``optimizer_state[0]``, never ``[1]``) plus the
+  number of input batches drawn, and a run resumed from one (``resume_from``) in a
+  fresh process continues bit for bit: the input queue is fast-forwarded past the
+  batches already drawn and every step's keys depend only on (seed, step);
+* ``hooks.after_step`` may stop the run (the local stand-in for a preemption);
 * an embedded workload's global batch size comes from the workload registry
   (``scripts/local/workloads``), any other name's from the submission's
   ``get_batch_size``.
@@ -22,12 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import jax
+from flax import serialization
 
 from algoperf_compat import spec
 from scripts.local import workloads
@@ -67,15 +76,19 @@ class MetricsRecorder:
 class RunnerHooks:
     """Untimed callbacks for progress display and logging; all optional.
 
-    ``before_training(optimizer_state)`` runs once after ``init_optimizer_state``;
-    ``after_eval(global_step, eval_result, optimizer_state)`` after each evaluation;
-    ``after_step(global_step, optimizer_state)`` after every step (after its eval).
-    They must not modify what they are given.
+    ``before_training(optimizer_state)`` runs once after ``init_optimizer_state`` (and
+    the restore, if any); ``after_eval(global_step, eval_result, optimizer_state)`` after
+    each evaluation; ``after_step(global_step, optimizer_state, params, model_state,
+    eval_results)`` after every step (after its eval and checkpoint) and stops the run
+    when it returns a true value (stop reason ``"stopped_by_hook"``: no final
+    evaluation, like a preemption). They must not modify what they are given, except
+    that ``after_step`` may append entries to ``eval_results``, the runner's live list
+    (the submission reads them at the next step: tests fabricate evaluations so).
     """
 
     before_training: Callable[[Any], None] | None = None
     after_eval: Callable[[int, dict[str, Any], Any], None] | None = None
-    after_step: Callable[[int, Any], None] | None = None
+    after_step: Callable[[int, Any, Any, Any, list], bool | None] | None = None
 
 
 @dataclasses.dataclass
@@ -93,6 +106,7 @@ class RunResult:
     global_batch_size: int
     target_step: int | None = None
     target_submission_time: float | None = None
+    preemption_count: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +206,86 @@ def initial_train_state() -> dict[str, Any]:
     }
 
 
+class CountingQueue(Iterator[Any]):
+    """The runner's input queue, counting the batches drawn (for checkpoints)."""
+
+    def __init__(self, queue: Any, drawn: int = 0) -> None:
+        self._queue = iter(queue)
+        self.drawn = drawn
+
+    def __next__(self) -> Any:
+        batch = next(self._queue)
+        self.drawn += 1
+        return batch
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    optimizer_state: Any,
+    params: Any,
+    model_state: Any,
+    train_state: dict[str, Any],
+    eval_results: list,
+    global_step: int,
+    preemption_count: int,
+    input_batches: int,
+) -> None:
+    """Write what AlgoPerf's runner checkpoints (flax msgpack), atomically.
+
+    The keys are AlgoPerf's (``model_params``, ``optimizer_state`` = ``optimizer_state[0]``
+    only, never ``[1]``, ``model_state``, ``train_state``, ``eval_results`` as a tuple,
+    ``global_step``, ``preemption_count``) plus ``input_batches``, the number of batches
+    drawn from the input queue, so that a resumed run sees the batches it would have.
+    """
+    state = {
+        "model_params": jax.device_get(params),
+        "optimizer_state": jax.device_get(optimizer_state[0]),
+        "model_state": jax.device_get(model_state),
+        "train_state": dict(train_state),
+        "eval_results": tuple(eval_results),
+        "global_step": int(global_step),
+        "preemption_count": int(preemption_count),
+        "input_batches": int(input_batches),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(serialization.msgpack_serialize(serialization.to_state_dict(state)))
+    os.replace(partial, path)
+
+
+def restore_checkpoint(
+    path: str | os.PathLike,
+    optimizer_state: Any,
+    params: Any,
+    model_state: Any,
+    train_state: dict[str, Any],
+) -> tuple[Any, Any, Any, dict[str, Any], list, int, int, int]:
+    """Restore a checkpoint onto fresh targets, as AlgoPerf's ``maybe_restore_checkpoint``.
+
+    ``optimizer_state[1]`` stays the fresh one's; eval_results come back in the shape
+    AlgoPerf's restore gives them today, ``[({'0': step, '1': metrics}, '0'),
+    ({'0': step, '1': metrics}, '1'), ...]`` (the flax state dict of each saved
+    ``(step, metrics)`` and its index, oldest first), and the preemption count goes up
+    by one. Returns ``(optimizer_state, params, model_state, train_state,
+    eval_results, global_step, preemption_count, input_batches)``; a checkpoint without
+    ``input_batches`` (AlgoPerf's own) counts one batch per step.
+    """
+    raw = serialization.msgpack_restore(Path(path).read_bytes())
+    global_step = int(raw["global_step"])
+    return (
+        (serialization.from_state_dict(optimizer_state[0], raw["optimizer_state"]),)
+        + tuple(optimizer_state[1:]),
+        serialization.from_state_dict(params, raw["model_params"]),
+        serialization.from_state_dict(model_state, raw["model_state"]),
+        serialization.from_state_dict(train_state, raw["train_state"]),
+        [(value, key) for key, value in (raw["eval_results"] or {}).items()],
+        global_step,
+        int(raw["preemption_count"]) + 1,
+        int(raw.get("input_batches", global_step)),
+    )
+
+
 def train_once(
     workload: Any,
     submission_module: Any,
@@ -209,6 +303,10 @@ def train_once(
     stop_at_target: bool = True,
     data_dir: str | None = None,
     hooks: RunnerHooks | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_at_steps: Collection[int] = (),
+    resume_from: str | os.PathLike | None = None,
 ) -> RunResult:
     """Train ``workload`` with ``submission_module`` as AlgoPerf's runner would.
 
@@ -216,11 +314,23 @@ def train_once(
     ``eval_period_time_sec`` (default: the workload's) seconds, and always when
     training completes. Stops when the validation target is reached (if
     ``stop_at_target``), the submission time exceeds the budget, ``max_global_steps``
-    steps were taken, or the submission raises ``spec.TrainingCompleteError``.
+    steps were taken, the submission raises ``spec.TrainingCompleteError`` or
+    ``hooks.after_step`` returns a true value.
+
+    Checkpoints (``save_checkpoint``) go to ``checkpoint_path`` (overwritten) after
+    every ``checkpoint_every_steps``-th step and after the steps in
+    ``checkpoint_at_steps``, after the step's evaluation (as AlgoPerf saves after an
+    evaluation); the time counts as logging time. With ``resume_from``, the run
+    continues from such a checkpoint instead of step 0.
     """
     hooks = hooks or RunnerHooks()
     if eval_every_steps is not None and eval_every_steps < 1:
         raise ValueError(f"eval_every_steps must be >= 1, got {eval_every_steps}.")
+    if checkpoint_every_steps is not None and checkpoint_every_steps < 1:
+        raise ValueError(f"checkpoint_every_steps must be >= 1, got {checkpoint_every_steps}.")
+    if (checkpoint_every_steps is not None or checkpoint_at_steps) and checkpoint_path is None:
+        raise ValueError("checkpoint_every_steps/checkpoint_at_steps need checkpoint_path.")
+    checkpoint_at_steps = frozenset(int(step) for step in checkpoint_at_steps)
     schedule = EvalSchedule(
         every_steps=eval_every_steps,
         period_sec=float(
@@ -235,21 +345,36 @@ def train_once(
     needs_train_state = "train_state" in inspect.signature(update_params).parameters
 
     data_rng, opt_init_rng, model_init_rng, rng = derive_rngs(rng_seed)
-    input_queue = workload._build_input_queue(
-        data_rng, "train", data_dir=data_dir, global_batch_size=batch_size
+    input_queue = CountingQueue(
+        workload._build_input_queue(
+            data_rng, "train", data_dir=data_dir, global_batch_size=batch_size
+        )
     )
     model_params, model_state = workload.init_model_fn(model_init_rng)
     optimizer_state = submission_module.init_optimizer_state(
         workload, model_params, model_state, hyperparameters, opt_init_rng
     )
+    train_state = initial_train_state()
+    eval_results: list = []
+    global_step = preemption_count = 0
+    if resume_from is not None:
+        (
+            optimizer_state,
+            model_params,
+            model_state,
+            train_state,
+            eval_results,
+            global_step,
+            preemption_count,
+            input_batches,
+        ) = restore_checkpoint(resume_from, optimizer_state, model_params, model_state, train_state)
+        for _ in range(input_batches):  # Batch k of the stream depends on data_rng only.
+            next(input_queue)
     logger = metrics_logger if metrics_logger is not None else MetricsRecorder()
     workload.attach_metrics_logger(logger)
 
     if hooks.before_training is not None:
         hooks.before_training(optimizer_state)
-    train_state = initial_train_state()
-    eval_results: list[tuple[int, dict[str, Any]]] = []
-    global_step = 0
     stop_reason = ""
     target_step = target_time = None
     global_start_time = time.time()
@@ -342,19 +467,41 @@ def train_once(
                     stop_reason = stop_reason or "target_reached"
             logging_start = time.time()
             logger.append_scalar_metrics(
-                dict(result), global_step=global_step, preemption_count=0, is_eval=True
+                dict(result),
+                global_step=global_step,
+                preemption_count=preemption_count,
+                is_eval=True,
             )
             train_state["accumulated_logging_time"] += time.time() - logging_start
             if hooks.after_eval is not None:
                 hooks.after_eval(global_step, result, optimizer_state)
-        if hooks.after_step is not None:
-            hooks.after_step(global_step, optimizer_state)
+        if global_step in checkpoint_at_steps or (
+            checkpoint_every_steps is not None and global_step % checkpoint_every_steps == 0
+        ):
+            checkpoint_start = time.time()
+            save_checkpoint(
+                checkpoint_path,
+                optimizer_state,
+                model_params,
+                model_state,
+                train_state,
+                eval_results,
+                global_step,
+                preemption_count,
+                input_queue.drawn,
+            )
+            train_state["accumulated_logging_time"] += time.time() - checkpoint_start
+        if hooks.after_step is not None and hooks.after_step(
+            global_step, optimizer_state, model_params, model_state, eval_results
+        ):
+            stop_reason = stop_reason or "stopped_by_hook"
+            break
         train_state["last_step_end_time"] = time.time()
 
     logger.append_scalar_metrics(
         {"score": train_state["accumulated_submission_time"]},
         global_step=global_step,
-        preemption_count=0,
+        preemption_count=preemption_count,
     )
     return RunResult(
         eval_results=eval_results,
@@ -368,6 +515,7 @@ def train_once(
         global_batch_size=batch_size,
         target_step=target_step,
         target_submission_time=target_time,
+        preemption_count=preemption_count,
     )
 
 

@@ -6,7 +6,7 @@ subclass and ``ENTRY = WorkloadEntry("<name>", TheClass[, tiny={...}])``, and ad
 ``"<name>"`` to ``_MODULES`` below. Nothing else names workloads.
 
 ``tiny`` (a test workload on generated data) and ``log_regression`` (the divergence
-experiment's) are not registered: they implement only what the test loop needs.
+experiment's) are not registered: they implement only what the local runner needs.
 """
 
 from __future__ import annotations

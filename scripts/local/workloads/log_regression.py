@@ -50,7 +50,7 @@ class LogLinkMLP(nn.Module):
 
 
 class RegressionWorkload(GeneratedDataWorkload):
-    """The parts of AlgoPerf's Workload interface the submission and the loop use.
+    """The parts of AlgoPerf's Workload interface the submission and the runner use.
 
     The batch-norm statistics give the reset a model state to act on (and one the
     divergence turns NaN). There is no dropout: `dropout_rate` is accepted and ignored.
@@ -81,7 +81,7 @@ class RegressionWorkload(GeneratedDataWorkload):
         variables = {"params": params, "batch_stats": model_state}
         return jnp.mean((self._model.apply(variables, inputs, train=False) - targets) ** 2)
 
-    def eval_model(self, params, model_state):
+    def _evaluate(self, params, model_state):
         """{'train/mse', 'train/loss', 'validation/mse', 'validation/loss'} as floats."""
         result = {}
         for split, (inputs, targets) in (("train", self._train), ("validation", self._validation)):

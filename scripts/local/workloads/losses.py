@@ -1,7 +1,7 @@
 """Losses and metric sums shared by every embedded workload (one implementation each).
 
-Pure JAX/optax, no project imports: ``tiny.py`` and its users (the packaged-submission
-test copies both files away from the project) rely on that.
+Pure JAX/optax, no project imports: the packaged-submission test copies ``scripts/local``
+(the runner and the workloads) away from the project and relies on that.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """``tiny`` (not registered): an MLP on generated, learnable data, for tests and experiments.
 
-It implements the parts of AlgoPerf's Workload interface the submission and the
-checkpointing loop (``scripts/local/loop.py``) use. The data are Gaussian clusters drawn
-once from a fixed seed (nothing is downloaded); the model is a flax MLP with dropout and,
-optionally, batch norm (so that resets have a model state to act on).
+It implements the parts of AlgoPerf's Workload interface the submission and the local
+runner (``scripts/local/runner.py``) use. The data are Gaussian clusters drawn once from a
+fixed seed (nothing is downloaded); the model is a flax MLP with dropout and, optionally,
+batch norm (so that resets have a model state to act on).
 """
 
 import functools
@@ -15,6 +15,7 @@ import numpy as np
 
 from algoperf_compat import spec
 
+from .base import seed_from_key
 from .losses import correct_sum, softmax_cross_entropy
 
 NUM_CLASSES = 4
@@ -47,8 +48,17 @@ class MLP(nn.Module):
 
 class GeneratedDataWorkload:
     """What the workloads on generated data share: the data, the target and its
-    direction, the model's initialisation and a training stream batch t of which
-    depends only on (seed, t)."""
+    direction, the model's initialisation, the runner's input queue (a training stream
+    batch t of which depends only on (seed, t)) and its evaluation.
+
+    There is no test split (``has_reached_test_target`` is always False) and the time
+    budget is an hour: the runs stop at the plan's end, a step count or the target.
+    Subclasses define ``_evaluate(params, model_state)``.
+    """
+
+    loss_type = None
+    max_allowed_runtime_sec = 3600
+    eval_period_time_sec = 1.0
 
     def __init__(self, model, train, validation, metric, higher_is_better, target, step_hint):
         self._model = model
@@ -70,9 +80,22 @@ class GeneratedDataWorkload:
     def step_hint(self) -> int:
         return self._step_hint
 
+    @property
+    def eval_batch_size(self) -> int:
+        """Evaluations take each split in one batch."""
+        return len(self._validation[1])
+
+    def attach_metrics_logger(self, metrics_logger) -> None:
+        self.metrics_logger = metrics_logger
+
     def has_reached_validation_target(self, eval_result) -> bool:
         value = eval_result[f"validation/{self.target_metric_name}"]
         return value > self._target if self.higher_is_better else value < self._target
+
+    def has_reached_test_target(self, eval_result) -> bool:
+        """There is no test split."""
+        del eval_result
+        return False
 
     def init_model_fn(self, rng):
         dummy = jnp.zeros((1, self._train[0].shape[1]))
@@ -83,16 +106,44 @@ class GeneratedDataWorkload:
         return params, variables.get("batch_stats")
 
     def train_batches(self, seed: int, batch_size: int, start_step: int = 0):
-        """An infinite stream of training batches; batch t depends only on (seed, t).
-
-        That makes a run resumed at step t see the batches the uninterrupted run saw.
-        """
+        """An infinite stream of training batches (host arrays); batch t depends only on
+        (seed, t)."""
         inputs, targets = self._train
         step = start_step
         while True:
             idx = np.random.default_rng([seed, step]).choice(len(targets), batch_size, False)
             yield {"inputs": inputs[idx], "targets": targets[idx]}
             step += 1
+
+    def _build_input_queue(
+        self,
+        data_rng,
+        split: str,
+        data_dir=None,
+        global_batch_size: int = 64,
+        cache=None,
+        repeat_final_dataset=None,
+        num_batches=None,
+    ):
+        """AlgoPerf's signature; only ``train`` (``train_batches`` seeded by data_rng)."""
+        del data_dir, cache, repeat_final_dataset, num_batches
+        if split != "train":
+            raise ValueError(f"only the 'train' split has an input queue, not {split!r}.")
+        return self.train_batches(seed_from_key(data_rng), global_batch_size)
+
+    def eval_model(
+        self,
+        global_batch_size,
+        params,
+        model_state,
+        rng,
+        data_dir,
+        imagenet_v2_data_dir,
+        global_step,
+    ):
+        """AlgoPerf's signature; the metrics of ``_evaluate`` (each split in one batch)."""
+        del global_batch_size, rng, data_dir, imagenet_v2_data_dir, global_step
+        return self._evaluate(params, model_state)
 
 
 class TinyWorkload(GeneratedDataWorkload):
@@ -154,7 +205,7 @@ class TinyWorkload(GeneratedDataWorkload):
         accuracy = correct_sum(labels, logits, 1.0) / labels.shape[0]
         return loss, accuracy
 
-    def eval_model(self, params, model_state):
+    def _evaluate(self, params, model_state):
         """{'train/...', 'validation/loss', 'validation/accuracy'} as floats."""
         result = {}
         for split, (inputs, labels) in (("train", self._train), ("validation", self._validation)):

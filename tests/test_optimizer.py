@@ -1,0 +1,320 @@
+"""Tests of the optimizer whose moments carry their weight (METHOD.md section 4, v2).
+
+`reset.scale_by_weighted_adam` debiases m and v by weights w1, w2 kept in its state, which
+`reset.scale_moments` (so `soft`) scales with the moments. Without resets it is optax's
+Adam/NAdam; scaled by 0 it is a fresh optimizer; scaled by 1 it is untouched.
+
+The model is a real small flax MLP; gradients are random (seeded), so every step moves
+every parameter.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hyperparameters as hp
+import reset
+from reset.optimizer import ScaleByWeightedAdamState
+
+B1 = 1.0 - 0.06733926164  # the method's defaults (METHOD.md section 2)
+B2 = 0.9955159689799007
+EPS = 1e-8
+WD = 0.08121616522670176
+LR = 1e-3
+STEPS = 320
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(32)(x))
+        x = nn.relu(nn.Dense(16)(x))
+        return nn.Dense(3)(x)
+
+
+@functools.cache
+def params():
+    return MLP().init(jax.random.PRNGKey(0), jnp.ones((1, 8)))["params"]
+
+
+def random_grads(key, params):
+    keys = jax.random.split(key, len(jax.tree.leaves(params)))
+    leaves = [
+        jax.random.normal(k, x.shape, x.dtype)
+        for k, x in zip(keys, jax.tree.leaves(params), strict=True)
+    ]
+    return jax.tree.unflatten(jax.tree.structure(params), leaves)
+
+
+def train(tx, steps, opt_state=None, start=0, theta=None):
+    """(params, opt_state) after `steps` updates with random gradients (step i: key i)."""
+
+    @jax.jit
+    def step(theta, opt_state, i):
+        grads = random_grads(jax.random.PRNGKey(i), theta)
+        updates, opt_state = tx.update(grads, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state
+
+    theta = params() if theta is None else theta
+    opt_state = tx.init(theta) if opt_state is None else opt_state
+    for i in range(start, start + steps):
+        theta, opt_state = step(theta, opt_state, i)
+    return theta, opt_state
+
+
+def ours(nesterov=False, **kwargs):
+    return reset.adamw(LR, B1, B2, EPS, WD, nesterov=nesterov, **kwargs)
+
+
+def weighted_state(opt_state) -> ScaleByWeightedAdamState:
+    (state,) = reset.moment_states(opt_state)
+    assert isinstance(state, ScaleByWeightedAdamState)
+    return state
+
+
+def assert_identical(a, b):
+    """Same tree structure, dtypes, shapes and bytes (bit for bit)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+def max_deviation(a, b):
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+# --- without resets: optax's AdamW / NAdamW -------------------------------------------
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_matches_optax_without_resets(nesterov):
+    """320 steps: params agree with optax.adamw / optax.nadamw to float32 round-off.
+
+    The moments m, v follow optax's formula bit for bit; the weights are accumulated in
+    float32 (w <- b w + (1 - b)) where optax computes 1 - b^n, so the debiased moments
+    differ in the last bits (w2 by up to 2^-25 / (1 - b2) relative, 7e-6 at b2 = 0.9955).
+    Measured (params up to 0.77 in size): max |param difference| 1.8e-7 for AdamW (3 ulps),
+    6e-8 (jax 0.10) / 9e-8 (jax 0.7) for NAdamW; the check: rtol 1e-5, atol 1e-7.
+    """
+    reference = (optax.nadamw if nesterov else optax.adamw)(
+        LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD
+    )
+    theta, state = train(ours(nesterov), STEPS)
+    theta_ref, state_ref = train(reference, STEPS)
+    for x, y in zip(jax.tree.leaves(theta), jax.tree.leaves(theta_ref), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+    assert max_deviation(theta, theta_ref) <= 2.5e-7
+    # The moments are optax's exactly; the weights are 1 - b^n to float32 round-off.
+    weighted, (adam_ref,) = weighted_state(state), reset.moment_states(state_ref)
+    assert_identical((weighted.mu, weighted.nu), (adam_ref.mu, adam_ref.nu))
+    assert int(weighted.count) == int(adam_ref.count) == STEPS
+    for w, b in ((weighted.w1, B1), (weighted.w2, B2)):
+        assert w.dtype == jnp.float32 and w.shape == ()
+        exact = 1.0 - np.float64(np.float32(b)) ** STEPS
+        assert abs(float(w) - exact) <= 2.0**-25 / (1.0 - b) + 1e-12
+
+
+def test_first_steps_weights_are_one_minus_beta_power():
+    tx = reset.scale_by_weighted_adam(B1, B2)
+    state = tx.init(params())
+    assert float(state.w1) == float(state.w2) == 0.0
+    assert state.w1 is not state.w2  # two buffers: a state may be donated
+    grads = random_grads(jax.random.PRNGKey(1), params())
+    for n in range(1, 4):
+        _, state = tx.update(grads, state)
+        for w, b in ((state.w1, B1), (state.w2, B2)):
+            b = np.float32(b)
+            np.testing.assert_allclose(float(w), 1.0 - float(b) ** n, rtol=3e-7)
+    _, state = tx.update(grads, tx.init(params()))
+    assert float(state.w1) == np.float32(1) - np.float32(B1)  # exactly 1 - b
+
+
+def test_moment_weights_off_is_optax_scale_by_adam():
+    for nesterov in (False, True):
+        tx = ours(nesterov, moment_weights=False)
+        reference = optax.chain(
+            optax.scale_by_adam(B1, B2, EPS, nesterov=nesterov),
+            optax.add_decayed_weights(WD),
+            optax.scale_by_learning_rate(LR),
+        )
+        assert_identical(train(tx, 5), train(reference, 5))
+
+
+# --- scaling the moments and their weights --------------------------------------------
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_scale_by_zero_is_a_fresh_optimizer(nesterov):
+    tx = ours(nesterov)
+    theta, opt_state = train(tx, 30)
+    zeroed = reset.scale_moments(opt_state, 0.0)
+    fresh = tx.init(theta)
+    # Moments, weights and count bit for bit a fresh state's (+0, not -0).
+    assert_identical(zeroed, fresh)
+    assert_identical(jax.jit(reset.scale_moments)(opt_state, jnp.float32(0)), fresh)
+    # The next update divides by w = 1 - b, as a fresh optimizer's first update does.
+    grads = random_grads(jax.random.PRNGKey(99), theta)
+    assert_identical(tx.update(grads, zeroed, theta), tx.update(grads, fresh, theta))
+    state = weighted_state(tx.update(grads, zeroed, theta)[1])
+    assert float(state.w1) == np.float32(1) - np.float32(B1)
+    assert float(state.w2) == np.float32(1) - np.float32(B2)
+
+
+def test_zero_weight_before_any_update_is_no_nan():
+    # A state with w = 0 and m = 0 (fresh, or scaled by 0) debiases by 1: m_hat = 0 / 1.
+    # With b1 = b2 = 1 the weights stay 0 through the update; no 0/0 anywhere.
+    tx = reset.scale_by_weighted_adam(b1=1.0, b2=1.0)
+    grads = random_grads(jax.random.PRNGKey(3), params())
+    updates, state = tx.update(grads, tx.init(params()))
+    assert float(state.w1) == float(state.w2) == 0.0
+    assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_scale_by_one_changes_nothing(nesterov):
+    _, opt_state = train(ours(nesterov), 30)
+    assert_identical(reset.scale_moments(opt_state, 1.0), opt_state)
+    assert_identical(jax.jit(reset.scale_moments)(opt_state, jnp.float32(1)), opt_state)
+
+
+def test_scale_multiplies_moments_and_weights_keeps_count():
+    _, opt_state = train(ours(), 30)
+    c = 0.3
+    state, scaled = weighted_state(opt_state), weighted_state(reset.scale_moments(opt_state, c))
+    for a, b in zip(
+        jax.tree.leaves((state.mu, state.nu, state.w1, state.w2)),
+        jax.tree.leaves((scaled.mu, scaled.nu, scaled.w1, scaled.w2)),
+        strict=True,
+    ):
+        assert_identical(b, (a * c).astype(a.dtype))
+    assert_identical(scaled.count, state.count)
+    # The debiased moments are unchanged by the scaling (to rounding): c m / (c w) = m / w.
+    np.testing.assert_allclose(float(scaled.w1), c * float(state.w1), rtol=1e-7)
+    assert [field for field, _, _ in reset.find_weights(opt_state)] == ["w1", "w2"]
+
+
+def test_optax_adam_state_has_no_weights():
+    # A state with moments but no weights (optax's Adam): scaled as before, count kept.
+    _, opt_state = train(ours(moment_weights=False), 3)
+    assert reset.find_weights(opt_state) == []
+    (adam,) = reset.moment_states(opt_state)
+    scaled = reset.moment_states(reset.scale_moments(opt_state, 0.0))[0]
+    assert_identical(scaled.count, adam.count)
+    assert all(np.all(np.asarray(m) == 0) for m in jax.tree.leaves((scaled.mu, scaled.nu)))
+
+
+def test_weights_named_outside_a_moment_state_are_not_weights():
+    # A params-level key "w1" is in every moment tree, not a weight of its own.
+    theta = {"w1": jnp.ones(3), "w2": jnp.full(2, 2.0)}
+    tx = ours()
+    opt_state = tx.update(theta, tx.init(theta), theta)[1]
+    assert [field for field, _, _ in reset.find_weights(opt_state)] == ["w1", "w2"]
+    state = weighted_state(opt_state)
+    scaled = weighted_state(reset.scale_moments(opt_state, 0.5))
+    assert_identical(scaled.mu, jax.tree.map(lambda m: m * 0.5, state.mu))  # scaled once
+    assert_identical(scaled.w1, state.w1 * 0.5)
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_scaling_inside_inject_hyperparams_and_clip_chain(clip, nesterov):
+    tx = optax.inject_hyperparams(reset.adamw, static_args=("grad_clip", "nesterov"))(
+        learning_rate=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD, grad_clip=clip,
+        nesterov=nesterov,
+    )  # fmt: skip
+    theta, opt_state = train(tx, 20)
+    state = weighted_state(opt_state)
+    assert int(state.count) == 20 and float(state.w1) > 0
+    half = weighted_state(reset.scale_moments(opt_state, 0.5))
+    assert_identical((half.w1, half.w2), (state.w1 * 0.5, state.w2 * 0.5))
+    assert_identical(reset.scale_moments(opt_state, 1.0), opt_state)
+    zeroed = jax.jit(reset.scale_moments)(opt_state, jnp.float32(0))
+    fresh = tx.init(theta)
+    assert_identical(weighted_state(zeroed), weighted_state(fresh))
+    # Everything else (hyperparameters, inject_hyperparams' count) as it was.
+    assert_identical(zeroed.hyperparams, opt_state.hyperparams)
+    assert_identical(zeroed.count, opt_state.count)
+
+
+# --- the strategies -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_soft_alpha_one_tau_one_is_full_in_the_optimizer(nesterov):
+    """soft(alpha=1) with tau = 1 after a cycle that learned: the optimizer state equals
+    `full`'s bit for bit (moments, weights and the step count, which c = 0 restarts), and
+    so does every later update."""
+    tx = ours(nesterov)
+    theta, opt_state = train(tx, 25)
+    current = reset.TrainState(theta, {}, opt_state)
+    fresh_theta = MLP().init(jax.random.PRNGKey(7), jnp.ones((1, 8)))["params"]
+    fresh = reset.TrainState(fresh_theta, {}, tx.init(fresh_theta))
+    outcome = reset.CycleOutcome(tau=1.0, failed=False, start=current)  # Did not fail.
+    full = reset.full().apply(current, fresh, outcome)
+    for soft in (
+        reset.soft(alpha=1.0).apply(current, fresh, outcome),
+        jax.jit(reset.soft(alpha=1.0).apply)(current, fresh, outcome),
+    ):
+        assert_identical(soft, full)
+        after_soft = train(tx, 10, soft.opt_state, start=500, theta=soft.params)
+        after_full = train(tx, 10, full.opt_state, start=500, theta=full.params)
+        assert_identical(after_soft, after_full)
+
+
+def test_soft_scales_weights_with_moments():
+    tx = ours()
+    theta, opt_state = train(tx, 25)
+    current = reset.TrainState(theta, {}, opt_state)
+    fresh = reset.TrainState(params(), {}, tx.init(params()))
+    tau, alpha = 0.6, 0.5
+    result = reset.soft(alpha).apply(current, fresh, reset.CycleOutcome(tau, False, start=current))
+    c = 1.0 - np.float32(tau) * np.float32(alpha)
+    before, after = weighted_state(opt_state), weighted_state(result.opt_state)
+    np.testing.assert_allclose(float(after.w1), c * float(before.w1), rtol=1e-6)
+    np.testing.assert_allclose(float(after.w2), c * float(before.w2), rtol=1e-6)
+    assert int(after.count) == int(before.count)  # kept for 0 < c
+
+
+def test_large_soft_reset_updates_are_not_inflated():
+    """The point of the weights (METHOD.md section 4, v2). After a reset by c = 0.01 and
+    30 steps of new, 10x larger gradients, Adam debiasing c m, c v by 1 - b^n (n kept) gives
+    updates (1 - b1^30) / sqrt(1 - b2^30) ~ 2.5x a fresh Adam's; the weighted moments give
+    a fresh Adam's to within c's share of the old history."""
+    theta = params()
+    grads_at = jax.jit(lambda i: random_grads(jax.random.PRNGKey(i), theta))
+
+    def norm_after_reset(tx, c):
+        update = jax.jit(tx.update)
+        state = tx.init(theta)
+        for i in range(300):  # the history
+            state = update(grads_at(i), state)[1]
+        state = tx.init(theta) if c is None else reset.scale_moments(state, c)  # None: fresh
+        for i in range(30):  # the new, larger gradients
+            grads = jax.tree.map(lambda g: 10.0 * g, grads_at(1000 + i))
+            updates, state = update(grads, state)
+        return np.sqrt(sum(float(jnp.sum(u**2)) for u in jax.tree.leaves(updates)))
+
+    weighted = reset.scale_by_weighted_adam(B1, B2, EPS)
+    fresh = norm_after_reset(weighted, None)
+    assert norm_after_reset(weighted, 0.0) == fresh
+    assert norm_after_reset(weighted, 0.01) == pytest.approx(fresh, rel=0.1)
+    assert norm_after_reset(optax.scale_by_adam(B1, B2, EPS), 0.01) > 2.0 * fresh
+
+
+def test_make_optimizer_passes_moment_weights():
+    for value, state_type in ((True, ScaleByWeightedAdamState), (False, optax.ScaleByAdamState)):
+        config = hp.resolve({"moment_weights": value})
+        plan = hp.make_plan(config, step_hint=100)
+        opt_state = hp.make_optimizer(config, plan).init(params())
+        assert type(reset.moment_states(opt_state)[0]) is state_type
+    assert hp.DEFAULTS["moment_weights"] is True
