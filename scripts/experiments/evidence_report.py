@@ -645,7 +645,11 @@ def failure_section(records, workloads, scenarios) -> list[str]:
             == (workload, "healthy", DEFAULT)
             for x in r["resets"]
         ]
-        rules = _rule_counts([x for x in flagged if x.get("failed")])
+        judged = [x for x in flagged if x.get("failed")]
+        rules = _rule_counts(judged)
+        if judged:
+            taus = ", ".join("-" if x["tau"] is None else f"{x['tau']:.3f}" for x in judged)
+            rules += f"; their tau: {taus}"
         lines.append(
             f"- {workload}: {len(ratios)} resets, {_quantiles(ratios)}; the nearest is a "
             f"factor {margin:.2g} inside the band. Soft's healthy cycles judged failed: "
