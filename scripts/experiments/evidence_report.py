@@ -862,6 +862,7 @@ def median_curve(
 
 
 _STYLES = ("-", "--", "-.", ":")
+_LEGEND_IN = 3.4  # inches right of the panels for the legend
 
 
 def plot_cell(ax, records, workload, scenario, variants, colors) -> None:
@@ -933,7 +934,7 @@ def draw_figures(records, workloads, scenarios, out_dir: Path) -> list[Path]:
         rows = [w for w in workloads if any(p[0] == w for p in panels)]
         cols = [s for s in scenarios if any(p[1] == s for p in panels)]
         fig, axes = plt.subplots(
-            len(rows), len(cols), figsize=(4.2 * len(cols) + 2.6, 3.0 * len(rows)),
+            len(rows), len(cols), figsize=(4.2 * len(cols) + _LEGEND_IN, 3.0 * len(rows)),
             squeeze=False,
         )  # fmt: skip
         for i, workload in enumerate(rows):
@@ -945,16 +946,17 @@ def draw_figures(records, workloads, scenarios, out_dir: Path) -> list[Path]:
                 if label not in handles:
                     handles[label] = h
                     labels.append(label)
+        width = 4.2 * len(cols) + _LEGEND_IN
         fig.legend(
             [handles[label] for label in labels], labels, loc="center left",
-            bbox_to_anchor=(1 - 2.5 / (4.2 * len(cols) + 2.6), 0.5), fontsize=8, frameon=False,
+            bbox_to_anchor=(1 - (_LEGEND_IN - 0.1) / width, 0.5), fontsize=8, frameon=False,
         )  # fmt: skip
         fig.suptitle(
             f"{group.replace('_', ' ')}: median over seeds (soft: thick black, band min-max, "
             "markers | planned reset, v early switch; a line hidden under soft's matches it)",
             fontsize=10,
         )
-        fig.tight_layout(rect=(0, 0, 1 - 2.6 / (4.2 * len(cols) + 2.6), 0.96))
+        fig.tight_layout(rect=(0, 0, 1 - _LEGEND_IN / width, 0.96))
         path = out_dir / f"{group}.png"
         fig.savefig(path, dpi=80)
         plt.close(fig)
