@@ -215,7 +215,7 @@ class Config:
         "began, within `switch_eps2` relative",
     )
     no_improvement_scale: str = _hp(
-        "value",
+        "gap",
         "choice",
         "rule (c)'s margin: `switch_eps2` × the start's value (`value`), or × its gap to the "
         "target (`gap`)",

@@ -59,7 +59,7 @@ class Settings(NamedTuple):
     stop_when_plan_ends: bool = True
     tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
     tau_formula: str = "thesis"  # "thesis" or "relative" (reset.TAU_FORMULAS)
-    improvement_scale: str = "value"  # rule (c)'s margin: of the value, or of the gap left
+    improvement_scale: str = "gap"  # rule (c)'s margin: of the gap to the target, or the value
 
 
 class Controller(NamedTuple):

@@ -44,8 +44,8 @@ VARIANTS: dict[str, Variant] = {
     "soft-rule-c-off": Variant(
         "ablation", "rule (c) no improvement off", {"fail_on_no_improvement": False}
     ),
-    "soft-rule-c-gap": Variant(
-        "ablation", "rule (c) margin of the gap", {"no_improvement_scale": "gap"}
+    "soft-rule-c-value": Variant(
+        "ablation", "rule (c) margin of the value", {"no_improvement_scale": "value"}
     ),
     "soft-kappa2": Variant("ablation", "kappa = 2", {"failure_kappa": 2.0}),
     "soft-kappa5": Variant("ablation", "kappa = 5", {"failure_kappa": 5.0}),
