@@ -170,12 +170,10 @@ def metric_direction(workload) -> bool:
     return above
 
 
-def mean_loss(workload, params, model_state, batch, rng, dropout_rate, label_smoothing=0.0):
-    """The batch's mean training loss and the new model state (a forward pass in TRAIN mode).
-
-    Loss = summed per-example loss / number of valid examples, as the workload defines it.
-    """
-    logits, new_model_state = workload.model_fn(
+def train_forward(workload, params, model_state, batch, rng, dropout_rate):
+    """(logits, new model state): a training-mode forward pass that updates the batch-norm
+    statistics, as AlgoPerf's training step makes it."""
+    return workload.model_fn(
         params,
         batch,
         model_state,
@@ -184,6 +182,14 @@ def mean_loss(workload, params, model_state, batch, rng, dropout_rate, label_smo
         update_batch_norm=True,
         dropout_rate=dropout_rate,
     )
+
+
+def mean_loss(workload, params, model_state, batch, rng, dropout_rate, label_smoothing=0.0):
+    """The batch's mean training loss and the new model state (a forward pass in TRAIN mode).
+
+    Loss = summed per-example loss / number of valid examples, as the workload defines it.
+    """
+    logits, new_model_state = train_forward(workload, params, model_state, batch, rng, dropout_rate)
     losses = workload.loss_fn(
         label_batch=batch["targets"],
         logits_batch=logits,
@@ -213,4 +219,5 @@ __all__ = [
     "parse_eval_results",
     "read_evaluations",
     "spec",
+    "train_forward",
 ]

@@ -214,6 +214,13 @@ class Config:
         "failure rule (c): the cycle's best evaluation no better than the last before it "
         "began, within `switch_eps2` relative",
     )
+    no_improvement_scale: str = _hp(
+        "gap",
+        "choice",
+        "rule (c)'s margin: `switch_eps2` × the start's value (`value`), or × its gap to the "
+        "target (`gap`)",
+        choices=reset.IMPROVEMENT_SCALES,
+    )
     reset_model_state: str = _hp(
         "blend",
         "choice",
@@ -417,6 +424,7 @@ def controller_settings(
         stop_when_plan_ends=config.stop_when_plan_ends,
         tau_metric=config.tau_metric,
         tau_formula=config.tau_formula,
+        improvement_scale=config.no_improvement_scale,
     )
 
 

@@ -32,15 +32,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 if __package__:  # Packaged: imported as submissions.self_tuning.<name>.submission.
+    from . import algoperf_compat as compat
     from . import hyperparameters as schema
     from . import reset, schedules
-    from .algoperf_compat import check_batch, mean_loss, metric_direction, read_evaluations, spec
     from .schedules import controller as control
 else:  # Run from the project root: --submission_path=submission.py.
+    import algoperf_compat as compat
     import hyperparameters as schema
     import reset
     import schedules
-    from algoperf_compat import check_batch, mean_loss, metric_direction, read_evaluations, spec
     from schedules import controller as control
 
 
@@ -82,7 +82,7 @@ class Runtime(NamedTuple):
 def _train_step(workload, tx, config, opt_state, params, model_state, batch, rng):
     """One optimizer step at the schedule's learning rate; returns diagnostics too."""
     loss_fn = functools.partial(
-        mean_loss,
+        compat.mean_loss,
         workload,
         model_state=model_state,
         batch=batch,
@@ -111,14 +111,12 @@ def _reset_step(strategy, config, workload, current, fresh, start, cycle, batch,
     outcome = reset.CycleOutcome(cycle.tau, check.failed, cycle.switched, start)
     new = strategy.apply(current, fresh, outcome)
     if config.reset_model_state == "reestimate" and strategy.name == "soft":
-
-        def forward(model_state):
-            return workload.model_fn(
-                new.params, batch, model_state, spec.ForwardPassMode.TRAIN, rng,
-                update_batch_norm=True, dropout_rate=config.dropout_rate,
-            )[1]  # fmt: skip
-
-        estimated = reset.reestimate_ema(forward, new.model_state)
+        estimated = reset.reestimate_ema(
+            lambda s: compat.train_forward(
+                workload, new.params, s, batch, rng, config.dropout_rate
+            )[1],
+            new.model_state,
+        )
         kept = check.failed & config.rollback_failed_cycles  # Rolled back: its own statistics.
         new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
     opt_state = schedules.enter_cycle(new.opt_state, cycle.window, cycle.step)
@@ -154,7 +152,7 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
         donate_argnums=(0,) if strategy.needs_fresh else (),
     )
     settings = schema.controller_settings(
-        config, float(workload.validation_target_value), metric_direction(workload)
+        config, float(workload.validation_target_value), compat.metric_direction(workload)
     )
     return Runtime(config, settings, strategy, tx, replicated, train_step, reset_step, mesh.size)
 
@@ -279,17 +277,17 @@ def update_params(
     """
     del current_params_types, hyperparameters, loss_type, train_state
     state, runtime = optimizer_state
-    check_batch(batch, runtime.num_devices)
+    compat.check_batch(batch, runtime.num_devices)
     controller = control.as_host(state.controller)
     evaluations = None  # None: nothing new to read (the cheap check of every step).
     if len(eval_results) != controller.evals_seen:
-        pairs = read_evaluations(eval_results, workload.target_metric_name)
+        pairs = compat.read_evaluations(eval_results, workload.target_metric_name)
         evaluations = [control.Evaluation(*e) for e in pairs]
     controller, decision = control.decide(controller, evaluations, global_step, runtime.settings)
     if decision.switch is not None:
         logging.info("early switch at step %d (%s), loss %.6g", *decision.switch)
     if decision.stop is not None:
-        raise spec.TrainingCompleteError(decision.stop)
+        raise compat.spec.TrainingCompleteError(decision.stop)
     params = current_param_container
     if not _is_placed(params, runtime.replicated):  # The first call after a start/restore.
         params, model_state = jax.device_put((params, model_state), runtime.replicated)

@@ -44,6 +44,7 @@ from .strategies import (
     tree_select,
 )
 from .tau import (
+    IMPROVEMENT_SCALES,
     TAU_FORMULAS,
     TAU_METRICS,
     better_metric,
@@ -54,6 +55,7 @@ from .tau import (
 )
 
 __all__ = [
+    "IMPROVEMENT_SCALES",
     "FAILURE_RULES",
     "FailureCheck",
     "MODEL_STATE_CHOICES",

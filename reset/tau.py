@@ -76,8 +76,19 @@ def tau_relative(metric: float | None, target: float, first: float | None) -> fl
     return min(max((metric - target) / (first - target), 0.0), 1.0)
 
 
-def improved(best: float, start: float, higher_is_better: bool, tolerance: float) -> bool:
-    """Whether `best` is better than `start` by more than tolerance x |start|.
+IMPROVEMENT_SCALES = ("value", "gap")
+
+
+def improved(
+    best: float,
+    start: float,
+    higher_is_better: bool,
+    tolerance: float,
+    target: float | None = None,
+) -> bool:
+    """Whether `best` is better than `start` by more than a margin: tolerance x |start|,
+    or, given the `target`, tolerance x |start - target| (the gap still to close: near the
+    target a margin of the value itself would ask for more than is left to gain).
 
     nan stands for "none": no finite best is no improvement; no finite start (nothing to
     compare with) counts as improved.
@@ -86,5 +97,5 @@ def improved(best: float, start: float, higher_is_better: bool, tolerance: float
         return True
     if not math.isfinite(best):
         return False
-    margin = tolerance * abs(start)
+    margin = tolerance * abs(start if target is None else start - target)
     return best > start + margin if higher_is_better else best < start - margin

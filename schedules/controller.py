@@ -59,6 +59,7 @@ class Settings(NamedTuple):
     stop_when_plan_ends: bool = True
     tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
     tau_formula: str = "thesis"  # "thesis" or "relative" (reset.TAU_FORMULAS)
+    improvement_scale: str = "gap"  # rule (c)'s margin: of the gap to the target, or the value
 
 
 class Controller(NamedTuple):
@@ -249,6 +250,7 @@ def next_cycle(
         controller.cycle_start_metric,
         settings.higher_is_better,
         settings.detector.eps2,
+        settings.target if settings.improvement_scale == "gap" else None,
     )
     cycle = controller.cycle + 1
     controller = controller._replace(

@@ -118,6 +118,8 @@ HP_ROWS = [
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
     ("range", {"reset_model_state": "average"}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
+    ("type", {"no_improvement_scale": 1}, ValueError, _must("no_improvement_scale", r"one of \['value', 'gap'\]")),  # noqa: E501
+    ("range", {"no_improvement_scale": "target"}, ValueError, _must("no_improvement_scale", r"one of \['value', 'gap'\]")),  # noqa: E501
     ("type", {"tau_formula": 2}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative'\]")),  # noqa: E501
     ("range", {"tau_formula": "direction-free"}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative'\]")),  # noqa: E501
     ("type", {"switch_m": 10**400}, ValueError, _must("switch_m", INT_1)),

@@ -224,3 +224,21 @@ def test_relative_tau_uses_the_runs_first_evaluation():
     evals = {2: [Evaluation(2, 0.1, 2.0)], 9: [Evaluation(9, 0.5, 1.0)]}
     _, log = _run(_start(), range(11), evals, settings)
     assert log[0][1].resets[0].tau == pytest.approx((0.5 - 0.9) / (0.1 - 0.9))
+
+
+def test_no_improvement_margin_of_the_gap_to_the_target():
+    """Near the target a margin of the value asks for more than is left to gain: 0.967 ->
+    0.969 with a 0.97 target is no improvement by 1% of 0.967, but is by 1% of the gap."""
+    evals = {5: [Evaluation(5, 0.5, 1.0)], 15: [Evaluation(15, 0.967, 0.2)]}
+    evals[25] = [Evaluation(25, 0.969, 0.2)]
+    base = SETTINGS._replace(
+        early_switching=False,
+        stop_when_plan_ends=False,
+        target=0.97,
+        detector=EAGER._replace(eps2=0.01),
+    )
+    for scale, expected in (("value", True), ("gap", False)):
+        settings = base._replace(improvement_scale=scale)
+        _, log = _run(_start(), range(31), evals, settings)
+        # Cycle 0 saw only the run's first evaluation: nothing beyond its own start.
+        assert [d.resets[0].no_improvement for _, d in log] == [True, False, expected]

@@ -14,21 +14,26 @@ Run from the project root (takes a few minutes on 2 CPU cores):
    scripts/local/workloads/tiny.py (ReLU, accuracy target 0.8) with the plan
    [300, 1, 1], under soft with and without early switching, params_only and full.
 
-Recorded (seeds 0-2, jax 0.10.2 on CPU, through the local runner's train_once):
-1. F = 1, 10 reach the target (steps 40-110; two runs after an early switch with tau
-0.09-0.12); F = 30 fails finitely (worst MSE 2-4; an early switch with tau 0.96, or
-planned resets with tau 0.39-0.90); F = 300 gives NaN params at step 3, an early switch
-at the first evaluation (step 10) with tau 1, for every seed, F = 100 for seeds 0 and 1
-(seed 2's MSE explodes to 3e15 while finite: no early switch, the planned reset at 100
-takes tau 0.95). 2. soft and full reach the target at steps 70/80/140, none never (31 of
-31 evaluations NaN for seeds 0 and 1; seed 2 stays at MSE ~3). 3. soft never reached the
-target (blended params stay dead, tau ~0.5-0.7), with or without early switching;
-params_only (125/135/125) and full (120/125/125) did.
+Recorded (seeds 0-2, jax 0.10.2 on CPU, through the local runner's train_once, method v2
+defaults):
+1. F = 1, 10 reach the target (steps 40-120). F = 30 fails finitely (worst MSE 2-4): seed 0
+reaches it at 280 after two planned resets, seeds 1 and 2 never (seed 1's second cycle is
+judged failed by rule (c), no improvement). F = 100 and 300 give NaN params at step 3, an
+early switch at the first evaluation (step 10) with tau 1, rule (a) (non-finite) and a
+rollback; seed 2 at F = 100 explodes to an MSE of 1e15 with non-finite moments, the planned
+reset at 100 finds them (rule (a)). Every F >= 100 run reaches the target (steps 70-180).
+2. soft reaches the target at steps 70/80/180, full at 70/80/140, none never (31 of 31
+evaluations NaN for seeds 0 and 1; seed 2 stays at an MSE of ~3).
+3. soft reaches the target at 130/125/130, with or without early switching: the dead first
+cycle's params norm grew 5x, rule (b) marks it failed, and soft rolls it back to its start
+with fresh moments (v1 soft, which blended the dead cycle's end, never reached it);
+params_only 125/135/125, full 120/125/125.
 """
 
 import argparse
 import math
 
+from reset import FAILURE_RULES
 from scripts.experiments import divergence as td
 from scripts.local.workloads.tiny import TinyWorkload
 
@@ -42,6 +47,12 @@ def _resets(resets) -> str:
         f"step {s} tau {m['reset/tau']:.3f}"
         + (" early" if m["reset/early_switch"] else "")
         + (" non-finite" if m["reset/non_finite"] else "")
+        + (
+            f" failed ({FAILURE_RULES[int(m['reset/failure_rule'])]}, norm x"
+            f"{m['reset/param_norm_ratio']:.3g})"
+            if m.get("reset/failed")
+            else ""
+        )
         for s, m in resets
     ]
     return "; ".join(parts) or "none"
