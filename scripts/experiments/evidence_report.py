@@ -57,6 +57,8 @@ OPEN_CHOICES = {
     "tau": (("soft", "thesis"), ("soft-tau-relative", "relative")),
 }
 DECISION_SCENARIOS = ("failed", "healthy")
+# Variants also checked against the gates (a candidate default, measured as an ablation).
+ALSO_GATED = tuple(v for v in ("soft-rule-c-gap",) if v in VARIANTS)
 # Ablation figures, one per group (variants not named here go to the last group).
 ABLATION_FIGURES = {
     "failure": (
@@ -65,6 +67,7 @@ ABLATION_FIGURES = {
         "soft-rule-a-off",
         "soft-rule-b-off",
         "soft-rule-c-off",
+        "soft-rule-c-gap",
         "soft-kappa2",
         "soft-kappa5",
     ),
@@ -438,11 +441,13 @@ class Gate(NamedTuple):
     details: list[str]
 
 
-def _gate_against(records, workloads, scenario, other, name, wanted=("ahead", "level")):
+def _gate_against(
+    records, workloads, scenario, other, name, wanted=("ahead", "level"), subject=DEFAULT
+):
     details, met = [], True
     checked = 0
     for workload in workloads:
-        soft = reach(_cell_records(records, workload, scenario, DEFAULT))
+        soft = reach(_cell_records(records, workload, scenario, subject))
         them = reach(_cell_records(records, workload, scenario, other))
         if not soft.runs or not them.runs:
             continue
@@ -451,14 +456,14 @@ def _gate_against(records, workloads, scenario, other, name, wanted=("ahead", "l
         ok = v in wanted
         met &= ok
         details.append(
-            f"{workload}: soft {soft.text()} vs {other} {them.text()}: {v} "
+            f"{workload}: {subject} {soft.text()} vs {other} {them.text()}: {v} "
             f"({'ok' if ok else 'FAILS'})"
         )
     return Gate(name, met if checked else None, details)
 
 
-def gates(records, workloads) -> list[Gate]:
-    """The issue's gates for method v2, checked on the records."""
+def gates(records, workloads, subject: str = DEFAULT) -> list[Gate]:
+    """The issue's gates for method v2, checked on the records of ``subject`` (soft)."""
     failed = _gate_against(
         records,
         workloads,
@@ -466,6 +471,7 @@ def gates(records, workloads) -> list[Gate]:
         "full",
         "Failed first cycle: soft reaches the target on at least as many seeds as full on "
         "every workload, with a median steps-to-target no worse than full's by more than 10%",
+        subject=subject,
     )
     healthy = _gate_against(
         records,
@@ -474,6 +480,7 @@ def gates(records, workloads) -> list[Gate]:
         "none",
         "Healthy: soft reaches the target on at least as many seeds as none on every "
         "workload, median within 10%",
+        subject=subject,
     )
     still = _gate_against(
         records,
@@ -484,6 +491,7 @@ def gates(records, workloads) -> list[Gate]:
         + ", ".join(f"{w} {a}/5 vs {b}/5" for w, (a, b) in V1_HEALTHY_WINS_OVER_FULL.items())
         + ")",
         wanted=("ahead",),
+        subject=subject,
     )
     return [failed, healthy, still]
 
@@ -498,6 +506,13 @@ def gates_section(records, workloads) -> list[str]:
         status = {True: "MET", False: "NOT MET", None: "NOT CHECKED (no records)"}[gate.met]
         lines.append(f"- **{status}**: {gate.name}.")
         lines += [f"  - {d}" for d in gate.details]
+    for subject in ALSO_GATED:
+        if not any(r["spec"]["variant"] == subject for r in records.values()):
+            continue
+        lines += ["", f"The same gates for `{subject}` ({VARIANTS[subject].label}):", ""]
+        for gate in gates(records, workloads, subject):
+            status = {True: "MET", False: "NOT MET", None: "NOT CHECKED"}[gate.met]
+            lines.append(f"- **{status}**: {gate.name.split(':')[0]}: " + "; ".join(gate.details))
     return lines
 
 
