@@ -343,8 +343,8 @@ def resolve(hyperparameters: Any = None) -> Config:
     """Defaults overridden by each given key, validated; ValueError names the field.
 
     `hyperparameters` is None (self-tuning: all defaults), a dict, or a namedtuple that
-    may hold only some keys. Per-cycle lists that are not given become all ones (None)
-    when `num_cycles` differs from their default length (METHOD.md section 3).
+    may hold only some keys. Per-cycle lists that are not given become all ones when
+    `num_cycles` differs from their default length (METHOD.md section 3).
     """
     given = given_hyperparameters(hyperparameters)
     unknown = sorted(set(given) - set(NAMES), key=str)
@@ -354,7 +354,7 @@ def resolve(hyperparameters: Any = None) -> Config:
     for name in _PER_CYCLE:
         default = DEFAULTS[name]
         if name not in given and default is not None and len(default) != values["num_cycles"]:
-            values[name] = None
+            values[name] = (1.0,) * values["num_cycles"]
     config = Config(**values)
     schedules.check_plan_settings(**plan_settings(config))
     detector_config(config)

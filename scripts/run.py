@@ -22,11 +22,13 @@ import dataclasses
 import datetime
 import json
 import math
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -48,13 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.run",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--workload",
         default=workloads.DEFAULT_WORKLOAD,
         choices=workloads.WORKLOAD_NAMES,
-        help="embedded workload",
+        help=f"embedded workload (default: {workloads.DEFAULT_WORKLOAD})",
     )
     parser.add_argument(
         "--reset_strategy",
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="reset at cycle boundaries (default: the submission's, soft)",
     )
-    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more random seeds")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="one or more random seeds (default: 0)"
+    )
     parser.add_argument(
         "--hparams_file",
         default=None,
@@ -77,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one hyperparameter of submission.py (repeatable); VALUE is JSON"
         " or a bare word, e.g. --set num_cycles=4 --set decay_shape=linear",
     )
-    parser.add_argument("--max_steps", type=int, default=None, help="stop after this many steps")
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="stop after this many steps (default: no limit)"
+    )
     parser.add_argument(
         "--max_runtime_sec",
         type=float,
@@ -101,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--output_dir",
         default=None,
         help="run directory (default runs/<workload>-<strategy>-seed<seed>-<time>;"
-        " with several seeds, one subdirectory per seed)",
+        " with several seeds, one subdirectory per seed); an existing run is never"
+        " replaced without --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the runs already in --output_dir",
     )
     parser.add_argument(
         "--tiny",
@@ -226,6 +237,21 @@ def validate_options(
 # --------------------------------------------------------------------------- files
 
 
+def per_cycle_notes(overrides: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str]:
+    """A line for each per-cycle list that `num_cycles` replaced by all ones (METHOD.md
+    section 3), so that dropping the tuned per-cycle values is never silent."""
+    notes = []
+    for name in ("cycle_lr_factors", "cycle_warmup_factors"):
+        default = hyperparameters.DEFAULTS[name]
+        if name not in overrides and list(resolved[name]) != list(default):
+            notes.append(
+                f"note: num_cycles={resolved['num_cycles']} differs from the {len(default)} "
+                f"entries of the default {name} {list(default)}: it is "
+                f"{list(resolved[name])}; give --set {name}=[...] to choose."
+            )
+    return notes
+
+
 def default_output_dir(workload: str, strategy: str, seed: int, stamp: str) -> Path:
     """``runs/<workload>-<strategy>-seed<seed>-<timestamp>`` (made unique)."""
     base = Path("runs") / f"{workload}-{strategy}-seed{seed}-{stamp}"
@@ -241,9 +267,16 @@ def run_directories(args: argparse.Namespace, strategy: str) -> list[Path]:
     if args.output_dir is None:
         return [default_output_dir(args.workload, strategy, seed, stamp) for seed in args.seed]
     root = Path(args.output_dir)
-    if len(args.seed) == 1:
-        return [root]
-    return [root / f"seed{seed}" for seed in args.seed]
+    dirs = [root] if len(args.seed) == 1 else [root / f"seed{seed}" for seed in args.seed]
+    taken = [d for d in dirs if d.is_dir() and any(d.iterdir())]
+    if taken and not args.overwrite:
+        raise ValueError(
+            f"--output_dir: {', '.join(map(str, taken))} already holds a run; pass --overwrite "
+            "to replace it, or choose another directory."
+        )
+    for d in taken:
+        shutil.rmtree(d)
+    return dirs
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -368,8 +401,12 @@ class RunMonitor:
         self.say(
             f"step {step:6d} | cycle {cycle} | "
             f"val {self.workload.target_metric_name} {result[self.metric_key]:.4f} | "
-            f"val loss {result['validation/loss']:.4f} | "
-            f"train loss {result.get('train/loss', float('nan')):.4f} | "
+            + (
+                ""
+                if self.metric_key == "validation/loss"  # Said once when the target is the loss.
+                else f"val loss {result['validation/loss']:.4f} | "
+            )
+            + f"train loss {result.get('train/loss', float('nan')):.4f} | "
             f"{result['accumulated_submission_time']:.1f} s"
         )
         self.eval_rows.append({**result, "global_step": step, "preemption_count": 0})
@@ -498,7 +535,8 @@ def cycle_rows(
         peaks = plan["peak_learning_rates"]
         cycle_index = resets[i - 1].cycle if i > 0 else 0
         peak = peaks[cycle_index] if cycle_index < len(peaks) else float("nan")
-        values = [m[metric_key] for s, m in evals if start < s <= end]
+        last = i == len(starts) - 1  # The final evaluation may come after the last step.
+        values = [m[metric_key] for s, m in evals if start < s and (last or s <= end)]
         best = (max(values) if higher else min(values)) if values else float("nan")
         ending = resets[i] if i < len(resets) else None
         rows.append(
@@ -617,7 +655,7 @@ def run_seed(
     print(
         f"== {args.workload} | seed {seed} | reset {resolved['reset_strategy']} | "
         f"early switching {resolved['early_switching']} | batch {batch_size} | "
-        f"-> {out_dir}",
+        f"{jax.device_count()} x {jax.devices()[0].platform} | -> {out_dir}",
         flush=True,
     )
     try:
@@ -674,7 +712,8 @@ def finish_run(
         result.eval_results,
         monitor.metric_key,
         higher,
-        result.global_step,
+        # Steps trained: AlgoPerf's runner counts the step that ended the plan too.
+        result.global_step - (result.stop_reason == "training_complete"),
     )
     print(format_cycle_table(table, workload.target_metric_name))
     print(target_line(result, workload))
@@ -743,9 +782,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides, resolved = validate_options(args, submission)
+        dirs = run_directories(args, resolved["reset_strategy"])
     except ValueError as error:
         parser.error(str(error))
-    dirs = run_directories(args, resolved["reset_strategy"])
+    for note in per_cycle_notes(overrides, resolved):
+        print(note, flush=True)
     results = [
         run_seed(args, submission, overrides, resolved, seed, out_dir)
         for seed, out_dir in zip(args.seed, dirs, strict=True)

@@ -243,7 +243,7 @@ def test_valid_values_at_the_edges_are_accepted():
         }
     )
     assert config.num_cycles == 2 and config.cycle_length_factors == (1.0, 3.0)
-    assert config.cycle_lr_factors is None  # Not given, wrong default length: all ones.
+    assert config.cycle_lr_factors == (1.0, 1.0)  # Not given, wrong default length: all ones.
     assert hp.resolve(None) == hp.resolve({})
 
 

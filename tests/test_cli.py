@@ -182,6 +182,8 @@ def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path
         out = tmp_path / "bc" / f"seed{seed}"
         config = json.loads((out / "config.json").read_text())
         assert config["hyperparameters"]["num_cycles"] == 2
+        # The tuned per-cycle peaks do not fit 2 cycles: resolved to ones, said, never null.
+        assert config["hyperparameters"]["cycle_lr_factors"] == [1.0, 1.0]
         assert config["hyperparameters"]["reset_strategy"] == "full"
         assert config["initial_plan"]["boundaries"] == [0, 30, 60]
         assert config["target"]["higher_is_better"] is False
@@ -190,6 +192,9 @@ def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path
         rows = read_csv(out / "eval_measurements.csv")
         assert "validation/error_rate" in rows[0]
     assert "best loss" in printed and "seed  target step" in printed
+    assert "note: num_cycles=2 differs from the 3 entries of the default cycle_lr_factors" in (
+        printed
+    )
 
 
 @pytest.mark.parametrize(
@@ -215,6 +220,49 @@ def test_bad_options_fail_at_once(args, expected, tmp_path, capsys):
     for text in expected:
         assert text in err
     assert not out.exists()
+
+
+def _short_run(out, *extra):
+    args = ["--workload", "breast_cancer", "--tiny", "--max_steps", "5", "--no_progress"]
+    return run.main([*args, "--output_dir", str(out), *extra])
+
+
+def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _short_run(out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as error:
+        _short_run(out, "--max_steps", "3")
+    assert error.value.code == 2
+    assert "already holds a run; pass --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert _short_run(out, "--max_steps", "3", "--overwrite") == 0
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 3
+
+
+def test_help_states_each_default_once_and_the_header_names_the_device(digits_run, capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "--overwrite" in text
+    for block in text.split("\n  -")[1:]:  # One block per option.
+        assert block.count("default") <= 1, block
+    _, stdout = digits_run
+    assert " x cpu | -> " in stdout
+
+
+def test_loss_target_printed_once_and_the_last_cycle_ends_with_the_plan(tmp_path, capsys):
+    """breast_cancer's target is the validation loss: one "val loss" per evaluation line;
+    a run ended by its plan (T = 60) shows its last cycle ending at 60, not at the final
+    evaluation's step 61."""
+    args = ["--workload", "breast_cancer", "--tiny", "--run_past_target", "--no_progress"]
+    assert run.main([*args, "--output_dir", str(tmp_path / "bc")]) == 0
+    printed = capsys.readouterr().out
+    eval_lines = [line for line in printed.splitlines() if "| val loss" in line]
+    assert eval_lines and all(line.count("val loss") == 1 for line in eval_lines)
+    table = [line.split() for line in printed.splitlines() if line.strip().startswith("2 ")]
+    assert table and table[-1][1] == "40-60", table
 
 
 def test_bad_option_exit_code_from_the_real_command(tmp_path):

@@ -102,7 +102,7 @@ def test_cross_field_rules_are_checked_without_building_a_plan():
         hp.resolve({"warmup_factor": 0.6, "cycle_warmup_factors": [1, 2, 1]})
     # Per-cycle lists that were not given follow num_cycles (METHOD.md section 3).
     config = hp.resolve({"num_cycles": 4})
-    assert config.cycle_lr_factors is None and config.cycle_warmup_factors is None
+    assert config.cycle_lr_factors == config.cycle_warmup_factors == (1.0,) * 4
 
 
 def test_the_shipped_search_space_is_valid():
@@ -149,5 +149,5 @@ def test_json_round_trip_resolves_to_the_same_config():
     config = hp.resolve({"num_cycles": 2, "cycle_length_factors": [1, 3]})
     written = json.loads(json.dumps(hp.to_json(config)))
     assert written["cycle_length_factors"] == [1.0, 3.0]
-    assert written["cycle_lr_factors"] is None
+    assert written["cycle_lr_factors"] == [1.0, 1.0]  # Resolved, not null.
     assert hp.resolve({k: v for k, v in written.items() if v is not None}) == config
