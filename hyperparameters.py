@@ -11,7 +11,6 @@ detector's by `early_switching.validate_config`: one check each, where the math 
 import dataclasses
 import json
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -289,11 +288,6 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 _PER_CYCLE = tuple(n for n, s in SPECS.items() if s.kind == "list")
 
 
-def _is_number(value: Any) -> bool:
-    """A real number (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
 def coerce(name: str, value: Any) -> Any:
     """One hyperparameter, type- and range-checked; ValueError naming it otherwise."""
     spec = SPECS[name]
@@ -311,10 +305,10 @@ def coerce(name: str, value: Any) -> Any:
     if spec.kind == "list":
         if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
             raise bad
-        if not all(_is_number(x) and math.isfinite(x) and x > 0 for x in value):
+        if not all(schedules.is_real(x) and math.isfinite(x) and x > 0 for x in value):
             raise bad
         return tuple(float(x) for x in value)  # Lengths: schedules.check_plan_settings.
-    if not _is_number(value):
+    if not schedules.is_real(value):
         raise bad
     try:
         number = float(value)

@@ -36,7 +36,7 @@ class CyclePlan(NamedTuple):
     decay_shapes: np.ndarray
 
 
-def _is_real(x) -> bool:
+def is_real(x) -> bool:
     """A real number (Python or numpy) that is not a bool."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
 
@@ -94,9 +94,9 @@ def check_plan_settings(
         raise ValueError(f"num_cycles must be a positive integer, got {num_cycles!r}.")
     if num_cycles < 1:
         raise ValueError(f"num_cycles must be a positive integer, got {num_cycles}.")
-    if not (_is_real(learning_rate) and np.isfinite(learning_rate) and learning_rate > 0):
+    if not (is_real(learning_rate) and np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    if not (_is_real(warmup_factor) and 0 < warmup_factor < 1):
+    if not (is_real(warmup_factor) and 0 < warmup_factor < 1):
         raise ValueError(f"warmup_factor must be a number in (0, 1), got {warmup_factor!r}.")
     _per_cycle(cycle_lr_factors, num_cycles, "cycle_lr_factors")
     warmup_fractions = warmup_factor * _per_cycle(

@@ -39,7 +39,6 @@ from algoperf_compat import metric_direction
 from scripts.local import plots, runner, workloads
 
 RESET_STRATEGIES = tuple(reset_lib.STRATEGIES)
-DEFAULT_HYPERPARAMETERS_LABEL = "default"
 
 
 # --------------------------------------------------------------------------- options
