@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import copy
 import csv
 import dataclasses
 import datetime
@@ -1063,11 +1062,16 @@ def read_events(out_dir: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- resume
 
 
-def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
-    """The options given on the command line (their ``dest`` names), defaults aside."""
-    probe = copy.deepcopy(parser)
-    probe.set_defaults(**{a.dest: argparse.SUPPRESS for a in probe._actions if a.dest != "help"})
-    return set(vars(probe.parse_args(argv)))
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> dict[str, str]:
+    """The options written on the command line, as ``--name`` or ``--name=value``:
+    ``{dest: option string}``."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    given = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(w == option or w.startswith(option + "=") for w in words):
+                given[action.dest] = option
+    return given
 
 
 def runs_to_resume(path: Path) -> list[Path]:
@@ -1106,13 +1110,13 @@ def finished_reason(run_dir: Path) -> str | None:
 
 
 def resumed_args(
-    config: Mapping[str, Any], given: argparse.Namespace, explicit: set[str]
+    config: Mapping[str, Any], given: argparse.Namespace, explicit: Mapping[str, str]
 ) -> argparse.Namespace:
     """The run's own options from config.json; ValueError naming any option given on the
     command line that differs from them (a resumed run keeps its configuration)."""
     saved = dict(config["options"])
     ignored = {"resume", "no_progress"}
-    for name in sorted(explicit - ignored):
+    for name in sorted(set(explicit) - ignored):
         want = getattr(given, name)
         if name in saved and want == saved[name]:
             continue
@@ -1129,7 +1133,7 @@ def resumed_args(
                 continue
         shown = "" if name in saved or name == "seed" else " (not an option of a resumed run)"
         raise ValueError(
-            f"--resume: --{name} {want!r} differs from the run's configuration{shown}; "
+            f"--resume: {explicit[name]} {want!r} differs from the run's configuration{shown}; "
             f"the run continues with its config.json ({name}: "
             f"{saved.get(name, config.get(name))!r}). Leave the option out."
         )

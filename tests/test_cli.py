@@ -66,6 +66,8 @@ def digits_run(tmp_path_factory):
         "--workload",
         "digits",
         "--tiny",
+        "--reset_strategy",
+        "soft",
         "--max_steps",
         "30",
         "--eval_every_steps",
@@ -191,7 +193,7 @@ def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path
         assert not (out / "validation_accuracy.png").exists()
         rows = read_csv(out / "eval_measurements.csv")
         assert "validation/error_rate" in rows[0]
-    assert "best loss" in printed and "seed  target step" in printed
+    assert "best loss" in printed and "full seed 1" in printed and "target step" in printed
     assert "note: num_cycles=2 differs from the 3 entries of the default cycle_lr_factors" in (
         printed
     )
@@ -224,6 +226,7 @@ def test_bad_options_fail_at_once(args, expected, tmp_path, capsys):
 
 def _short_run(out, *extra):
     args = ["--workload", "breast_cancer", "--tiny", "--max_steps", "5", "--no_progress"]
+    args += ["--reset_strategy", "soft"]
     return run.main([*args, "--output_dir", str(out), *extra])
 
 
@@ -257,6 +260,7 @@ def test_loss_target_printed_once_and_the_last_cycle_ends_with_the_plan(tmp_path
     a run ended by its plan (T = 60) shows its last cycle ending at 60, not at the final
     evaluation's step 61."""
     args = ["--workload", "breast_cancer", "--tiny", "--run_past_target", "--no_progress"]
+    args += ["--reset_strategy", "soft"]
     assert run.main([*args, "--output_dir", str(tmp_path / "bc")]) == 0
     printed = capsys.readouterr().out
     eval_lines = [line for line in printed.splitlines() if "| val loss" in line]

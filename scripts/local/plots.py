@@ -209,8 +209,8 @@ def learning_rate_figure(
     )
     if end_step is not None and not run.all():
         ax.plot(
-            steps[~run],
-            rates[~run],
+            steps[steps >= end_step],
+            rates[steps >= end_step],
             color="0.55",
             linestyle="--",
             label=f"plan, not run (after step {end_step})",
@@ -304,7 +304,7 @@ def comparison_figure(
     fig.suptitle(title)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (axes_title, ylabel, target, bands) in zip(axes, panels, strict=True):
-        _style_axes(ax, axes_title, "step", ylabel)
+        _style_axes(ax, axes_title, "step" if ax is axes[-1] else "", ylabel)
         for index, band in enumerate(bands):
             color = BAND_COLORS[index % len(BAND_COLORS)]
             spread = "" if band.seeds == 1 else f", median of {band.seeds} seeds, min-max shaded"

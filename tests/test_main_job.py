@@ -1,0 +1,249 @@
+"""The main job as a researcher uses it: Ctrl-C, --resume, the default story of three
+strategies, and `python -m scripts.compare` on its run folders. Real runs (tiny
+workloads, JAX on CPU), the interrupted one in a subprocess sent a real SIGINT."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import serialization
+
+from scripts import compare, run
+
+ROOT = Path(__file__).resolve().parents[1]
+# 600 planned steps (3 cycles of 200: cycle_budget_factor 10 x the tiny step_hint of 60),
+# evaluations and checkpoints every 25 steps, past the target: the resumed part crosses
+# the boundaries at steps 200 and 400.
+LONG_RUN = [
+    "--workload",
+    "digits",
+    "--tiny",
+    "--reset_strategy",
+    "soft",
+    "--set",
+    "cycle_budget_factor=10",
+    "--eval_every_steps",
+    "25",
+    "--run_past_target",
+    "--no_progress",
+]
+SIGINT_AFTER = "step    100 |"  # The evaluation line after which the test presses Ctrl-C.
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def events(out):
+    return [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+
+
+def final_params(out):
+    raw = serialization.msgpack_restore((out / run.CHECKPOINT_FILE).read_bytes())
+    return raw["global_step"], jax.tree.leaves(raw["model_params"])
+
+
+def command(*args):
+    return [sys.executable, "-m", "scripts.run", *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A run sent SIGINT after its evaluation at step 100: ``(folder, stdout, stderr,
+    exit code)``."""
+    out = tmp_path_factory.mktemp("main") / "interrupted"
+    proc = subprocess.Popen(
+        command(*LONG_RUN, "--output_dir", out),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(SIGINT_AFTER):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=300)
+    return out, "".join(seen) + rest, err, proc.returncode
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("main") / "whole"
+    proc = subprocess.run(
+        command(*LONG_RUN, "--output_dir", out), cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_ctrl_c_ends_with_the_summary_so_far_and_exit_130(interrupted):
+    out, stdout, stderr, code = interrupted
+    assert code == run.INTERRUPTED_EXIT_CODE, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "Ctrl-C: stopping after this step" in stderr
+    end = events(out)[-1]
+    assert end["event"] == "end" and end["reason"] == "interrupted"
+    stopped_at = end["step"]
+    assert stopped_at >= 100
+    assert "best accuracy" in stdout  # The cycle table.
+    assert "stopped: interrupted" in stdout and f"--resume {out}" in stdout
+    steps = [int(r["global_step"]) for r in read_rows(out / "eval_measurements.csv")]
+    assert steps[:4] == [25, 50, 75, 100] and steps[-1] <= stopped_at
+    assert read_rows(out / "measurements.csv")
+    for name in ("lr_schedule", "validation_accuracy", "validation_loss"):
+        assert (out / f"{name}.png").stat().st_size > 5_000
+
+
+def test_resume_refuses_a_different_configuration(interrupted, capsys):
+    out = interrupted[0]
+    before = (out / "events.jsonl").read_text()
+    for extra, named in (
+        (["--max_steps", "7"], "--max_steps"),
+        (["--seed", "3"], "--seed"),
+        (["--set", "num_cycles=4"], "--set"),
+        (["--output_dir", "elsewhere"], "--output_dir"),
+    ):
+        with pytest.raises(SystemExit) as error:
+            run.main(["--resume", str(out), *extra])
+        assert error.value.code == 2
+        err = capsys.readouterr().err
+        assert named in err and "config.json" in err, err
+    # The same configuration written out again is accepted (checked, not run here).
+    explicit = run.explicit_options(run.build_parser(), ["--resume", str(out), "--tiny"])
+    given = run.build_parser().parse_args(["--resume", str(out), "--tiny"])
+    config = json.loads((out / "config.json").read_text())
+    assert run.resumed_args(config, given, explicit).tiny is True
+    assert (out / "events.jsonl").read_text() == before
+
+
+def test_resume_in_a_fresh_process_continues_bit_for_bit(interrupted, uninterrupted):
+    out = interrupted[0]
+    proc = subprocess.run(
+        command("--resume", out, "--no_progress"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed at step" in proc.stdout
+    got, want = (
+        read_rows(out / "eval_measurements.csv"),
+        read_rows(uninterrupted / "eval_measurements.csv"),
+    )
+    columns = ["global_step", "validation/loss", "validation/accuracy", "train/loss"]
+    assert [[r[c] for c in columns] for r in got] == [[r[c] for c in columns] for r in want]
+    assert {r["preemption_count"] for r in got} == {"0", "1"}
+    step, params = final_params(out)
+    assert (step, len(params)) == (
+        final_params(uninterrupted)[0],
+        len(final_params(uninterrupted)[1]),
+    )
+    for a, b in zip(params, final_params(uninterrupted)[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    kinds = [(e["event"], e.get("step")) for e in events(out)]
+    whole = [(e["event"], e.get("step")) for e in events(uninterrupted)]
+    assert [k for k in kinds if k[0] != "resumed"] == whole
+    resumed_at = next(e["step"] for e in events(out) if e["event"] == "resumed")
+    assert any(e["step"] > resumed_at for e in events(out) if e["event"] == "reset")
+    # Finished now: nothing left to resume, said clearly.
+    again = subprocess.run(command("--resume", out), cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and "every run ended" in again.stderr
+
+
+def test_resume_refuses_a_folder_without_a_run_or_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--resume", str(tmp_path)])
+    assert "holds no run (no config.json)" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "events.jsonl").write_text("")
+    with pytest.raises(SystemExit):
+        run.main(["--resume", str(tmp_path)])
+    assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_strategies_by_default_and_by_option():
+    parser = run.build_parser()
+    assert run.strategies_to_run(parser.parse_args([]), {}) == ["soft", "none", "full"]
+    args = parser.parse_args(["--reset_strategy", "full", "soft", "full"])
+    assert run.strategies_to_run(args, {}) == ["full", "soft"]
+    assert run.strategies_to_run(parser.parse_args([]), {"reset_strategy": "none"}) == ["none"]
+    # The default strategy is left out of the overrides: hyperparameters=None, self-tuning.
+    assert run.strategy_overrides({"reset_strategy": "soft"}, "soft") == {}
+    assert run.strategy_overrides({"num_cycles": 2}, "full") == {
+        "num_cycles": 2,
+        "reset_strategy": "full",
+    }
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory):
+    """The default story (soft, none, full) on tiny digits, 30 steps past a reset."""
+    out = tmp_path_factory.mktemp("story") / "story"
+    args = ["--workload", "digits", "--tiny", "--max_steps", "30", "--eval_every_steps", "5"]
+    code = run.main([*args, "--run_past_target", "--no_progress", "--output_dir", str(out)])
+    assert code == 0
+    return out
+
+
+def test_default_runs_the_three_strategies_into_one_figure(story, capsys):
+    assert sorted(p.name for p in story.iterdir() if p.is_dir()) == ["full", "none", "soft"]
+    for strategy in ("soft", "none", "full"):
+        config = json.loads((story / strategy / "config.json").read_text())
+        assert config["hyperparameters"]["reset_strategy"] == strategy
+        resets = [e for e in events(story / strategy) if e["event"] == "reset"]
+        assert [e["step"] for e in resets] == [20]
+    assert (story / compare.FIGURE).stat().st_size > 5_000
+    table = (story / compare.TABLE).read_text()
+    assert table.index("| digits | soft |") < table.index("| digits | none |")
+
+
+def test_compare_tables_show_tau_only_where_the_strategy_uses_it(story, tmp_path, capsys):
+    assert compare.main([str(story / "soft"), str(story / "full"), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    rows = {
+        r["variant"]: r
+        for r in compare.run_rows([compare.load_run(story / s) for s in ("soft", "none", "full")])
+    }
+    assert "tau" in rows["soft"]["resets at step"]
+    assert rows["full"]["resets at step"] == rows["none"]["resets at step"] == "20"
+    assert (
+        rows["soft"]["cycles run"] == "0-20, 20-30" and rows["soft"]["final plan"] == "0 20 40 60"
+    )
+    assert "0/1" in printed and "never" in printed
+    assert (tmp_path / compare.FIGURE).is_file() and (tmp_path / compare.TABLE).is_file()
+
+
+def test_compare_pools_seeds_into_a_median_and_a_band(story):
+    soft = compare.load_run(story / "soft")
+    shifted = compare.Run(
+        **{**soft.__dict__, "seed": 1, "metric": tuple(m + 0.1 for m in soft.metric)}
+    )
+    steps, median, low, high = compare.band([soft, shifted], "metric")
+    assert steps == list(soft.steps)
+    np.testing.assert_allclose(median, [m + 0.05 for m in soft.metric])
+    np.testing.assert_allclose(low, soft.metric)
+    np.testing.assert_allclose(high, shifted.metric)
+    assert compare.median_or_never([100, None, 300]) == 300
+    assert compare.median_or_never([None, None, 300]) == float("inf")
+    summary = compare.summary_rows([soft, shifted])
+    assert summary[0]["reached"] == "0/2" and summary[0]["seeds"] == "0 1"
+    fig = compare.plots.comparison_figure(compare.figure_panels([soft, shifted]), title="t")
+    top = fig.axes[0]
+    labels = top.get_legend().get_texts()
+    assert any("median of 2 seeds, min-max shaded" in t.get_text() for t in labels)
+    assert any("soft: reset at a planned boundary" in t.get_text() for t in labels)
+    assert top.get_title() == "digits: validation accuracy"
+
+
+def test_compare_refuses_a_folder_without_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        compare.main([str(tmp_path)])
+    assert error.value.code == 2
+    assert "no run folder" in capsys.readouterr().err
