@@ -1,18 +1,25 @@
-"""Writes the submission as a folder of AlgoPerf's submissions repository.
+"""Writes the submission into the layout of AlgoPerf's submissions repository.
 
-    python -m scripts.package_submission --out DIR [--name NAME]
+    python -m scripts.package_submission --authors "A. Author, B. Author" \\
+        --affiliations "Some University" [--out DIR] [--name NAME]
 
-writes DIR/NAME/ with submission.py, its packages (schedules/, reset/, early_switching/:
-their .py files only), algoperf_compat.py, an __init__.py, submission_info.yml,
-requirements.txt (the runtime dependencies of pyproject.toml) and, when the project has
-one, tuning_search_space.json. Copy DIR/NAME/ to `submissions/self_tuning/NAME/` of the
-submissions repository: the runner imports it as `submissions.self_tuning.NAME.submission`
-from that repository's root, and submission.py then imports its packages relatively.
+writes DIR/submissions/self_tuning/NAME/ (DIR: a clone of the submissions repository
+`mlcommons/submissions_algorithms`, or any folder to copy from) with submission.py, its
+packages (schedules/, reset/, early_switching/: their .py files only),
+hyperparameters.py, algoperf_compat.py, an __init__.py, submission_info.yml and, when
+the project has one, tuning_search_space.json. The runner imports it as
+`submissions.self_tuning.NAME.submission` from that repository's root, and submission.py
+then imports its packages relatively.
+
+No requirements.txt: AlgoPerf's rules ask for one only for dependencies beyond the
+benchmark's own, and the packaged code imports nothing else (`check_package` verifies
+it, with the metadata and the layout, on the folder it wrote).
 
 Standard library only.
 """
 
 import argparse
+import ast
 import json
 import shutil
 import sys
@@ -23,10 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "cyclic_adamw_soft_reset"
 SUBMISSION_NAME = "Cyclic AdamW with soft resets and early switching"
 RULESET_FOLDER = "submissions/self_tuning"
+RULESET = "self-tuning"
 MODULES = ("submission.py", "hyperparameters.py", "algoperf_compat.py")
 PACKAGES = ("schedules", "reset", "early_switching")
 OPTIONAL_FILES = ("tuning_search_space.json",)
 INIT = '"""AlgoPerf submission: cyclic AdamW with soft resets and early switching."""\n'
+# The submissions repository's required fields of submission_info.yml.
+REQUIRED_FIELDS = ("submission_name", "submission_folder", "authors", "ruleset")
+# Top-level modules AlgoPerf itself installs (its pinned dependencies, ALGOPERF.md): the
+# packaged code may import these, the standard library and its own modules, nothing else.
+ALGOPERF_PROVIDES = frozenset(
+    {"algoperf", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "absl", "tensorflow"}
+)
 
 
 def _submission_info(name: str, project: dict, authors: str, affiliations: str) -> str:
@@ -37,28 +52,95 @@ def _submission_info(name: str, project: dict, authors: str, affiliations: str) 
         "authors": authors,
         "affiliations": affiliations,
         "version": project["version"],
-        "ruleset": "self-tuning",
+        "ruleset": RULESET,
         "framework": "JAX",
         "description": project["description"],
     }
     return "".join(f"{key}: {json.dumps(value)}\n" for key, value in fields.items())
 
 
+def read_submission_info(path: Path) -> dict[str, str]:
+    """The ``key: "value"`` lines of a submission_info.yml written by this script."""
+    info = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            info[key.strip()] = json.loads(value.strip()) if value.strip() else ""
+    return info
+
+
+def imported_modules(folder: Path) -> set[str]:
+    """Top-level names of the absolute imports in every .py file under ``folder``."""
+    names = set()
+    for source in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def check_package(repo: Path, name: str) -> list[str]:
+    """What is wrong with ``repo/submissions/self_tuning/name`` as a submission (empty
+    when nothing): the layout, submission_info.yml's required fields, no
+    requirements.txt, and imports only from the standard library, AlgoPerf's own
+    dependencies (``ALGOPERF_PROVIDES``) and the folder itself."""
+    folder = Path(repo) / RULESET_FOLDER / name
+    problems = [
+        f"{folder / required} is missing"
+        for required in ("submission.py", "__init__.py", "submission_info.yml")
+        if not (folder / required).is_file()
+    ]
+    if (folder / "requirements.txt").exists():
+        problems.append(f"{folder / 'requirements.txt'}: nothing beyond AlgoPerf is needed")
+    if (folder / "submission_info.yml").is_file():
+        info = read_submission_info(folder / "submission_info.yml")
+        problems += [
+            f"submission_info.yml: {field} is missing or empty"
+            for field in REQUIRED_FIELDS
+            if not str(info.get(field, "")).strip()
+        ]
+        if info.get("submission_folder") not in (None, "", f"{RULESET_FOLDER}/{name}"):
+            problems.append(
+                f"submission_info.yml: submission_folder is {info['submission_folder']!r}, "
+                f"the folder is {RULESET_FOLDER}/{name}"
+            )
+        if info.get("ruleset") not in (None, "", RULESET):
+            problems.append(f"submission_info.yml: ruleset is {info['ruleset']!r}, not {RULESET!r}")
+    own = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+    foreign = imported_modules(folder) - set(sys.stdlib_module_names) - ALGOPERF_PROVIDES - own
+    if foreign:
+        problems.append(
+            f"imports {', '.join(sorted(foreign))}, which AlgoPerf does not install "
+            "(a requirements.txt would be needed)"
+        )
+    return problems
+
+
 def package(
     out: Path,
     name: str = DEFAULT_NAME,
     *,
-    authors: str = "",
-    affiliations: str = "",
+    authors: str,
+    affiliations: str,
     root: Path = ROOT,
 ) -> Path:
-    """Writes out/name/ (replacing an earlier package there) and returns its path."""
+    """Writes out/submissions/self_tuning/name/ (replacing an earlier package there),
+    checks it (``check_package``) and returns its path. ValueError, naming the flag, for
+    empty authors or affiliations, a name that is not a module name, or a failed check."""
+    for flag, value in (("--authors", authors), ("--affiliations", affiliations)):
+        if not value.strip():
+            raise ValueError(
+                f"{flag} is required (submission_info.yml names the authors and their "
+                'affiliations), e.g. --authors "A. Author, B. Author" --affiliations "Univ."'
+            )
     if not name.isidentifier():
         raise ValueError(
             f"--name must be a Python identifier (letters, digits, _), got {name!r}: the "
             "runner imports the folder as a module path."
         )
-    target = Path(out) / name
+    target = Path(out) / RULESET_FOLDER / name
     if target.exists():
         if not (target / "submission_info.yml").is_file():
             raise FileExistsError(f"{target} exists and is not a package written by this script.")
@@ -78,10 +160,14 @@ def package(
             shutil.copy2(root / optional, target / optional)
     (target / "__init__.py").write_text(INIT)
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    (target / "requirements.txt").write_text("".join(f"{d}\n" for d in project["dependencies"]))
     (target / "submission_info.yml").write_text(
         _submission_info(name, project, authors, affiliations)
     )
+    problems = check_package(out, name)
+    if problems:
+        raise ValueError(
+            f"{target} fails the submissions repository's checks: " + "; ".join(problems)
+        )
     return target
 
 
@@ -89,16 +175,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.package_submission",
         description=(
-            "Write the submission as DIR/NAME/, ready to be copied to "
-            f"{RULESET_FOLDER}/NAME/ of AlgoPerf's submissions repository."
+            f"Write the submission as DIR/{RULESET_FOLDER}/NAME/, the layout of AlgoPerf's "
+            "submissions repository, and check it."
         ),
     )
-    parser.add_argument("--out", type=Path, default=Path("dist"), help="DIR (default: dist)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("dist"),
+        help="DIR, e.g. a clone of the submissions repository (default: dist)",
+    )
     parser.add_argument(
         "--name", default=DEFAULT_NAME, help=f"NAME, a Python identifier (default: {DEFAULT_NAME})"
     )
-    parser.add_argument("--authors", default="", help="for submission_info.yml")
-    parser.add_argument("--affiliations", default="", help="for submission_info.yml")
+    parser.add_argument("--authors", default="", help="for submission_info.yml (required)")
+    parser.add_argument("--affiliations", default="", help="for submission_info.yml (required)")
     args = parser.parse_args(argv)
     try:
         target = package(args.out, args.name, authors=args.authors, affiliations=args.affiliations)

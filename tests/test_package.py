@@ -37,9 +37,11 @@ def _package_cli(*args, cwd=ROOT):
     )
 
 
+AUTHORS = ("--authors", "A. Author", "--affiliations", "Some University")
+
+
 def _expected_files():
-    files = {*package_submission.MODULES, "__init__.py"}
-    files |= {"submission_info.yml", "requirements.txt"}
+    files = {*package_submission.MODULES, "__init__.py", "submission_info.yml"}
     for package in package_submission.PACKAGES:
         files |= {
             str(p.relative_to(ROOT))
@@ -52,13 +54,14 @@ def _expected_files():
 
 
 def test_package_holds_the_submission_and_its_metadata(tmp_path):
-    proc = _package_cli("--out", tmp_path, "--name", NAME, "--authors", "A. Author")
+    proc = _package_cli("--out", tmp_path, "--name", NAME, *AUTHORS)
     assert proc.returncode == 0, proc.stderr
-    target = tmp_path / NAME
+    target = tmp_path / "submissions" / "self_tuning" / NAME  # The repository's layout.
     assert proc.stdout.strip() == str(target)
     written = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()}
-    assert written == _expected_files()
-    for name in written - {"__init__.py", "submission_info.yml", "requirements.txt"}:
+    assert written == _expected_files()  # No requirements.txt: AlgoPerf's own are enough.
+    assert package_submission.check_package(tmp_path, NAME) == []
+    for name in written - {"__init__.py", "submission_info.yml"}:
         assert (target / name).read_bytes() == (ROOT / name).read_bytes(), name
     info = yaml.safe_load((target / "submission_info.yml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -66,34 +69,69 @@ def test_package_holds_the_submission_and_its_metadata(tmp_path):
         "submission_name": package_submission.SUBMISSION_NAME,
         "submission_folder": f"submissions/self_tuning/{NAME}",
         "authors": "A. Author",
-        "affiliations": "",
+        "affiliations": "Some University",
         "version": project["version"],
         "ruleset": "self-tuning",
         "framework": "JAX",
         "description": project["description"],
     }
-    requirements = (target / "requirements.txt").read_text().splitlines()
-    assert requirements == project["dependencies"]
+    assert set(info) >= set(package_submission.REQUIRED_FIELDS)
     # Packaging again replaces the earlier package.
     (target / "stale.py").write_text("")
-    assert _package_cli("--out", tmp_path, "--name", NAME).returncode == 0
+    assert _package_cli("--out", tmp_path, "--name", NAME, *AUTHORS).returncode == 0
     assert not (target / "stale.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        ((), "--authors"),
+        (("--authors", "A. Author"), "--affiliations"),
+        (("--authors", " ", "--affiliations", "U"), "--authors"),
+    ],
+)
+def test_package_refuses_to_write_without_authors_and_affiliations(tmp_path, args, flag):
+    proc = _package_cli("--out", tmp_path, *args)
+    assert proc.returncode == 2
+    error = proc.stderr.strip().splitlines()[-1]
+    assert f"{flag} is required" in error and "--affiliations" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_package_names_what_the_repository_would_reject(tmp_path):
+    target = package_submission.package(tmp_path, NAME, authors="A", affiliations="U")
+    (target / "requirements.txt").write_text("scipy\n")
+    (target / "reset" / "extra.py").write_text("import scipy\nfrom . import moments\n")
+    info = (target / "submission_info.yml").read_text()
+    (target / "submission_info.yml").write_text(
+        info.replace('ruleset: "self-tuning"', 'ruleset: "external"').replace('authors: "A"', "")
+    )
+    problems = package_submission.check_package(tmp_path, NAME)
+    assert any("requirements.txt" in p for p in problems)
+    assert any("imports scipy" in p for p in problems)
+    assert any("ruleset is 'external'" in p for p in problems)
+    assert any("authors is missing" in p for p in problems)
+    (target / "submission.py").unlink()
+    assert any(
+        "submission.py is missing" in p for p in package_submission.check_package(tmp_path, NAME)
+    )
 
 
 @pytest.mark.parametrize("name", ["bad-name", "1st", "a.b", ""])
 def test_package_refuses_a_name_that_is_not_a_module_name(tmp_path, name):
-    proc = _package_cli("--out", tmp_path, "--name", name)
+    proc = _package_cli("--out", tmp_path, "--name", name, *AUTHORS)
     assert proc.returncode == 2
     assert "--name must be a Python identifier" in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_package_refuses_to_replace_a_foreign_folder(tmp_path):
-    (tmp_path / NAME).mkdir()
-    (tmp_path / NAME / "notes.txt").write_text("mine")
-    proc = _package_cli("--out", tmp_path, "--name", NAME)
+    foreign = tmp_path / "submissions" / "self_tuning" / NAME
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    proc = _package_cli("--out", tmp_path, "--name", NAME, *AUTHORS)
     assert proc.returncode == 2 and "not a package written by this script" in proc.stderr
-    assert (tmp_path / NAME / "notes.txt").read_text() == "mine"
+    assert (foreign / "notes.txt").read_text() == "mine"
 
 
 # A run of 15 steps (a soft reset at step 10: step_hint 30, 3 cycles), evals every 5 steps,
@@ -168,7 +206,7 @@ def _finish(proc, out):
 
 def test_packaged_submission_trains_bit_for_bit_like_the_project_one(tmp_path):
     tree = tmp_path / "algoperf_submissions"  # The submissions repository's root.
-    package_submission.package(tree / "submissions" / "self_tuning", NAME)
+    package_submission.package(tree, NAME, authors="A. Author", affiliations="U")
     # The local runner and the workloads, away from the project (scripts/ is not packaged).
     neutral = tmp_path / "neutral"
     (neutral / "scripts").mkdir(parents=True)
