@@ -147,6 +147,13 @@ def _mark_resets(
             )
 
 
+def _label_marks(ax: Any, resets: Sequence[Reset], show_tau: bool) -> None:
+    """Once the curves are drawn: room above them, the resets, the legend outside."""
+    _add_headroom(ax)
+    _mark_resets(ax, resets, show_tau)
+    _legend_outside(ax)
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,9 +244,7 @@ def learning_rate_figure(
         positive = [p for p in peaks if p > 0]
         ax.set_yscale("log")
         ax.set_ylim(min(positive) * 1e-2, max(positive) * 1.5)
-    _add_headroom(ax)
-    _mark_resets(ax, resets, show_tau)
-    _legend_outside(ax)
+    _label_marks(ax, resets, show_tau)
     return fig
 
 
@@ -267,9 +272,7 @@ def metric_figure(
     ax.plot(steps, values, marker=".", color="tab:blue", label=ylabel)
     if target is not None:
         ax.axhline(target, color="tab:orange", linestyle="-.", label=f"target {target:g}")
-    _add_headroom(ax)
-    _mark_resets(ax, resets, show_tau)
-    _legend_outside(ax)
+    _label_marks(ax, resets, show_tau)
     return fig
 
 
