@@ -298,7 +298,7 @@ def comparison_title(runs: Sequence[Run]) -> str:
     workloads = ", ".join(dict.fromkeys(r.workload for r in runs))
     variants = ", ".join(dict.fromkeys(r.variant for r in runs))
     seeds = sorted({r.seed for r in runs})
-    return f"{workloads}: {variants} (seeds {', '.join(map(str, seeds))})"
+    return f"{workloads}: {variants} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
 
 
 def write_comparison(runs: Sequence[Run], out: Path) -> tuple[Path, Path, str]:

@@ -21,6 +21,7 @@ PLANNED_COLOR = "tab:green"
 EARLY_COLOR = "tab:red"
 BOUNDARY_COLOR = "0.5"
 BAND_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+BAND_STYLES = ("-", "--", "-.", ":")
 HEADROOM = 0.22  # Fraction of the y span added above the curves for the reset labels.
 LOG_SCALE_RATIO = 10.0  # Cycle peaks further apart than this: learning rate on a log axis.
 
@@ -311,12 +312,15 @@ def comparison_figure(
         for index, band in enumerate(bands):
             color = BAND_COLORS[index % len(BAND_COLORS)]
             spread = "" if band.seeds == 1 else f", median of {band.seeds} seeds, min-max shaded"
+            # The first band (the method) on top and widest: where curves coincide (before
+            # the first reset) it stays visible; the others differ in line style too.
             ax.plot(
                 band.steps,
                 band.median,
                 color=color,
-                marker=".",
-                markersize=3,
+                linestyle=BAND_STYLES[index % len(BAND_STYLES)],
+                linewidth=2.4 if index == 0 else 1.5,
+                zorder=3 + len(bands) - index,
                 label=f"{band.label}{spread}",
             )
             if band.seeds > 1:
