@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .plan import CyclePlan, select_cycles, num_cycles
+from .plan import CyclePlan, num_cycles, select_cycles
 
 # Rates of at most this many recent intervals enter the median (a speed that changes, e.g.
 # when another job shares the machine, is followed within a few evaluations).
