@@ -221,3 +221,18 @@ __all__ = [
     "spec",
     "train_forward",
 ]
+
+
+def submission_seconds(train_state) -> float | None:
+    """The submission seconds spent so far, as the runner counts them against the budget
+    (`train_state['accumulated_submission_time']`); None when the runner passes no
+    `train_state`, an empty one (the conformance test) or a value that is not a finite
+    number >= 0 (the plan then stays in steps)."""
+    if not isinstance(train_state, Mapping):
+        return None
+    seconds = train_state.get("accumulated_submission_time")
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    return seconds if np.isfinite(seconds) and seconds >= 0 else None

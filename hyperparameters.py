@@ -275,9 +275,27 @@ class Config:
         "`switch_eps1`/`switch_eps2` relative to the loss's magnitude (else absolute)",
     )
     stop_when_plan_ends: bool = _hp(
-        True,
+        False,
         "bool",
-        "end training (`TrainingCompleteError`) at step T; false: more cycles like the last",
+        "end training (`TrainingCompleteError`) at the plan's end (for studies); false: "
+        "more cycles like the last until the runner's budget ends the run",
+    )
+    time_budget_factor: float = _hp(
+        1.5,
+        "float",
+        "B = factor × the workload's `max_allowed_runtime_sec`: the submission seconds the "
+        "plan is fitted to (1.5 under self-tuning in AlgoPerf 0.6)",
+        **_POSITIVE,
+    )
+    budget_fill: float = _hp(
+        0.95,
+        "float",
+        "the last planned cycle ends its decay where this fraction of B is spent (the plan "
+        "is re-fitted at evaluations from the runner's `train_state`)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=False,
     )
 
 
@@ -369,10 +387,16 @@ def plan_settings(config: Config) -> dict[str, Any]:
     }
 
 
+def total_planned_steps(config: Config, step_hint: int) -> int:
+    """T0 = max(N, round(cycle_budget_factor x step_hint)), the first plan's length."""
+    return max(config.num_cycles, round(config.cycle_budget_factor * step_hint))
+
+
 def make_plan(config: Config, step_hint: int) -> schedules.CyclePlan:
-    """The first plan: T = max(N, round(cycle_budget_factor x step_hint)) steps."""
-    total = max(config.num_cycles, round(config.cycle_budget_factor * step_hint))
-    return schedules.make_plan(total_steps=total, **plan_settings(config))
+    """The first plan: T0 steps (`total_planned_steps`), re-fitted to time later."""
+    return schedules.make_plan(
+        total_steps=total_planned_steps(config, step_hint), **plan_settings(config)
+    )
 
 
 def detector_config(config: Config) -> early_switching.DetectorConfig:
@@ -406,10 +430,32 @@ def make_optimizer(config: Config, plan: schedules.CyclePlan) -> optax.GradientT
     )
 
 
+# A re-fitted cycle is at least this fraction of the first plan's mean cycle length.
+MIN_CYCLE_FRACTION = 0.25
+
+
+def time_budget(config: Config, max_runtime_sec: Any, step_hint: int) -> schedules.Budget | None:
+    """The plan's time budget: B = time_budget_factor x max_runtime_sec seconds, filled to
+    `budget_fill`, re-fitted cycles at least MIN_CYCLE_FRACTION x T0 / N steps long; None
+    when the workload states no positive runtime (the plan then stays in steps)."""
+    if not (schedules.is_real(max_runtime_sec) and 0 < max_runtime_sec < math.inf):
+        return None
+    mean_cycle = total_planned_steps(config, step_hint) / config.num_cycles
+    return schedules.Budget(
+        seconds=config.time_budget_factor * float(max_runtime_sec),
+        fill=config.budget_fill,
+        min_steps=max(1, round(MIN_CYCLE_FRACTION * mean_cycle)),
+    )
+
+
 def controller_settings(
-    config: Config, target: float, higher_is_better: bool
+    config: Config,
+    target: float,
+    higher_is_better: bool,
+    budget: schedules.Budget | None = None,
 ) -> controller.Settings:
-    """The cycle controller's settings: the config's, and the workload's target."""
+    """The cycle controller's settings: the config's, the workload's target and the time
+    budget (`time_budget`; None: the plan stays in steps)."""
     return controller.Settings(
         target=target,
         higher_is_better=higher_is_better,
@@ -419,6 +465,7 @@ def controller_settings(
         tau_metric=config.tau_metric,
         tau_formula=config.tau_formula,
         improvement_scale=config.no_improvement_scale,
+        budget=budget,
     )
 
 

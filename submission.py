@@ -151,8 +151,14 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
         out_shardings=replicated,
         donate_argnums=(0,) if strategy.needs_fresh else (),
     )
+    budget = schema.time_budget(
+        config, getattr(workload, "max_allowed_runtime_sec", None), workload.step_hint
+    )
     settings = schema.controller_settings(
-        config, float(workload.validation_target_value), compat.metric_direction(workload)
+        config,
+        float(workload.validation_target_value),
+        compat.metric_direction(workload),
+        budget,
     )
     return Runtime(config, settings, strategy, tx, replicated, train_step, reset_step, mesh.size)
 
@@ -244,6 +250,26 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     return state, new.params, new.model_state
 
 
+def _log_refit(workload, refit: control.Refit, budget) -> None:
+    """The plan re-fitted to the time budget: to the log and the metrics logger."""
+    logging.info(
+        "plan re-fitted at step %d (%.4g s per step, %.0f%% of the budget spent): ends at step %d",
+        refit.step,
+        refit.seconds_per_step,
+        100 * refit.seconds / budget.seconds,
+        refit.end,
+    )
+    if workload.metrics_logger is not None:
+        workload.metrics_logger.append_scalar_metrics(
+            {
+                "plan/seconds_per_step": refit.seconds_per_step,
+                "plan/end": refit.end,
+                "plan/budget_spent": refit.seconds / budget.seconds,
+            },
+            refit.step,
+        )
+
+
 def _is_placed(tree, sharding) -> bool:
     """Whether the tree's first leaf already has `sharding` (a cheap host-side check).
 
@@ -271,11 +297,12 @@ def update_params(
     """One training step, preceded by the resets the controller decides.
 
     Host side (no device read): the controller reads new evaluations (the detector may
-    end the cycle now) and decides whether `global_step` starts the next cycle, or ends
-    the run when the plan is used up. Device side: each reset, then one compiled AdamW
-    step at the plan's learning rate.
+    end the cycle now; the plan is re-fitted to the time budget from the submission
+    seconds in `train_state`) and decides whether `global_step` starts the next cycle, or
+    ends the run when the plan is used up and `stop_when_plan_ends`. Device side: each
+    reset, then one compiled AdamW step at the plan's learning rate.
     """
-    del current_params_types, hyperparameters, loss_type, train_state
+    del current_params_types, hyperparameters, loss_type
     state, runtime = optimizer_state
     compat.check_batch(batch, runtime.num_devices)
     controller = control.as_host(state.controller)
@@ -283,9 +310,14 @@ def update_params(
     if len(eval_results) != controller.evals_seen:
         pairs = compat.read_evaluations(eval_results, workload.target_metric_name)
         evaluations = [control.Evaluation(*e) for e in pairs]
-    controller, decision = control.decide(controller, evaluations, global_step, runtime.settings)
+    seconds = compat.submission_seconds(train_state)
+    controller, decision = control.decide(
+        controller, evaluations, global_step, runtime.settings, seconds
+    )
     if decision.switch is not None:
         logging.info("early switch at step %d (%s), loss %.6g", *decision.switch)
+    if decision.refit is not None:
+        _log_refit(workload, decision.refit, runtime.settings.budget)
     if decision.stop is not None:
         raise compat.spec.TrainingCompleteError(decision.stop)
     params = current_param_container

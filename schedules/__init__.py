@@ -1,5 +1,6 @@
 """Cycle plans, learning-rate shapes and the optax schedule (METHOD.md section 3)."""
 
+from .budget import Budget
 from .optax_schedule import (
     CyclicSchedule,
     CyclicScheduleState,
@@ -24,6 +25,7 @@ from .plan import (
 from .shapes import DECAY, DECAY_SHAPES, KAPPA, WARMUP, WARMUP_SHAPES, learning_rate
 
 __all__ = [
+    "Budget",
     "DECAY",
     "DECAY_SHAPES",
     "KAPPA",

@@ -14,7 +14,12 @@ The rules (METHOD.md sections 3-5):
   * A switch at g ends cycle c there: b_{c+1} = g and the remaining steps are replanned
     (`replan_after_switch`). The reset at b_{c+1} is then "early".
   * At step >= b_{c+1} cycle c + 1 starts with a reset; past the last cycle the run stops
-    (`stop_when_plan_ends`) or the plan grows by one cycle like the last (`extend_plan`).
+    (`stop_when_plan_ends`, for studies) or the plan grows by one cycle like the last
+    (`extend_plan`), long enough to reach the end of the time budget when one is known.
+  * With a time budget (`Settings.budget`) and the runner's submission seconds, each new
+    evaluation adds a sample (step, seconds) and the cycles not yet started are re-fitted
+    so that the plan ends at a fraction of the budget (`schedules.budget`, METHOD.md
+    section 3 v2).
   * tau comes from the latest target metric before the reset (or the cycle's best, an
     ablation) and the workload's target (`reset.tau`, or `reset.tau_relative` with the
     run's first evaluation).
@@ -30,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import budget as time_budget
 from .plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
 from .shapes import DECAY_SHAPES, WARMUP_SHAPES
 
@@ -60,6 +66,7 @@ class Settings(NamedTuple):
     tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
     tau_formula: str = "thesis"  # "thesis" or "relative" (reset.TAU_FORMULAS)
     improvement_scale: str = "gap"  # rule (c)'s margin: of the gap to the target, or the value
+    budget: time_budget.Budget | None = None  # None: the plan stays in steps
 
 
 class Controller(NamedTuple):
@@ -78,6 +85,8 @@ class Controller(NamedTuple):
       before it began, else the run's first (nan before any).
     cycle_evals: evaluations read in the current cycle.
     previous_start_metric: the ending cycle's start metric, for `after_reset`.
+    time_samples: (step, submission seconds) at the evaluations read so far, k x 2
+      (`schedules.budget.add_sample`), from which the plan is re-fitted to the budget.
     """
 
     plan: CyclePlan
@@ -92,6 +101,7 @@ class Controller(NamedTuple):
     cycle_start_metric: float = math.nan
     cycle_evals: int = 0
     previous_start_metric: float = math.nan
+    time_samples: np.ndarray = np.zeros((0, 2))
 
 
 class Switch(NamedTuple):
@@ -131,13 +141,25 @@ def describe(action: Reset) -> str:
     )
 
 
+class Refit(NamedTuple):
+    """The plan re-fitted to the time budget at `step` (after `seconds` of submission
+    time, at `seconds_per_step`): it now ends at step `end`, where a fraction of the budget
+    will be spent."""
+
+    step: int
+    seconds: float
+    seconds_per_step: float
+    end: int
+
+
 class Decision(NamedTuple):
     """What to do before this step: `resets` in order, then train; or stop (`stop` is the
-    reason, the resets are then moot)."""
+    reason, the resets are then moot). `refit`: the plan was re-fitted (for the log)."""
 
     resets: tuple[Reset, ...] = ()
     stop: str | None = None
     switch: Switch | None = None
+    refit: Refit | None = None
 
 
 def start(plan: CyclePlan, seed) -> Controller:
@@ -179,6 +201,7 @@ def as_host(controller: Controller) -> Controller:
         cycle_start_metric=float(controller.cycle_start_metric),
         cycle_evals=int(controller.cycle_evals),
         previous_start_metric=float(controller.previous_start_metric),
+        time_samples=np.asarray(controller.time_samples, dtype=np.float64).reshape(-1, 2),
     )
 
 
@@ -277,36 +300,77 @@ def after_reset(controller: Controller, rolled_back: bool) -> Controller:
     return controller._replace(cycle_start_metric=controller.previous_start_metric)
 
 
+def refit(
+    controller: Controller, step: int, seconds: float, budget: time_budget.Budget
+) -> tuple[Controller, Refit | None]:
+    """Records the sample (step, seconds) and re-fits the cycles not yet started so that
+    the plan ends where `budget.fill` of the budget is spent (`schedules.budget`).
+    Returns the new state and the re-fit (None while the seconds per step are unknown)."""
+    samples = time_budget.add_sample(controller.time_samples, step, seconds)
+    controller = controller._replace(time_samples=samples)
+    rate = time_budget.seconds_per_step(samples)
+    if not math.isfinite(rate):
+        return controller, None
+    end = time_budget.steps_until(budget.fill * budget.seconds, step, seconds, rate)
+    plan, changed = time_budget.fit_plan(controller.plan, controller.cycle, end, budget.min_steps)
+    controller = controller._replace(plan=plan)
+    return controller, Refit(step, seconds, rate, total_steps(plan)) if changed else None
+
+
+def extend(
+    controller: Controller, step: int, seconds: float | None, settings: Settings
+) -> Controller:
+    """The plan grown by one cycle like the last (the run goes on past the plan). With a
+    time budget and a known speed, the new cycle ends where the whole budget is spent
+    (at least `budget.min_steps` after the plan's end): it is the last chance to reach
+    the target, and the runner's budget check ends it."""
+    plan = extend_plan(controller.plan)
+    budget = settings.budget
+    rate = time_budget.seconds_per_step(controller.time_samples)
+    if budget is not None and seconds is not None and math.isfinite(rate):
+        end = time_budget.steps_until(budget.seconds, step, seconds, rate)
+        start = int(plan.boundaries[-2])
+        boundaries = plan.boundaries.copy()
+        boundaries[-1] = max(start + budget.min_steps, end)
+        plan = plan._replace(boundaries=boundaries)
+    return controller._replace(plan=plan)
+
+
 def decide(
     controller: Controller,
     evaluations: Sequence[Evaluation] | None,
     step: int,
     settings: Settings,
+    seconds: float | None = None,
 ) -> tuple[Controller, Decision]:
     """The controller before training step `step`, given every evaluation so far (None
-    when the caller knows nothing new arrived: the number seen is unchanged).
+    when the caller knows nothing new arrived: the number seen is unchanged) and the
+    submission seconds spent so far (None when the runner does not say).
 
-    New evaluations are read (an early switch may end the cycle at once); then, while
-    `step` has reached the current cycle's end, the next cycle starts with a reset, or
-    the run stops when the plan is used up and `stop_when_plan_ends`.
+    New evaluations are read (an early switch may end the cycle at once) and, with a time
+    budget, the plan is re-fitted to it; then, while `step` has reached the current
+    cycle's end, the next cycle starts with a reset, or the run stops when the plan is used
+    up and `stop_when_plan_ends`.
     """
-    switch = None
+    switch = fitted = None
     if evaluations is not None:
         controller, switch = observe(controller, evaluations, settings)
+        if settings.budget is not None and seconds is not None:
+            controller, fitted = refit(controller, step, seconds, settings.budget)
     resets = []
     while step >= controller.plan.boundaries[controller.cycle + 1]:
         plan = controller.plan
         if controller.cycle + 1 == num_cycles(plan):
             if settings.stop_when_plan_ends:
                 reason = f"the cycle plan ended at step {total_steps(plan)}."
-                return controller, Decision(tuple(resets), reason, switch)
-            controller = controller._replace(plan=extend_plan(plan))
+                return controller, Decision(tuple(resets), reason, switch, fitted)
+            controller = extend(controller, step, seconds, settings)
         # The boundary an early switch just moved (to the evaluation's step) ends the cycle.
         ends = int(plan.boundaries[controller.cycle + 1])
         early = switch if switch is not None and ends == switch.step else None
         controller, new_reset = next_cycle(controller, step, early, settings)
         resets.append(new_reset)
-    return controller, Decision(tuple(resets), None, switch)
+    return controller, Decision(tuple(resets), None, switch, fitted)
 
 
 def summary(controller: Controller) -> dict:

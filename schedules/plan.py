@@ -211,15 +211,15 @@ def replan_after_switch(plan: CyclePlan, step: int) -> CyclePlan:
         raise ValueError(f"step {step} is the boundary b_{i} already: nothing to end.")
     if i == num_cycles(plan) - 1:
         length = int(b[i + 1] - b[i])
-        return _take(plan, list(range(i + 1)) + [i], np.r_[b[: i + 1], step, step + length])
+        return select_cycles(plan, list(range(i + 1)) + [i], np.r_[b[: i + 1], step, step + length])
     remaining = int(b[-1]) - step
     following = min(num_cycles(plan) - i - 1, remaining)
     lengths = equal_lengths(remaining, following)
     boundaries = np.r_[b[: i + 1], step + np.cumsum(np.r_[0, lengths])]
-    return _take(plan, list(range(i + 1 + following)), boundaries)
+    return select_cycles(plan, list(range(i + 1 + following)), boundaries)
 
 
-def _take(plan: CyclePlan, cycles: list[int], boundaries: np.ndarray) -> CyclePlan:
+def select_cycles(plan: CyclePlan, cycles: list[int], boundaries: np.ndarray) -> CyclePlan:
     """A plan made of the given cycles' settings (repeats allowed) and new boundaries."""
     idx = np.asarray(cycles, dtype=np.int64)
     return CyclePlan(
@@ -235,7 +235,7 @@ def extend_plan(plan: CyclePlan) -> CyclePlan:
     """Appends one cycle after b_N with the last cycle's settings and length."""
     b = plan.boundaries
     n = num_cycles(plan)
-    return _take(plan, list(range(n)) + [n - 1], np.r_[b, b[-1] + (b[-1] - b[-2])])
+    return select_cycles(plan, list(range(n)) + [n - 1], np.r_[b, b[-1] + (b[-1] - b[-2])])
 
 
 def cycle_window(plan: CyclePlan, i: int) -> CyclePlan:

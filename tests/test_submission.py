@@ -58,7 +58,8 @@ def _train(workload, hyperparameters=None, *, on_step=None, stop_at=None, **kwar
 
 def test_training_crosses_two_planned_boundaries_and_reaches_target():
     workload = TinyWorkload(target=0.86, step_hint=150)
-    result, resets, lrs = _train(workload, {"learning_rate": 0.003, "early_switching": False})
+    hyperparameters = {"learning_rate": 0.003, "early_switching": False}
+    result, resets, lrs = _train(workload, {**hyperparameters, "stop_when_plan_ends": True})
     assert [step for step, _ in resets] == [50, 100]
     assert [m["reset/cycle"] for _, m in resets] == [1, 2]
     assert all(m["reset/early_switch"] == 0.0 for _, m in resets)
@@ -426,10 +427,10 @@ def test_plan_end_stops_or_queues_more_cycles():
     """stop_when_plan_ends: TrainingCompleteError at T; otherwise cycles like the last one
     follow, each with its reset, and the last cycle may then switch early."""
     workload = TinyWorkload(target=0.99, step_hint=60)
-    stopped, _, _ = _train(workload, None, max_global_steps=200)
+    stopped, _, _ = _train(workload, {"stop_when_plan_ends": True}, max_global_steps=200)
     assert stopped.stop_reason == "training_complete"
     assert stopped.global_step == 61  # The step whose update raised counts (AlgoPerf).
-    hyperparameters = {"stop_when_plan_ends": False}
+    hyperparameters = {}  # The default: the run goes on.
     queued, resets, _ = _train(workload, hyperparameters, max_global_steps=100)
     assert queued.stop_reason == "max_steps"
     assert queued.global_step == 100

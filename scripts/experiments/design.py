@@ -68,12 +68,28 @@ VARIANTS: dict[str, Variant] = {
     # The detector (v1 ablations that decided something; the others tied everywhere).
     "soft-switching-off": Variant("ablation", "early switching off", {"early_switching": False}),
     "soft-grace0": Variant("ablation", "grace 0", {"switch_grace_evals": 0}),
+    # Plan families (METHOD.md section 3 v2): soft resets, everything at its default but
+    # the plan, all re-fitted to the time budget. "plan-3" is the default plan.
+    "plan-1": Variant("plan", "1 cycle (the baseline's shape)", {"num_cycles": 1}),
+    "plan-2": Variant("plan", "2 equal cycles", {"num_cycles": 2}),
+    "plan-3": Variant("plan", "3 cycles (the default)", {}),
+    "plan-4": Variant("plan", "4 equal cycles", {"num_cycles": 4}),
+    "plan-3-short-first": Variant(
+        "plan", "3 cycles, T0 = 0.5 step_hint (a shorter first cycle)", {"cycle_budget_factor": 0.5}
+    ),
+    "plan-3-long-first": Variant(
+        "plan", "3 cycles, T0 = 1.5 step_hint (a longer first cycle)", {"cycle_budget_factor": 1.5}
+    ),
+    "plan-3-stop": Variant(
+        "plan", "3 cycles, no cycle after the plan", {"stop_when_plan_ends": True}
+    ),
 }
 VARIANTS = {
     name: v._replace(overrides={**AS_RUN, **v.overrides}) if v.group == "ablation" else v
     for name, v in VARIANTS.items()
 }
 STRATEGY_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "strategy")
+PLAN_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "plan")
 ABLATION_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "ablation")
 # The detector's variants: soft's reset, a different detector. Each is the same run as
 # "soft-switching-off" up to its first switch, which makes that run the counterfactual.
@@ -90,13 +106,18 @@ NOISY_VALIDATION_EXAMPLES = {"digit_sums": 100, "digits": 60, "breast_cancer": 4
 
 # Per-workload settings shared by every scenario, so that in the healthy scenario the
 # target needs more than one cycle's learning: digits and breast_cancer reach their
-# default targets within the first of three 100-step cycles (steps 60 and 10, seed 0).
+# default targets within the first of three 100-step cycles (steps 60 and 10, seed 0),
+# so their study has a shorter step_hint (and with it a smaller time budget).
 STUDY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # workload: (workload options, hyperparameters)
     "digit_sums": ({}, {}),
-    "digits": ({"eval_every_steps": 5}, {"cycle_budget_factor": 0.3}),
-    "breast_cancer": ({"validation_target_value": 0.1}, {"cycle_budget_factor": 0.2}),
+    "digits": ({"eval_every_steps": 5, "step_hint": 90}, {}),
+    "breast_cancer": ({"validation_target_value": 0.1, "step_hint": 60}, {}),
 }
+
+# The simulated clock of every run (`scripts.local.runner.reference_clock`): the reference
+# hardware of each workload, compiling for 10 steps' time, a reset costing 2.
+CLOCK = {"speed": 1.0, "compile_steps": 10.0, "reset_steps": 2.0, "noise": 0.0}
 
 
 class Scenario(NamedTuple):
@@ -119,7 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
         "failed first cycle",
         f"the first cycle's peak is {FAILED_PEAK_FACTOR:g}x the base learning rate",
         lambda workload: {},
-        {"cycle_lr_factors": [FAILED_PEAK_FACTOR, 1.5727, 0.4289]},
+        {"cycle_lr_factors": [FAILED_PEAK_FACTOR, 1.5727, 0.4289]},  # For 3 cycles.
     ),
     "noisy": Scenario(
         "noisy validation",
@@ -138,9 +159,22 @@ TINY_OPTIONS = {
     name: {**tiny_overrides(name), "step_hint": 150, "eval_every_steps": 5} for name in WORKLOADS
 }
 GRIDS = {
-    "full": {"workloads": WORKLOADS, "seeds": 5, "tiny": False},
+    "full": {
+        "workloads": WORKLOADS,
+        "seeds": 5,
+        "tiny": False,
+        "variants": STRATEGY_VARIANTS + ABLATION_VARIANTS,
+    },
     # A smoke-sized grid (tiny models, 2 seeds) for the test suite.
     "small": {"workloads": WORKLOADS, "seeds": 2, "tiny": True},
+    # The plan families and the strategies, scored as AlgoPerf scores (docs/score.md).
+    "score": {
+        "workloads": WORKLOADS,
+        "seeds": 3,
+        "tiny": False,
+        "scenarios": ("healthy", "failed"),
+        "variants": ("none", "full", *PLAN_VARIANTS),
+    },
 }
 
 
@@ -160,12 +194,18 @@ class RunSpec(NamedTuple):
         return f"{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The workload's study settings, the scenario's, then the variant's on top."""
-        return {
+        """The workload's study settings, the scenario's, then the variant's on top. A
+        variant with another number of cycles gets the failed scenario's first peak and
+        ones after it (the thesis's factors are for three cycles)."""
+        merged = {
             **STUDY_SETTINGS[self.workload][1],
             **SCENARIOS[self.scenario].hyperparameters,
             **VARIANTS[self.variant].overrides,
         }
+        num_cycles = merged.get("num_cycles", 3)
+        if self.scenario == "failed" and num_cycles != 3:
+            merged["cycle_lr_factors"] = [FAILED_PEAK_FACTOR] + [1.0] * (num_cycles - 1)
+        return merged
 
     def workload_options(self) -> dict[str, Any]:
         """Options of ``scripts.local.workloads.make_workload`` for this run."""

@@ -65,7 +65,7 @@ def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_eve
     result = runner.train_once(
         workload,
         submission,
-        hyperparameters,
+        {**hyperparameters, "stop_when_plan_ends": True},  # The budget of the study: T.
         seed,
         global_batch_size=64,
         eval_every_steps=eval_every,

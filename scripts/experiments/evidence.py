@@ -22,6 +22,7 @@ rebuilds them without training.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -33,7 +34,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripts.experiments.design import GRIDS, SCENARIOS, VARIANTS, WORKLOADS, RunSpec, grid
+from scripts.experiments.design import (
+    CLOCK,
+    GRIDS,
+    SCENARIOS,
+    VARIANTS,
+    WORKLOADS,
+    RunSpec,
+    grid,
+)
 from scripts.experiments.evidence_report import aggregate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +66,16 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     recorder = runner.MetricsRecorder()
     plans = []
     start = time.time()
+    # AlgoPerf's clock on the reference hardware, simulated: the records do not depend on
+    # the machine's load, and evaluations come every eval_period_time_sec of it.
+    clock = runner.reference_clock(workload, **CLOCK)
     result = runner.train_once(
         workload,
         submission,
         spec.hyperparameters(),
         spec.seed,
         workload_name=spec.workload,
-        eval_every_steps=workload.eval_every_steps,
+        clock=clock,
         metrics_logger=recorder,
         hooks=runner.RunnerHooks(
             before_training=lambda state: plans.append(submission.plan_summary(state))
@@ -107,7 +119,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             "higher_is_better": metric_direction(workload),
         },
         "eval_every_steps": workload.eval_every_steps,
+        "clock": dataclasses.asdict(clock) | {"time": None},
+        "budget": 1.5 * workload.max_allowed_runtime_sec,
         "planned_boundaries": plans[0]["boundaries"],
+        "final_boundaries": submission.plan_summary(result.optimizer_state)["boundaries"],
         "evals": evals,
         "resets": resets,
         "target_step": result.target_step,
@@ -241,8 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--report", type=Path, default=None, help="Markdown report path")
     parser.add_argument("--workloads", nargs="+", default=None, choices=WORKLOADS)
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--scenarios", nargs="+", default=None, choices=list(SCENARIOS), help="default: the grid's"
+    )
+    parser.add_argument(
+        "--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: the grid's"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--redo", action="store_true", help="rerun finished runs too")
@@ -264,8 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = ROOT / "docs" / "evidence.md"
     specs = grid(
         args.workloads or preset["workloads"],
-        args.scenarios,
-        args.variants,
+        args.scenarios or preset.get("scenarios", list(SCENARIOS)),
+        args.variants or preset.get("variants", list(VARIANTS)),
         range(seeds),
         tiny=preset["tiny"],
     )

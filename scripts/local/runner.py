@@ -6,8 +6,11 @@ It drives a submission module exactly through the functions AlgoPerf calls
 rules, and never reimplements any part of the submission. Differences, all
 deliberate:
 
-* evaluations may be scheduled every N steps (reproducible) instead of every S
-  seconds (AlgoPerf's rule, also available);
+* time is read from a ``clock``: the wall clock (AlgoPerf's), or a ``SimulatedClock``
+  (seconds per step, evaluation and reset, optionally noisy) that makes a run's timing
+  deterministic and lets a laptop play slow or fast hardware; evaluations come every
+  ``eval_period_time_sec`` seconds of that clock (AlgoPerf's rule) or, for studies
+  that want a fixed rhythm, every N steps;
 * training stops once the *validation* target is reached (AlgoPerf waits for the
   test target as well), unless ``stop_at_target=False``;
 * the timed region ends with ``jax.block_until_ready`` on the new parameters, so the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -36,12 +40,123 @@ from types import MappingProxyType
 from typing import Any
 
 import jax
+import numpy as np
 from flax import serialization
 
 from algoperf_compat import spec
 from scripts.local import workloads
 
 SELF_TUNING_BUDGET_FACTOR = 1.5
+
+
+class WallClock:
+    """Real time (``time.time``), as AlgoPerf's runner reads it."""
+
+    simulated = False
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def after_step(self, global_step: int, resets: int) -> None:
+        """Nothing: the step's time has passed by itself."""
+
+    def after_eval(self) -> None:
+        """Nothing: the evaluation's time has passed by itself."""
+
+
+@dataclasses.dataclass
+class SimulatedClock:
+    """A clock that advances by what the hardware it plays would take, and only then.
+
+    Step k (0-based) takes ``seconds_per_step`` x exp(noise x z_k), z_k ~ N(0, 1) drawn
+    from (seed, k) so that a resumed run draws the same; plus ``compile_seconds`` at step
+    0 and ``seconds_per_reset`` for each reset the submission made in it. An evaluation
+    takes ``seconds_per_eval`` (untimed by the runner, but it delays the next one, as in
+    AlgoPerf). ``time`` starts at an epoch-like 1e9 s: AlgoPerf's runner starts
+    ``last_eval_time`` at 0, so its first evaluation follows the first step, and this
+    clock keeps that.
+    """
+
+    seconds_per_step: float
+    seconds_per_eval: float = 0.0
+    seconds_per_reset: float = 0.0
+    compile_seconds: float = 0.0
+    noise: float = 0.0
+    seed: int = 0
+    time: float = 1.0e9
+
+    simulated = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "seconds_per_step",
+            "seconds_per_eval",
+            "seconds_per_reset",
+            "compile_seconds",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"SimulatedClock.{name} must be a number >= 0, got {value!r}.")
+        if not self.seconds_per_step > 0:
+            raise ValueError(
+                f"SimulatedClock.seconds_per_step must be > 0, got {self.seconds_per_step!r}."
+            )
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"SimulatedClock.noise must be a number >= 0, got {self.noise!r}.")
+
+    def now(self) -> float:
+        """The simulated seconds since the epoch."""
+        return self.time
+
+    def step_seconds(self, global_step: int, resets: int) -> float:
+        """What step ``global_step`` (0-based) took, with ``resets`` resets in it."""
+        factor = 1.0
+        if self.noise:
+            z = np.random.default_rng((self.seed, global_step)).standard_normal()
+            factor = math.exp(self.noise * z)
+        compile_ = self.compile_seconds if global_step == 0 else 0.0
+        return self.seconds_per_step * factor + compile_ + resets * self.seconds_per_reset
+
+    def after_step(self, global_step: int, resets: int) -> None:
+        """Advance by step ``global_step``'s seconds."""
+        self.time += self.step_seconds(global_step, resets)
+
+    def after_eval(self) -> None:
+        """Advance by one evaluation's seconds."""
+        self.time += self.seconds_per_eval
+
+
+def reference_clock(
+    workload: Any,
+    speed: float = 1.0,
+    *,
+    compile_steps: float = 10.0,
+    reset_steps: float = 2.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> SimulatedClock:
+    """The simulated clock of hardware ``speed`` times as fast as the reference that a
+    workload's budget was set for: s = max_allowed_runtime_sec / step_hint / speed seconds
+    per step (AlgoPerf sets a budget from the steps a reference run takes in it), the
+    first step's compilation ``compile_steps`` x s, a reset ``reset_steps`` x s,
+    evaluations untimed and instantaneous, step times x exp(noise x N(0, 1))."""
+    if not (math.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a number > 0, got {speed!r}.")
+    seconds = float(workload.max_allowed_runtime_sec) / float(workload.step_hint) / speed
+    return SimulatedClock(
+        seconds_per_step=seconds,
+        seconds_per_reset=reset_steps * seconds,
+        compile_seconds=compile_steps * seconds,
+        noise=noise,
+        seed=seed,
+    )
+
+
+def _cycle(submission_module: Any, optimizer_state: Any) -> int:
+    """The submission's current cycle, when it says (``plan_summary``); else 0."""
+    summary = getattr(submission_module, "plan_summary", None)
+    return int(summary(optimizer_state)["cycle"]) if summary is not None else 0
 
 
 @dataclasses.dataclass
@@ -184,9 +299,12 @@ def resolve_eval_batch_size(
 
 
 def runtime_budget(workload: Any, override: float | None, self_tuning: bool) -> float:
-    """Seconds of submission time allowed (1.5x the workload's under self-tuning)."""
+    """Seconds of submission time allowed (1.5x the workload's under self-tuning; no limit
+    for a workload that states none)."""
     if override is not None:
         return float(override)
+    if workload.max_allowed_runtime_sec is None:
+        return math.inf
     factor = SELF_TUNING_BUDGET_FACTOR if self_tuning else 1.0
     return factor * float(workload.max_allowed_runtime_sec)
 
@@ -229,13 +347,15 @@ def save_checkpoint(
     global_step: int,
     preemption_count: int,
     input_batches: int,
+    clock_time: float = math.nan,
 ) -> None:
     """Write what AlgoPerf's runner checkpoints (flax msgpack), atomically.
 
     The keys are AlgoPerf's (``model_params``, ``optimizer_state`` = ``optimizer_state[0]``
     only, never ``[1]``, ``model_state``, ``train_state``, ``eval_results`` as a tuple,
     ``global_step``, ``preemption_count``) plus ``input_batches``, the number of batches
-    drawn from the input queue, so that a resumed run sees the batches it would have.
+    drawn from the input queue, so that a resumed run sees the batches it would have, and
+    ``clock_time``, a simulated clock's time (nan for the wall clock).
     """
     state = {
         "model_params": jax.device_get(params),
@@ -246,6 +366,7 @@ def save_checkpoint(
         "global_step": int(global_step),
         "preemption_count": int(preemption_count),
         "input_batches": int(input_batches),
+        "clock_time": float(clock_time),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +381,7 @@ def restore_checkpoint(
     params: Any,
     model_state: Any,
     train_state: dict[str, Any],
-) -> tuple[Any, Any, Any, dict[str, Any], list, int, int, int]:
+) -> tuple[Any, Any, Any, dict[str, Any], list, int, int, int, float]:
     """Restore a checkpoint onto fresh targets, as AlgoPerf's ``maybe_restore_checkpoint``.
 
     ``optimizer_state[1]`` stays the fresh one's; eval_results come back in the shape
@@ -268,8 +389,8 @@ def restore_checkpoint(
     ({'0': step, '1': metrics}, '1'), ...]`` (the flax state dict of each saved
     ``(step, metrics)`` and its index, oldest first), and the preemption count goes up
     by one. Returns ``(optimizer_state, params, model_state, train_state,
-    eval_results, global_step, preemption_count, input_batches)``; a checkpoint without
-    ``input_batches`` (AlgoPerf's own) counts one batch per step.
+    eval_results, global_step, preemption_count, input_batches, clock_time)``; a
+    checkpoint without ``input_batches`` (AlgoPerf's own) counts one batch per step.
     """
     raw = serialization.msgpack_restore(Path(path).read_bytes())
     global_step = int(raw["global_step"])
@@ -283,6 +404,7 @@ def restore_checkpoint(
         global_step,
         int(raw["preemption_count"]) + 1,
         int(raw.get("input_batches", global_step)),
+        float(raw.get("clock_time", math.nan)),
     )
 
 
@@ -307,6 +429,7 @@ def train_once(
     checkpoint_every_steps: int | None = None,
     checkpoint_at_steps: Collection[int] = (),
     resume_from: str | os.PathLike | None = None,
+    clock: WallClock | SimulatedClock | None = None,
 ) -> RunResult:
     """Train ``workload`` with ``submission_module`` as AlgoPerf's runner would.
 
@@ -322,8 +445,12 @@ def train_once(
     ``checkpoint_at_steps``, after the step's evaluation (as AlgoPerf saves after an
     evaluation); the time counts as logging time. With ``resume_from``, the run
     continues from such a checkpoint instead of step 0.
+
+    Time comes from ``clock`` (default: the wall clock). As in AlgoPerf, the budget is
+    checked only after a step that an evaluation follows.
     """
     hooks = hooks or RunnerHooks()
+    clock = clock or WallClock()
     if eval_every_steps is not None and eval_every_steps < 1:
         raise ValueError(f"eval_every_steps must be >= 1, got {eval_every_steps}.")
     if checkpoint_every_steps is not None and checkpoint_every_steps < 1:
@@ -367,9 +494,12 @@ def train_once(
             global_step,
             preemption_count,
             input_batches,
+            clock_time,
         ) = restore_checkpoint(resume_from, optimizer_state, model_params, model_state, train_state)
         for _ in range(input_batches):  # Batch k of the stream depends on data_rng only.
             next(input_queue)
+        if clock.simulated and math.isfinite(clock_time):  # It goes on where it stopped.
+            clock.time = clock_time
     logger = metrics_logger if metrics_logger is not None else MetricsRecorder()
     workload.attach_metrics_logger(logger)
 
@@ -377,7 +507,7 @@ def train_once(
         hooks.before_training(optimizer_state)
     stop_reason = ""
     target_step = target_time = None
-    global_start_time = time.time()
+    global_start_time = clock.now()
     train_state["last_step_end_time"] = global_start_time
 
     while (
@@ -386,6 +516,7 @@ def train_once(
         and not train_state["training_complete"]
     ):
         data_select_rng, update_rng, prep_eval_rng, eval_rng = step_rngs(rng, global_step)
+        cycle = _cycle(submission_module, optimizer_state) if clock.simulated else 0
         batch = submission_module.data_selection(
             workload,
             input_queue,
@@ -415,12 +546,15 @@ def train_once(
         except spec.TrainingCompleteError:
             train_state["training_complete"] = True
             stop_reason = "training_complete"
+        if clock.simulated:
+            resets = _cycle(submission_module, optimizer_state) - cycle
+            clock.after_step(global_step, resets)
         global_step += 1
         if max_global_steps is not None and global_step == max_global_steps:
             train_state["training_complete"] = True
             stop_reason = stop_reason or "max_steps"
 
-        step_end_time = time.time()
+        step_end_time = clock.now()
         train_state["accumulated_submission_time"] += (
             step_end_time - train_state["last_step_end_time"]
         )
@@ -429,7 +563,7 @@ def train_once(
         )
         if eval_due and prepare_for_eval is not None:
             del batch
-            prep_start = time.time()
+            prep_start = clock.now()
             optimizer_state, model_params, model_state = prepare_for_eval(
                 workload=workload,
                 current_param_container=model_params,
@@ -443,12 +577,14 @@ def train_once(
                 rng=prep_eval_rng,
             )
             jax.block_until_ready((model_params, model_state))
-            train_state["accumulated_submission_time"] += time.time() - prep_start
-        train_state["is_time_remaining"] = train_state["accumulated_submission_time"] < budget
+            train_state["accumulated_submission_time"] += clock.now() - prep_start
+        if eval_due:  # AlgoPerf checks the budget only where it may evaluate.
+            train_state["is_time_remaining"] = train_state["accumulated_submission_time"] < budget
         if not train_state["is_time_remaining"]:
             stop_reason = stop_reason or "time_budget"
         if eval_due and train_state["is_time_remaining"]:
             result = _timed_eval(
+                clock,
                 workload,
                 train_state,
                 eval_batch_size,
@@ -465,20 +601,20 @@ def train_once(
                 target_time = result["accumulated_submission_time"]
                 if stop_at_target:
                     stop_reason = stop_reason or "target_reached"
-            logging_start = time.time()
+            logging_start = clock.now()
             logger.append_scalar_metrics(
                 dict(result),
                 global_step=global_step,
                 preemption_count=preemption_count,
                 is_eval=True,
             )
-            train_state["accumulated_logging_time"] += time.time() - logging_start
+            train_state["accumulated_logging_time"] += clock.now() - logging_start
             if hooks.after_eval is not None:
                 hooks.after_eval(global_step, result, optimizer_state)
         if global_step in checkpoint_at_steps or (
             checkpoint_every_steps is not None and global_step % checkpoint_every_steps == 0
         ):
-            checkpoint_start = time.time()
+            checkpoint_start = clock.now()
             save_checkpoint(
                 checkpoint_path,
                 optimizer_state,
@@ -489,14 +625,15 @@ def train_once(
                 global_step,
                 preemption_count,
                 input_queue.drawn,
+                clock.now() if clock.simulated else math.nan,
             )
-            train_state["accumulated_logging_time"] += time.time() - checkpoint_start
+            train_state["accumulated_logging_time"] += clock.now() - checkpoint_start
         if hooks.after_step is not None and hooks.after_step(
             global_step, optimizer_state, model_params, model_state, eval_results
         ):
             stop_reason = stop_reason or "stopped_by_hook"
             break
-        train_state["last_step_end_time"] = time.time()
+        train_state["last_step_end_time"] = clock.now()
 
     logger.append_scalar_metrics(
         {"score": train_state["accumulated_submission_time"]},
@@ -520,6 +657,7 @@ def train_once(
 
 
 def _timed_eval(
+    clock: WallClock | SimulatedClock,
     workload: Any,
     train_state: dict[str, Any],
     eval_batch_size: int,
@@ -536,7 +674,7 @@ def _timed_eval(
     the runner does and returns the evaluation result with ``score``,
     ``total_duration`` and the accumulated times added.
     """
-    eval_start = time.time()
+    eval_start = clock.now()
     result = dict(
         workload.eval_model(
             eval_batch_size,
@@ -554,7 +692,8 @@ def _timed_eval(
     train_state["test_goal_reached"] = bool(
         workload.has_reached_test_target(result) or train_state["test_goal_reached"]
     )
-    eval_end = time.time()
+    clock.after_eval()
+    eval_end = clock.now()
     train_state["last_eval_time"] = eval_end
     train_state["accumulated_eval_time"] += eval_end - eval_start
     result["score"] = train_state["accumulated_submission_time"]

@@ -238,8 +238,13 @@ class WorkloadConfig:
     validation_target_value: float
     test_target_value: float
     use_batch_norm: bool = False
-    max_allowed_runtime_sec: int = 120
-    eval_period_time_sec: float = 1.0
+    # The reference hardware: seconds per training step (about this project's 2-core CPU).
+    # As in AlgoPerf, the budget is what a reference run of step_hint steps takes,
+    # max_allowed_runtime_sec = step_hint x step_seconds, and evaluations come every
+    # eval_period_time_sec = eval_every_steps x step_seconds (unless given).
+    step_seconds: float = 0.01
+    max_allowed_runtime_sec: float | None = None
+    eval_period_time_sec: float | None = None
     eval_every_steps: int = 25
     eval_batch_size: int = 1000
     batch_size: int = 128
@@ -346,14 +351,20 @@ class SklearnWorkload:
         return self.config.step_hint
 
     @property
-    def max_allowed_runtime_sec(self) -> int:
-        """Time budget of the external-tuning ruleset (self-tuning gets 1.5x)."""
-        return self.config.max_allowed_runtime_sec
+    def max_allowed_runtime_sec(self) -> float:
+        """Time budget of the external-tuning ruleset (self-tuning gets 1.5x): by default
+        step_hint x step_seconds, what a reference run of step_hint steps takes."""
+        if self.config.max_allowed_runtime_sec is not None:
+            return self.config.max_allowed_runtime_sec
+        return self.config.step_hint * self.config.step_seconds
 
     @property
     def eval_period_time_sec(self) -> float:
-        """Seconds between evaluations under AlgoPerf's time-based schedule."""
-        return self.config.eval_period_time_sec
+        """Seconds between evaluations under AlgoPerf's time-based schedule: by default
+        eval_every_steps x step_seconds, the step rhythm of the reference hardware."""
+        if self.config.eval_period_time_sec is not None:
+            return self.config.eval_period_time_sec
+        return self.config.eval_every_steps * self.config.step_seconds
 
     @property
     def eval_every_steps(self) -> int:
@@ -620,7 +631,12 @@ class WorkloadEntry:
     # Options for a tiny, fast version (``python -m scripts.run --tiny``, tests, the
     # small evidence grid).
     tiny: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: {"hidden_sizes": (32, 32), "step_hint": 60, "eval_every_steps": 10}
+        default_factory=lambda: {
+            "hidden_sizes": (32, 32),
+            "step_hint": 60,
+            "eval_every_steps": 10,
+            "step_seconds": 0.002,
+        }
     )
 
     @property

@@ -32,7 +32,7 @@ class BreastCancerWorkload(SklearnWorkload):
         step_hint=300,
         validation_target_value=0.13,
         test_target_value=0.2,
-        max_allowed_runtime_sec=60,
+        step_seconds=0.005,
         eval_every_steps=5,
         batch_size=64,
     )

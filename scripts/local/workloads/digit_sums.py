@@ -39,7 +39,6 @@ class DigitSumsWorkload(DigitsWorkload):
         step_hint=900,
         validation_target_value=0.93,
         test_target_value=0.92,
-        max_allowed_runtime_sec=120,
         eval_every_steps=25,
     )
 

@@ -29,7 +29,6 @@ class DigitsWorkload(SklearnWorkload):
         step_hint=300,
         validation_target_value=0.97,
         test_target_value=0.96,
-        max_allowed_runtime_sec=60,
         eval_every_steps=10,
     )
 

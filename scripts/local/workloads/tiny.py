@@ -51,13 +51,15 @@ class GeneratedDataWorkload:
     direction, the model's initialisation, the runner's input queue (a training stream
     batch t of which depends only on (seed, t)) and its evaluation.
 
-    There is no test split (``has_reached_test_target`` is always False) and the time
-    budget is an hour: the runs stop at the plan's end, a step count or the target.
+    There is no test split (``has_reached_test_target`` is always False) and no time
+    budget (``max_allowed_runtime_sec`` None): the submission's plan stays in steps and
+    the runs stop at a step count, the target or, with ``stop_when_plan_ends``, the
+    plan's end; the mechanics tests need plans that do not depend on the machine's speed.
     Subclasses define ``_evaluate(params, model_state)``.
     """
 
     loss_type = None
-    max_allowed_runtime_sec = 3600
+    max_allowed_runtime_sec = None
     eval_period_time_sec = 1.0
 
     def __init__(self, model, train, validation, metric, higher_is_better, target, step_hint):

@@ -1,0 +1,106 @@
+"""The plan in the benchmark's time: cycles re-fitted to the submission-time budget.
+
+A scored AlgoPerf run ends when its target is reached or when its budget of B seconds of
+submission time is spent (B = time_budget_factor x max_allowed_runtime_sec). The first plan
+is in steps; at each evaluation the controller records a sample (g, t): the global step g
+and the submission seconds t spent before it. From the samples (METHOD.md section 3, v2):
+
+  * the seconds per step r is the median of the rates (t_k - t_{k-1}) / (g_k - g_{k-1}) of
+    the last `WINDOW` intervals between samples, the first interval excepted (it holds the
+    compilation). Compilation, resets and evaluations only add time, to a few intervals:
+    the median ignores them where a mean would not;
+  * the plan ends at T* = g + floor((fill x B - t) / r), the step at which a fraction
+    `fill` of the budget is spent;
+  * the cycles that have not started share [b_{c+1}, T*) in proportion to their present
+    lengths; those that would get fewer than `min_steps` are dropped from the end; the
+    current cycle c keeps its end b_{c+1} (its window is in the optimizer state on the
+    device, and it has already been warmed up).
+
+Everything here is a pure function of host numbers kept in the checkpoint, so a restored run
+re-fits exactly as the uninterrupted one would.
+"""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .plan import CyclePlan, num_cycles, select_cycles
+
+# Rates of at most this many recent intervals enter the median (a speed that changes, e.g.
+# when another job shares the machine, is followed within a few evaluations).
+WINDOW = 16
+
+
+class Budget(NamedTuple):
+    """The time budget of a run and how the plan should use it.
+
+    seconds: B, the submission seconds the runner allows.
+    fill: the fraction of B at which the last planned cycle should end its decay.
+    min_steps: the fewest steps a re-fitted cycle gets (a shorter one cannot learn after
+      its reset; it then runs into the budget instead).
+    """
+
+    seconds: float
+    fill: float = 0.95
+    min_steps: int = 1
+
+
+def add_sample(samples: np.ndarray, step: int, seconds: float) -> np.ndarray:
+    """`samples` (k x 2, rows (g, t)) with (step, seconds) appended; a sample at a step
+    not after the last one replaces nothing and is ignored. Only the newest WINDOW + 2 rows
+    are kept: the state stays small however long the run."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    if len(samples) and step <= samples[-1, 0]:
+        return samples
+    return np.concatenate([samples, [[float(step), float(seconds)]]])[-(WINDOW + 2) :]
+
+
+def seconds_per_step(samples: np.ndarray) -> float:
+    """r = median over the last WINDOW intervals (the run's first excepted) of
+    (t_k - t_{k-1}) / (g_k - g_{k-1}); nan while fewer than two intervals are known.
+
+    The run's first interval is the one from (0, 0) to the first sample; it is dropped as
+    long as the samples still begin with it (at most WINDOW + 2 are kept)."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    if len(samples) and samples[0, 0] > 0:  # The origin (0, 0) starts the first interval.
+        samples = np.concatenate([[[0.0, 0.0]], samples])
+    if len(samples) and samples[0, 0] == 0:
+        samples = samples[1:]  # Drop the first interval: it holds the compilation.
+    rates = np.diff(samples[:, 1]) / np.diff(samples[:, 0])
+    rates = rates[np.isfinite(rates) & (rates > 0)][-WINDOW:]
+    return float(np.median(rates)) if len(rates) else math.nan
+
+
+def steps_until(budget_seconds: float, step: int, seconds: float, rate: float) -> int:
+    """The step at which `budget_seconds` of submission time will be spent, from step g
+    at t seconds and r seconds per step: g + floor((budget - t) / r), at least g."""
+    return step + max(0, math.floor((budget_seconds - seconds) / rate))
+
+
+def fit_plan(plan: CyclePlan, cycle: int, end: int, min_steps: int = 1) -> tuple[CyclePlan, bool]:
+    """The plan whose cycles after `cycle` share [b_{cycle+1}, end) in proportion to their
+    present lengths L_j; cycle `cycle` and the ones before it are unchanged. Returns
+    (plan, whether it changed).
+
+    With A = end - b_{cycle+1}, the first m cycles after `cycle` are kept for the largest
+    m whose proportional shares A x L_j / sum_{j<m} L_j are all at least `min_steps` (a
+    budget too small for every cycle drops cycles from the end rather than making each too
+    short to learn after its reset); their boundaries are
+    b'_{c+1+k} = b_{c+1} + round(A x sum_{j<=k} L_j / sum_{j<m} L_j). With m = 0 the
+    current cycle becomes the plan's last.
+    """
+    b = np.asarray(plan.boundaries, dtype=np.int64)
+    start = int(b[cycle + 1])
+    if cycle + 1 >= num_cycles(plan):
+        return plan, False
+    lengths = np.diff(b[cycle + 1 :]).astype(np.float64)
+    available = max(0, int(end) - start)
+    keep = len(lengths)
+    while keep and available * lengths[:keep].min() / lengths[:keep].sum() < max(1, min_steps):
+        keep -= 1
+    cum = np.round(available * np.cumsum(lengths[:keep]) / lengths[:keep].sum())
+    boundaries = np.concatenate([b[: cycle + 2], start + cum.astype(np.int64)])
+    if np.array_equal(boundaries, b):
+        return plan, False
+    return select_cycles(plan, list(range(len(boundaries) - 1)), boundaries), True

@@ -1,0 +1,228 @@
+"""AlgoPerf's score of the evidence grid: performance profiles over its problems.
+
+AlgoPerf (`scoring/performance_profile.py`; ../shared/ALGOPERF.md) scores a submission so:
+per run, t = the submission time of the first evaluation that meets the validation target
+(infinite if none); per workload, the median over studies; r = t / t_best against the best
+submission on that workload, infinite where r > 4; rho(x) = the fraction of workloads with
+r <= x; the score is the area under rho over [1, 4], divided by 3.
+
+Here a *problem* is a (workload, scenario) cell of the grid, the studies are its seeds, the
+submissions are the grid's variants, and t is on the simulated clock (`design.CLOCK`), so
+the score does not depend on the machine's load.
+
+    .venv/bin/python -m scripts.experiments.score            # the score grid, docs/score.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_RATIO = 4.0  # AlgoPerf's max_tau: slower than 4x the best counts as never.
+PROFILE_POINTS = 100  # AlgoPerf's num_points for the trapezoid.
+
+
+def time_to_target(record: Mapping[str, Any]) -> float:
+    """t of one run: the submission seconds at its first evaluation on target, else inf."""
+    t = record.get("target_time")
+    return math.inf if t is None else float(t)
+
+
+def median_time(times: Sequence[float]) -> float:
+    """The median over studies (inf counts as the largest value, as numpy's median of
+    AlgoPerf's table does): inf when half or more of the runs missed, nan for none."""
+    if not times:
+        return math.nan
+    values = np.sort(np.asarray(times, dtype=np.float64))
+    n = len(values)
+    middle = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    return float(middle)
+
+
+def ratios(times: Mapping[str, Mapping[Any, float]]) -> dict[str, dict[Any, float]]:
+    """r[v][p] = t[v][p] / min_v t[v][p], inf where no variant reached problem p or where
+    r > MAX_RATIO. `times[v][p]` is variant v's median time on problem p."""
+    problems = {p for per in times.values() for p in per}
+    best = {p: min(per.get(p, math.inf) for per in times.values()) for p in problems}
+    out: dict[str, dict[Any, float]] = {}
+    for variant, per in times.items():
+        out[variant] = {}
+        for p in problems:
+            t = per.get(p, math.inf)
+            r = t / best[p] if math.isfinite(best[p]) and math.isfinite(t) else math.inf
+            out[variant][p] = r if r <= MAX_RATIO else math.inf
+    return out
+
+
+def profile(variant_ratios: Mapping[Any, float], xs: np.ndarray) -> np.ndarray:
+    """rho(x) = the fraction of problems with r <= x, at each x."""
+    r = np.asarray(list(variant_ratios.values()), dtype=np.float64)
+    return np.array([np.mean(r <= x) for x in xs]) if len(r) else np.zeros(len(xs))
+
+
+def benchmark_score(variant_ratios: Mapping[Any, float]) -> float:
+    """The area under rho over [1, MAX_RATIO] / (MAX_RATIO - 1), by the trapezoid rule
+    over PROFILE_POINTS points: 1 for the best on every problem, 0 for never within 4x."""
+    xs = np.linspace(1.0, MAX_RATIO, PROFILE_POINTS)
+    rho = profile(variant_ratios, xs)
+    area = float(np.sum((rho[1:] + rho[:-1]) / 2 * np.diff(xs)))
+    return area / (MAX_RATIO - 1.0)
+
+
+def problem_times(
+    records: Mapping[str, Mapping[str, Any]], variants: Sequence[str]
+) -> dict[str, dict[tuple[str, str], float]]:
+    """times[v][(workload, scenario)] = the median over seeds of t, from grid records."""
+    runs: dict[str, dict[tuple[str, str], list[float]]] = {v: {} for v in variants}
+    for record in records.values():
+        spec = record["spec"]
+        if spec["variant"] in runs:
+            problem = (spec["workload"], spec["scenario"])
+            runs[spec["variant"]].setdefault(problem, []).append(time_to_target(record))
+    return {v: {p: median_time(ts) for p, ts in per.items()} for v, per in runs.items()}
+
+
+def score_table(
+    records: Mapping[str, Mapping[str, Any]], variants: Sequence[str], labels: Mapping[str, str]
+) -> tuple[list[str], dict[str, float], dict[str, dict[Any, float]]]:
+    """The Markdown table of the score per variant (best first) with each problem's
+    ratio, the scores and the ratios."""
+    times = problem_times(records, variants)
+    r = ratios(times)
+    scores = {v: benchmark_score(r[v]) for v in variants if r.get(v)}
+    problems = sorted({p for per in r.values() for p in per})
+    head = ["variant", "score"] + [f"{w} {s}" for w, s in problems]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for v in sorted(scores, key=lambda v: -scores[v]):
+        cells = [labels.get(v, v), f"{scores[v]:.3f}"]
+        for p in problems:
+            t, ratio = times[v].get(p, math.nan), r[v][p]
+            cells.append("never" if not math.isfinite(ratio) else f"{ratio:.2f} ({t:.3g} s)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines, scores, r
+
+
+def draw_profiles(
+    variant_ratios: Mapping[str, Mapping[Any, float]],
+    scores: Mapping[str, float],
+    labels: Mapping[str, str],
+    path: Path,
+    title: str,
+) -> Path:
+    """rho(x) over [1, 4] per variant, labelled with its score; written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = np.linspace(1.0, MAX_RATIO, PROFILE_POINTS)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    styles = ("-", "--", "-.", ":")
+    for i, v in enumerate(sorted(scores, key=lambda v: -scores[v])):
+        ax.step(
+            xs,
+            profile(variant_ratios[v], xs),
+            where="post",
+            linestyle=styles[i % len(styles)],
+            linewidth=2.6 if i == 0 else 1.6,
+            label=f"{labels.get(v, v)}: {scores[v]:.3f}",
+        )
+    ax.set_xlim(1.0, MAX_RATIO)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("x: time to target / the best variant's time on the problem")
+    ax.set_ylabel("fraction of problems with ratio <= x")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(title="variant: score", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.experiments.score", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument("--report", type=Path, default=None, help="Markdown report path")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no_run", action="store_true", help="only score the records")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from scripts.experiments.design import GRIDS, VARIANTS, grid
+    from scripts.experiments.evidence import ROOT, run_grid
+    from scripts.experiments.evidence_report import load_records
+
+    args = build_parser().parse_args(argv)
+    preset = GRIDS["score"]
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    out = args.out or ROOT / "runs" / "evidence-score"
+    report = args.report or (ROOT / "docs" / "score.md" if args.out is None else None)
+    specs = grid(preset["workloads"], preset["scenarios"], preset["variants"], range(seeds))
+    errors = [] if args.no_run else run_grid(specs, out, args.workers)
+    records = load_records(out, specs)
+    labels = {v: VARIANTS[v].label for v in preset["variants"]}
+    lines, scores, r = score_table(records, preset["variants"], labels)
+    figure = draw_profiles(r, scores, labels, out / "figures" / "score_profile.png", _title(seeds))
+    print("\n".join(lines))
+    if report is not None:
+        write_report(report, lines, figure, records, seeds, argv)
+        print(f"report -> {report}")
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _title(seeds: int) -> str:
+    return f"Performance profiles: 3 workloads x (healthy, failed first cycle), {seeds} seeds"
+
+
+def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -> None:
+    """docs/score.md: how it was scored, the table, the profile."""
+    import shutil
+
+    from scripts.experiments.design import CLOCK
+
+    report.parent.mkdir(parents=True, exist_ok=True)
+    target = report.parent / "evidence" / figure.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(figure, target)
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    text = [
+        "# The score: plan families and strategies, scored as AlgoPerf scores",
+        "",
+        f"Reproduce: `.venv/bin/python -m scripts.experiments.score {given}`".rstrip() + ".",
+        f"{len(records)} runs; every time is on the simulated clock {CLOCK} of each "
+        "workload's reference hardware (`scripts/local/runner.py::reference_clock`), so "
+        "the numbers do not depend on the machine's load.",
+        "",
+        "A problem is a (workload, scenario) cell; t is the submission seconds at the "
+        f"first evaluation on target, the median over {seeds} seeds (never when half or "
+        "more missed); the ratio is t over the best variant's t on that problem (never "
+        "beyond 4x); the score is the area under the fraction of problems within x of the "
+        "best, over x in [1, 4], divided by 3 (AlgoPerf's recipe). Each cell: ratio (t).",
+        "",
+        *lines,
+        "",
+        f"![performance profiles](evidence/{target.name})",
+        "",
+    ]
+    report.write_text("\n".join(text), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
