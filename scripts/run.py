@@ -62,6 +62,8 @@ RUN_OPTIONS = (
     "max_steps",
     "max_runtime_sec",
     "eval_every_steps",
+    "clock",
+    "speed",
     "batch_size",
     "run_past_target",
     "checkpoint_every_steps",
@@ -122,8 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval_every_steps",
         type=int,
         default=None,
-        help="evaluate every N steps (default: the workload's); 0 = every "
-        "eval_period_time_sec seconds as AlgoPerf does",
+        help="evaluate every N steps (default: every eval_period_time_sec seconds of the "
+        "clock, as AlgoPerf does)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("reference", "wall"),
+        default="reference",
+        help="reference: simulated time of the hardware the workload's budget was set for "
+        "(deterministic, fast or slow with --speed); wall: this machine's real time "
+        "(default: reference)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="with --clock reference: the simulated hardware's speed, 2 = twice as fast "
+        "(default: 1)",
     )
     parser.add_argument(
         "--batch_size",
@@ -284,10 +301,15 @@ def validate_options(
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {value}.")
-    if args.eval_every_steps is not None and args.eval_every_steps < 0:
+    if args.eval_every_steps is not None and args.eval_every_steps < 1:
         raise ValueError(
-            f"--eval_every_steps must be >= 1 (or 0 for time-based), got {args.eval_every_steps}."
+            f"--eval_every_steps must be an integer >= 1 (leave it out for evaluations "
+            f"every eval_period_time_sec seconds), got {args.eval_every_steps}."
         )
+    if not (math.isfinite(args.speed) and args.speed > 0):
+        raise ValueError(f"--speed must be a number > 0, got {args.speed}.")
+    if args.speed != 1.0 and args.clock != "reference":
+        raise ValueError("--speed needs --clock reference (the wall clock runs at its own).")
     if args.max_runtime_sec is not None and not args.max_runtime_sec > 0:
         raise ValueError(f"--max_runtime_sec must be > 0, got {args.max_runtime_sec}.")
     base = collect_overrides(args, list(hyperparameters.NAMES))
@@ -863,6 +885,37 @@ def run_config(
     }
 
 
+def make_clock(args: argparse.Namespace, workload: Any) -> Any:
+    """The run's clock: the simulated reference hardware (at ``--speed``) or the wall."""
+    if args.clock == "wall":
+        return runner.WallClock()
+    return runner.reference_clock(workload, args.speed)
+
+
+def budget_lines(
+    records: Sequence[tuple[int, Mapping[str, Any], bool]], budget: float, spent: float, reason: str
+) -> list[str]:
+    """What happened to the time budget: the plan's re-fits (when, from which step time,
+    where the plan then ended) and the share of the budget used."""
+    refits = [(step, m) for step, m, _ in records if "plan/end" in m]
+    lines = [
+        f"Time budget: {spent:.2f} s of {budget:.2f} s submission time used "
+        f"({spent / budget:.0%}); stopped: {reason}."
+    ]
+    if refits:
+        step, m = refits[-1]
+        first_step, first = refits[0]
+        lines.append(
+            f"Plan re-fitted to the budget {len(refits)} times: first at step {first_step} "
+            f"({first['plan/seconds_per_step']:.3g} s/step, ends at step {first['plan/end']}), "
+            f"last at step {step} ({m['plan/seconds_per_step']:.3g} s/step, "
+            f"{m['plan/budget_spent']:.0%} spent, ends at step {m['plan/end']})."
+        )
+    else:
+        lines.append("Plan not re-fitted (no evaluation with a known step time).")
+    return lines
+
+
 def run_one(
     args: argparse.Namespace,
     submission: Any,
@@ -879,11 +932,7 @@ def run_one(
     options = workloads.tiny_overrides(args.workload) if args.tiny else {}
     workload = workloads.make_workload(args.workload, **options)
     batch_size, _ = batch_size_for(args.workload, args.batch_size)
-    eval_every = (
-        workload.eval_every_steps
-        if args.eval_every_steps is None
-        else (args.eval_every_steps or None)
-    )
+    eval_every = args.eval_every_steps  # None: every eval_period_time_sec of the clock.
     checkpoint_every = checkpoint_period(args.checkpoint_every_steps, eval_every)
     if resume is None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -921,6 +970,7 @@ def run_one(
             workload_name=args.workload,
             global_batch_size=batch_size,
             eval_every_steps=eval_every,
+            clock=make_clock(args, workload),
             max_global_steps=args.max_steps,
             max_runtime_sec=args.max_runtime_sec,
             metrics_logger=recorder,
@@ -980,6 +1030,9 @@ def finish_run(
     )
     print(format_cycle_table(table, workload.target_metric_name))
     print(target_line(result, workload, reached))
+    budget = monitor.config["max_runtime_sec"]
+    spent = result.train_state["accumulated_submission_time"]
+    print("\n".join(budget_lines(monitor.recorder.records, budget, spent, result.stop_reason)))
     print(f"Run directory: {out_dir}", flush=True)
     if result.stop_reason == "interrupted":
         print(

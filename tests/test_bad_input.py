@@ -115,6 +115,10 @@ HP_ROWS = [
     ("type", {"fail_on_no_improvement": "true"}, ValueError, _must("fail_on_no_improvement", BOOL)),  # noqa: E501
     ("type", {"snapshot_on_host": 1.0}, ValueError, _must("snapshot_on_host", BOOL)),
     ("type", {"failure_kappa": "3"}, ValueError, _must("failure_kappa", r"a number > 1")),
+    ("type", {"time_budget_factor": "1.5"}, ValueError, _must("time_budget_factor", POSITIVE)),
+    ("range", {"time_budget_factor": 0.0}, ValueError, _must("time_budget_factor", POSITIVE)),
+    ("type", {"budget_fill": [0.9]}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
+    ("range", {"budget_fill": 1.2}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
     ("range", {"reset_model_state": "average"}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501

@@ -257,16 +257,18 @@ def test_help_states_each_default_once_and_the_header_names_the_device(digits_ru
 
 def test_loss_target_printed_once_and_the_last_cycle_ends_with_the_plan(tmp_path, capsys):
     """breast_cancer's target is the validation loss: one "val loss" per evaluation line;
-    a run ended by its plan (T = 60) shows its last cycle ending at 60, not at the final
-    evaluation's step 61."""
+    a run ended by its plan (T, re-fitted to the time budget) shows its last cycle ending
+    at T, not at the final evaluation's step T + 1."""
     args = ["--workload", "breast_cancer", "--tiny", "--run_past_target", "--no_progress"]
-    args += ["--reset_strategy", "soft"]
+    args += ["--reset_strategy", "soft", "--set", "stop_when_plan_ends=true"]
     assert run.main([*args, "--output_dir", str(tmp_path / "bc")]) == 0
     printed = capsys.readouterr().out
     eval_lines = [line for line in printed.splitlines() if "| val loss" in line]
     assert eval_lines and all(line.count("val loss") == 1 for line in eval_lines)
+    with (tmp_path / "bc" / "eval_measurements.csv").open() as f:
+        final_step = int(list(csv.DictReader(f))[-1]["global_step"])
     table = [line.split() for line in printed.splitlines() if line.strip().startswith("2 ")]
-    assert table and table[-1][1] == "40-60", table
+    assert table and table[-1][1].endswith(f"-{final_step - 1}"), table
 
 
 def test_bad_option_exit_code_from_the_real_command(tmp_path):

@@ -70,12 +70,20 @@ def test_grid_is_every_combination_and_rejects_unknown_names():
 def test_run_settings_stack_study_scenario_and_variant():
     spec = design.RunSpec("digits", "failed", "soft-kappa2", 1)
     hp = spec.hyperparameters()
-    assert hp["cycle_budget_factor"] == 0.3  # The workload's study setting.
+    assert spec.workload_options()["step_hint"] == 90  # The workload's study setting.
     assert hp["cycle_lr_factors"][0] == design.FAILED_PEAK_FACTOR  # The scenario's.
     assert hp["failure_kappa"] == 2.0  # The variant's.
     noisy = design.RunSpec("digit_sums", "noisy", "none", 0, tiny=True).workload_options()
     assert noisy["validation_examples"] == design.NOISY_VALIDATION_EXAMPLES["digit_sums"]
     assert noisy["hidden_sizes"] == design.TINY_OPTIONS["digit_sums"]["hidden_sizes"]
+
+
+def test_plan_variants_fail_their_first_cycle_whatever_their_number_of_cycles():
+    for variant in design.PLAN_VARIANTS:
+        hp = design.RunSpec("digits", "failed", variant, 0).hyperparameters()
+        factors = hp["cycle_lr_factors"]
+        assert factors[0] == design.FAILED_PEAK_FACTOR
+        assert len(factors) == hp.get("num_cycles", 3)
 
 
 def test_every_variant_and_scenario_is_valid_for_the_submission():
@@ -280,8 +288,8 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
         record = result["records"][spec.key]
         assert float(row["steps_to_target"]) == er.steps_to_target(record)
         assert int(row["resets"]) == len(record["resets"])
-        # Runs end at the target, or when the plan (0.2 x step_hint 150 = 30 steps) ends.
-        assert row["stop_reason"] in ("target_reached", "training_complete")
+        # Runs end at the target or when the time budget (simulated clock) is spent.
+        assert row["stop_reason"] in ("target_reached", "time_budget")
     tables = (out / "tables.md").read_text()
     assert "#### breast_cancer, failed first cycle" in tables
     assert "| none (cyclic) |" in tables and "| early switching off |" in tables
@@ -294,7 +302,10 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
     assert (out / "report" / "runs.csv").read_text() == (out / "runs.csv").read_text()
     # The verdict first, then the gates; no seconds.
     assert text.startswith("# Evidence")
-    assert text.index("## Verdict") < text.index("## Gates") < text.index("## Detail tables")
+    assert text.index("## Verdict") < text.index("## Score") < text.index("## Gates")
+    assert text.index("## Gates") < text.index("## Detail tables")
+    assert "![score profile](report/score_profile.png)" in text
+    assert (out / "report" / "score_profile.png").stat().st_size > 1000
     assert "- **Failed first cycle**: soft reaches the target on " in text
     assert "seconds to target" not in text
     assert "| failed first cycle | breast_cancer | **" in text

@@ -1,6 +1,7 @@
 """The local runner: AlgoPerf's train_once semantics, driving real submissions."""
 
 import functools
+import math
 import types
 
 import jax
@@ -14,7 +15,9 @@ from algoperf_compat import parse_eval_results, spec
 from scripts.local import runner as local_runner
 from scripts.local import workloads
 
-TINY = {"hidden_sizes": (32, 32), "step_hint": 30}
+# No time budget (an infinite runtime): the submission's plan stays in steps, so that these
+# tests of the runner's mechanics do not depend on the machine's speed.
+TINY = {"hidden_sizes": (32, 32), "step_hint": 30, "max_allowed_runtime_sec": math.inf}
 
 
 def tiny(name="digits", **overrides):
@@ -332,8 +335,10 @@ def test_checkpoint_every_n_steps_and_resume_continue_bit_for_bit(tmp_path):
     assert (stopped.stop_reason, stopped.global_step) == ("stopped_by_hook", 13)
     assert [s for s, _ in stopped.eval_results] == [4, 8, 12]  # No final evaluation.
     raw = serialization.msgpack_restore(path.read_bytes())
-    # AlgoPerf's checkpoint (optimizer_state[0] only) and the batches drawn.
+    # AlgoPerf's checkpoint (optimizer_state[0] only), the batches drawn and a simulated
+    # clock's time (nan: the wall clock).
     assert set(raw) == {
+        "clock_time",
         "model_params",
         "optimizer_state",
         "model_state",
@@ -410,5 +415,6 @@ def test_rejects_bad_batch_and_eval_settings():
         local_runner.train_once(
             tiny(), submission, None, 0, global_batch_size=64, checkpoint_every_steps=5
         )
-    assert local_runner.runtime_budget(tiny(), None, self_tuning=True) == 1.5 * 60
+    budgeted = tiny(max_allowed_runtime_sec=60.0)
+    assert local_runner.runtime_budget(budgeted, None, self_tuning=True) == 1.5 * 60
     assert local_runner.runtime_budget(tiny(), 7.0, self_tuning=True) == 7.0

@@ -17,9 +17,10 @@ from flax import serialization
 from scripts import compare, run
 
 ROOT = Path(__file__).resolve().parents[1]
-# 600 planned steps (3 cycles of 200: cycle_budget_factor 10 x the tiny step_hint of 60),
-# evaluations and checkpoints every 25 steps, past the target: the resumed part crosses
-# the boundaries at steps 200 and 400.
+# 600 planned steps (3 cycles of 200: cycle_budget_factor 10 x the tiny step_hint of 60)
+# in a budget of 15 x the tiny workload's (1.8 s of the reference clock: 900 steps, the
+# plan re-fitted to it), evaluations and checkpoints every 25 steps, past the target: the
+# resumed part crosses the boundaries at steps 200 and about 480.
 LONG_RUN = [
     "--workload",
     "digits",
@@ -28,6 +29,10 @@ LONG_RUN = [
     "soft",
     "--set",
     "cycle_budget_factor=10",
+    "--set",
+    "time_budget_factor=15",
+    "--max_runtime_sec",
+    "1.8",
     "--eval_every_steps",
     "25",
     "--run_past_target",
@@ -214,7 +219,8 @@ def test_compare_tables_show_tau_only_where_the_strategy_uses_it(story, tmp_path
     assert "tau" in rows["soft"]["resets at step"]
     assert rows["full"]["resets at step"] == rows["none"]["resets at step"] == "20"
     assert (
-        rows["soft"]["cycles run"] == "0-20, 20-30" and rows["soft"]["final plan"] == "0 20 40 60"
+        rows["soft"]["cycles run"] == "0-20, 20-30"
+        and rows["soft"]["final plan"] == "0 20 48 75"  # Re-fitted to the budget.
     )
     assert "0/1" in printed and "never" in printed
     assert (tmp_path / compare.FIGURE).is_file() and (tmp_path / compare.TABLE).is_file()

@@ -35,6 +35,7 @@ from scripts.experiments.design import (
     VARIANTS,
     RunSpec,
 )
+from scripts.experiments.score import draw_profiles, score_table
 
 INF = math.inf
 DEFAULT = "soft"
@@ -1018,6 +1019,26 @@ DEFINITIONS = """\
 """
 
 
+def score_section(records, variants: Sequence[str], fig_dir: Path) -> list[str]:
+    """Every variant's AlgoPerf score over the grid's (workload, scenario) problems, its
+    ratio to the best variant per problem, and the profiles (``scripts/experiments/score``)."""
+    labels = {v: VARIANTS[v].label for v in variants if v in VARIANTS}
+    lines, scores, ratios = score_table(records, variants, labels)
+    figure = draw_profiles(
+        ratios, scores, labels, fig_dir / "score_profile.png", "Performance profiles"
+    )
+    return [
+        "t: the submission seconds at the first evaluation on target (simulated clock for "
+        "records made since the time-budget change), median over seeds; each cell: t over "
+        "the best variant's t (never: missed by half the seeds or more, or beyond 4x); the "
+        "score is the area under the profile over [1, 4] / 3, as AlgoPerf computes it.",
+        "",
+        *lines,
+        "",
+        f"![score profile]({fig_dir.name}/{figure.name})",
+    ]
+
+
 def write_report(
     path: Path,
     out: Path,
@@ -1045,6 +1066,10 @@ def write_report(
         "## Verdict",
         "",
         *verdict_section(records, workloads, scenarios),
+        "",
+        "## Score (AlgoPerf's performance profile)",
+        "",
+        *score_section(records, variants, fig_dir),
         "",
         "## Gates (issue 11)",
         "",

@@ -142,7 +142,7 @@ def draw_profiles(
     ax.legend(title="variant: score", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -188,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _title(seeds: int) -> str:
-    return f"Performance profiles: 3 workloads x (healthy, failed first cycle), {seeds} seeds"
+    return (
+        "AlgoPerf's performance profiles over the evidence grid\n"
+        f"3 workloads x (healthy, failed first cycle), median of {seeds} seeds"
+    )
 
 
 def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -> None:
@@ -201,7 +204,7 @@ def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -
     target = report.parent / "evidence" / figure.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(figure, target)
-    given = " ".join(argv if argv is not None else sys.argv[1:])
+    given = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no_run")
     text = [
         "# The score: plan families and strategies, scored as AlgoPerf scores",
         "",
