@@ -85,8 +85,8 @@ class Controller(NamedTuple):
       before it began, else the run's first (nan before any).
     cycle_evals: evaluations read in the current cycle.
     previous_start_metric: the ending cycle's start metric, for `after_reset`.
-    time_samples: (step, submission seconds) at the evaluations read so far, k x 2
-      (`schedules.budget.add_sample`), from which the plan is re-fitted to the budget.
+    time_samples: (step, submission seconds) at the evaluations read so far, k x 2, after
+      the origin (0, 0) (`schedules.budget.add_sample`), from which the plan is re-fitted.
     """
 
     plan: CyclePlan
@@ -101,7 +101,9 @@ class Controller(NamedTuple):
     cycle_start_metric: float = math.nan
     cycle_evals: int = 0
     previous_start_metric: float = math.nan
-    time_samples: np.ndarray = np.zeros((0, 2))
+    # The run's origin (0 steps, 0 s) to begin with: never an empty array, which AlgoPerf's
+    # checkpointing refuses to save.
+    time_samples: np.ndarray = np.zeros((1, 2))
 
 
 class Switch(NamedTuple):

@@ -812,9 +812,14 @@ def target_event(events: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | Non
     return next((e for e in events if e.get("event") == "target_reached"), None)
 
 
-def target_line(result: runner.RunResult, workload: Any, reached: Mapping[str, Any] | None) -> str:
+def target_line(
+    result: runner.RunResult,
+    workload: Any,
+    reached: Mapping[str, Any] | None,
+    clock: str = "wall",
+) -> str:
     """When the validation target was reached (``reached``: the ``target_reached``
-    event), or that it was not."""
+    event), or that it was not; times on ``clock`` ("reference": simulated)."""
     op = ">" if metric_direction(workload) else "<"
     goal = f"validation {workload.target_metric_name} {op} {workload.validation_target_value:g}"
     if reached is None:
@@ -826,7 +831,8 @@ def target_line(result: runner.RunResult, workload: Any, reached: Mapping[str, A
     return (
         f"Target ({goal}) reached at step {reached['step']}: "
         f"{reached['submission_time_sec']:.1f} s submission time (score), "
-        f"{reached['total_duration_sec']:.1f} s wall clock including evaluations."
+        f"{reached['total_duration_sec']:.1f} s in all including evaluations"
+        + (" (simulated reference clock)." if clock == "reference" else " (wall clock).")
     )
 
 
@@ -1029,7 +1035,7 @@ def finish_run(
         result.global_step - (result.stop_reason == "training_complete"),
     )
     print(format_cycle_table(table, workload.target_metric_name))
-    print(target_line(result, workload, reached))
+    print(target_line(result, workload, reached, monitor.config["options"].get("clock", "wall")))
     budget = monitor.config["max_runtime_sec"]
     spent = result.train_state["accumulated_submission_time"]
     print("\n".join(budget_lines(monitor.recorder.records, budget, spent, result.stop_reason)))

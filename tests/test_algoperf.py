@@ -86,7 +86,11 @@ def test_steps_on_algoperf_mnist_workload_cross_resets_and_end_the_plan(tmp_path
 
     rng = jax.random.PRNGKey(0)
     params, model_state = workload.init_model_fn(rng)
-    hyperparameters = {"cycle_budget_factor": PLAN_STEPS / workload.step_hint}
+    # The plan in steps (train_state = {}: no step time) ending the run at its end.
+    hyperparameters = {
+        "cycle_budget_factor": PLAN_STEPS / workload.step_hint,
+        "stop_when_plan_ends": True,
+    }
     optimizer_state = submission.init_optimizer_state(
         workload, params, model_state, hyperparameters, rng
     )

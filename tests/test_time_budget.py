@@ -7,6 +7,7 @@ hardware twice as slow and twice as fast as the reference, with and without nois
 
 import math
 
+import jax
 import jax.monitoring
 import numpy as np
 import pytest
@@ -34,6 +35,13 @@ def test_seconds_per_step_ignores_compilation_resets_and_evaluations():
     assert math.isnan(tb.seconds_per_step(samples[:1]))
     # Two: the second interval alone.
     assert tb.seconds_per_step(samples[:2]) == pytest.approx(0.1)
+
+
+def test_the_controller_state_has_no_empty_array():
+    """AlgoPerf's checkpointing refuses to save arrays of zero size."""
+    c = control.start(schedules.make_plan(30, 3), np.zeros(2, np.uint32))
+    assert all(np.asarray(leaf).size > 0 for leaf in jax.tree.leaves(c))
+    assert c.time_samples.tolist() == [[0.0, 0.0]]
 
 
 def test_add_sample_keeps_a_bounded_window_in_step_order():
