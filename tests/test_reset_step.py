@@ -129,7 +129,7 @@ def test_a_reset_peaks_at_most_one_params_copy_above_a_step():
     the fresh initialisation is made inside the reset, the state and the start it
     replaces are donated. The reset peaks the same under jax 0.7 and 0.10 (60.9 MB), the
     step 3 MB lower under 0.7: +1.03 copies there, +0.66 under 0.10; with the fresh state
-    made outside the reset, +1.46."""
+    made outside the reset, +1.47."""
     from scripts import benchmark_memory
     from scripts.local import workloads
 
