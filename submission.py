@@ -66,8 +66,25 @@ class SubmissionState(NamedTuple):
     start: reset.TrainState
 
 
+class _InitTrace:
+    """Per Runtime: whether the workload's `init_model_fn` traced inside the compiled reset
+    (None until the first reset tries). A cache, rebuilt by every init_optimizer_state."""
+
+    def __init__(self):
+        self.traceable = None
+
+
+class _UntraceableInit(Exception):
+    """The workload's init_model_fn cannot be traced under jit (it reads a traced value)."""
+
+
 class Runtime(NamedTuple):
-    """optimizer_state[1]: rebuilt from (workload, hyperparameters) on every start."""
+    """optimizer_state[1]: rebuilt from (workload, hyperparameters) on every start.
+
+    reset_step: the compiled reset, the fresh initialisation traced inside it;
+    reset_step_given: the same, the fresh (params, model state) given by the caller, for
+    a workload whose init cannot be traced (`init_trace` remembers which one applies).
+    """
 
     config: schema.Config
     settings: control.Settings
@@ -77,6 +94,8 @@ class Runtime(NamedTuple):
     train_step: Any
     reset_step: Any
     num_devices: int
+    reset_step_given: Any
+    init_trace: _InitTrace
 
 
 def _train_step(workload, tx, config, opt_state, params, model_state, batch, rng):
@@ -97,10 +116,19 @@ def _train_step(workload, tx, config, opt_state, params, model_state, batch, rng
     return opt_state, params, new_model_state, loss, _global_norm(grad), lr
 
 
-def _reset_step(strategy, config, workload, current, fresh, start, cycle, batch, rng):
+def _reset_step(
+    strategy, config, tx, workload, make_fresh, current, start, cycle, batch, rng, source
+):
     """The device side of a reset: the finished cycle checked by the failure rules, the
     strategy applied, statistics re-estimated (if configured), and the schedule entering
-    the new cycle at `cycle.step`. Returns the new state and the `reset.FailureCheck`."""
+    the new cycle at `cycle.step`.
+
+    The fresh initialisation `make_fresh(source) -> (params, model state)` runs only when
+    the strategy reads it (`strategy.uses_init`, a `lax.cond`: not for `none`, tau = 0 or
+    a rollback); the fresh optimizer state is `tx.init`, which reads only shapes. Returns
+    the new state, a copy of its params and model state for the next cycle's start (None
+    with `snapshot_on_host`) and the `reset.FailureCheck`.
+    """
     check = reset.check_cycle(
         current,
         start.params,
@@ -109,6 +137,15 @@ def _reset_step(strategy, config, workload, current, fresh, start, cycle, batch,
         schema.failure_rules(config),
     )
     outcome = reset.CycleOutcome(cycle.tau, check.failed, cycle.switched, start)
+    fresh = current
+    if strategy.needs_fresh:
+        params, model_state = jax.lax.cond(
+            strategy.uses_init(outcome, check.finite),
+            lambda s: _like(make_fresh(s), (current.params, current.model_state)),
+            lambda s: (current.params, current.model_state),  # A stand-in, never read.
+            source,
+        )
+        fresh = reset.TrainState(params, model_state, tx.init(params))
     new = strategy.apply(current, fresh, outcome)
     if config.reset_model_state == "reestimate" and strategy.name == "soft":
         estimated = reset.reestimate_ema(
@@ -120,7 +157,10 @@ def _reset_step(strategy, config, workload, current, fresh, start, cycle, batch,
         kept = check.failed & config.rollback_failed_cycles  # Rolled back: its own statistics.
         new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
     opt_state = schedules.enter_cycle(new.opt_state, cycle.window, cycle.step)
-    return new._replace(opt_state=opt_state), check
+    new = new._replace(opt_state=opt_state)
+    # A separate buffer (jit never aliases two outputs): the train step donates `new`.
+    start = None if config.snapshot_on_host else reset.TrainState(new.params, new.model_state, None)
+    return new, start, check
 
 
 class _Cycle(NamedTuple):
@@ -131,6 +171,26 @@ class _Cycle(NamedTuple):
     no_improvement: Any
     window: schedules.CyclePlan
     step: Any
+
+
+def _like(tree, reference):
+    """`tree` cast leafwise to `reference`'s dtypes (a `lax.cond` needs equal types)."""
+    return jax.tree.map(lambda x, r: jnp.asarray(x, r.dtype), tree, reference)
+
+
+def _traced_init(workload, seed_and_cycle):
+    """The workload's init under trace, keyed by fold_in(seed, cycle); `_UntraceableInit`
+    when it reads a traced value (a `float()`, `np.asarray`, a Python `if`)."""
+    seed, cycle = seed_and_cycle
+    try:
+        return workload.init_model_fn(jax.random.fold_in(seed, cycle))
+    except jax.errors.JAXTypeError as error:
+        raise _UntraceableInit(str(error)) from error
+
+
+def _given_init(fresh):
+    """The fallback's fresh (params, model state), computed by a plain call outside."""
+    return fresh
 
 
 def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -> Runtime:
@@ -145,12 +205,16 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
         donate_argnums=(0, 1, 2),
     )
     strategy = schema.reset_strategy(config)
-    reset_step = jax.jit(
-        functools.partial(_reset_step, strategy, config, workload),
-        in_shardings=(replicated,) * 4 + (batch_sharding, replicated),
-        out_shardings=replicated,
-        donate_argnums=(0,) if strategy.needs_fresh else (),
-    )
+
+    def compiled_reset(make_fresh):
+        # The current state is replaced, and so is the start when it lives on the device.
+        return jax.jit(
+            functools.partial(_reset_step, strategy, config, tx, workload, make_fresh),
+            in_shardings=(replicated,) * 3 + (batch_sharding,) + (replicated,) * 2,
+            out_shardings=replicated,
+            donate_argnums=(0,) if config.snapshot_on_host else (0, 1),
+        )
+
     budget = schema.time_budget(
         config, getattr(workload, "max_allowed_runtime_sec", None), workload.step_hint
     )
@@ -160,7 +224,18 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
         compat.metric_direction(workload),
         budget,
     )
-    return Runtime(config, settings, strategy, tx, replicated, train_step, reset_step, mesh.size)
+    return Runtime(
+        config,
+        settings,
+        strategy,
+        tx,
+        replicated,
+        train_step,
+        compiled_reset(functools.partial(_traced_init, workload)),
+        mesh.size,
+        compiled_reset(_given_init),
+        _InitTrace(),
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -204,11 +279,6 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     current state, the cycle's start and a fresh initialisation keyed by (seed, cycle)."""
     config = runtime.config
     current = reset.TrainState(params, model_state, state.opt_state)
-    fresh = current  # `none` ignores it: no new initialisation, nothing donated.
-    if runtime.strategy.needs_fresh:
-        key = jax.random.fold_in(jnp.asarray(state.controller.seed), action.cycle)
-        fresh_params, fresh_model_state = workload.init_model_fn(key)
-        fresh = reset.TrainState(fresh_params, fresh_model_state, runtime.tx.init(fresh_params))
     cycle = _Cycle(
         np.float32(action.tau),
         np.bool_(action.early),
@@ -216,7 +286,9 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
         schedules.cycle_window(state.controller.plan, action.cycle),
         np.int32(action.step),
     )
-    new, check = runtime.reset_step(current, fresh, state.start, cycle, batch, rng)
+    new, start, check = _run_reset_step(
+        workload, runtime, current, state.start, cycle, batch, rng, state.controller.seed, action
+    )
     failed, finite, ratio, rule = jax.device_get(check)  # One small read, at resets only.
     why = reset.FAILURE_RULES[rule] if failed else ""
     rolled_back = bool(failed) and runtime.strategy.name == "soft"
@@ -245,9 +317,33 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
             action.step,
         )
     controller = control.after_reset(state.controller, rolled_back)
-    start = _snapshot(reset.TrainState(new.params, new.model_state, None), config, runtime)
+    if config.snapshot_on_host:
+        start = jax.device_get(reset.TrainState(new.params, new.model_state, None))
     state = state._replace(opt_state=new.opt_state, controller=controller, start=start)
     return state, new.params, new.model_state
+
+
+def _run_reset_step(workload, runtime, current, start, cycle, batch, rng, seed, action):
+    """`runtime.reset_step`, the fresh initialisation traced inside it; for a workload
+    whose init cannot be traced, `runtime.reset_step_given` with a plain call's result
+    (decided at the first reset, logged once)."""
+    seed_and_cycle = (np.asarray(seed), np.uint32(action.cycle))
+    if runtime.init_trace.traceable is not False:
+        try:
+            out = runtime.reset_step(current, start, cycle, batch, rng, seed_and_cycle)
+            runtime.init_trace.traceable = True
+            return out
+        except _UntraceableInit as error:  # Raised while tracing: nothing was donated yet.
+            runtime.init_trace.traceable = False
+            logging.warning(
+                "the workload's init_model_fn cannot be traced under jit (%s); every reset "
+                "calls it outside the compiled reset instead",
+                str(error).splitlines()[0],
+            )
+    fresh = None  # `none` reads nothing fresh.
+    if runtime.strategy.needs_fresh:
+        fresh = workload.init_model_fn(jax.random.fold_in(*seed_and_cycle))
+    return runtime.reset_step_given(current, start, cycle, batch, rng, fresh)
 
 
 def _log_refit(workload, refit: control.Refit, budget) -> None:

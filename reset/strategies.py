@@ -72,11 +72,31 @@ class ResetStrategy(NamedTuple):
 
     `needs_fresh` is False when `apply` ignores `fresh`, so a caller can skip the new
     initialisation (and pass `current` in its place).
+
+    `uses_init(outcome, finite)` (a bool scalar, maybe traced; `finite`: the current
+    state is all finite) says whether this reset reads `fresh.params` or
+    `fresh.model_state`. When it is False the result is the same with `fresh` replaced by
+    `TrainState(current.params, current.model_state, fresh optimizer state)`, so a caller
+    can skip the workload's initialisation (`jax.lax.cond`) and still build the fresh
+    optimizer state, which only needs the params' shapes.
     """
 
     name: str
     needs_fresh: bool
     apply: Callable[[TrainState, TrainState, CycleOutcome], TrainState]
+    uses_init: Callable[[CycleOutcome, Any], Any]
+
+
+def _always(outcome: CycleOutcome, finite) -> jax.Array:
+    """The fresh initialisation is read whatever the cycle's outcome."""
+    del outcome, finite
+    return jnp.asarray(True)
+
+
+def _never(outcome: CycleOutcome, finite) -> jax.Array:
+    """The fresh initialisation is never read."""
+    del outcome, finite
+    return jnp.asarray(False)
 
 
 def blend(current, fresh, tau):
@@ -112,7 +132,7 @@ def none() -> ResetStrategy:
         del fresh, outcome
         return current
 
-    return ResetStrategy("none", needs_fresh=False, apply=apply)
+    return ResetStrategy("none", False, apply, _never)
 
 
 def full() -> ResetStrategy:
@@ -122,7 +142,7 @@ def full() -> ResetStrategy:
         del current, outcome
         return fresh
 
-    return ResetStrategy("full", needs_fresh=True, apply=apply)
+    return ResetStrategy("full", True, apply, _always)
 
 
 def params_only() -> ResetStrategy:
@@ -132,7 +152,7 @@ def params_only() -> ResetStrategy:
         del outcome
         return TrainState(fresh.params, fresh.model_state, current.opt_state)
 
-    return ResetStrategy("params_only", needs_fresh=True, apply=apply)
+    return ResetStrategy("params_only", True, apply, _always)
 
 
 MODEL_STATE_CHOICES = ("blend", "keep", "fresh")
@@ -209,7 +229,15 @@ def soft(
             result = tree_select(outcome.failed, back, result)
         return result
 
-    return ResetStrategy("soft", needs_fresh=True, apply=apply)
+    def uses_init(outcome: CycleOutcome, finite):
+        """theta0 is read unless the cycle is rolled back (start + fresh moments) or, with
+        a finite state and tau = 0, every blend is (1 - 0) x + 0 x0 = x exactly and the
+        model state is not taken fresh."""
+        tau = jnp.asarray(outcome.tau, jnp.float32)
+        reads = (tau > 0) | ~jnp.asarray(finite, bool) | (model_state == "fresh")
+        return reads & ~(rollback & jnp.asarray(outcome.failed, bool))
+
+    return ResetStrategy("soft", True, apply, uses_init)
 
 
 def _is_real(x) -> bool:

@@ -7,6 +7,7 @@ buffer (trace).
 """
 
 import functools
+import itertools
 import math
 
 import flax.linen as nn
@@ -693,3 +694,54 @@ def test_soft_rejects_bad_flag(flag):
 @pytest.mark.parametrize("alpha", [0, 0.0, 1, 1.0, np.float32(0.3), np.float64(0.5)])
 def test_soft_accepts_alpha_in_closed_unit_interval(alpha):
     assert reset.soft(alpha=alpha).name == "soft"
+
+
+# --- when a reset reads the fresh initialisation ----------------------------------------
+
+
+def _with_nan(state: reset.TrainState) -> reset.TrainState:
+    first, *rest = jax.tree.leaves(state.params)
+    params = jax.tree.unflatten(
+        jax.tree.structure(state.params), [first.at[(0,) * first.ndim].set(jnp.nan), *rest]
+    )
+    return state._replace(params=params)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("none", {}),
+        ("full", {}),
+        ("params_only", {}),
+        ("soft", {}),
+        ("soft", {"rollback": False}),
+        ("soft", {"model_state": "fresh"}),
+        ("soft", {"model_state": "keep", "fresh_moments_when_switched": True}),
+    ],
+)
+def test_uses_init_false_means_the_init_is_not_read(name, params):
+    """Where `uses_init` says no, `apply` gives the same state bit for bit with the fresh
+    params and model state replaced by the current ones (the compiled reset's stand-in)."""
+    strategy = reset.make_strategy(name, **params)
+    finite_state, fresh = states("adamw")
+    skipped = []
+    for current in (finite_state, _with_nan(finite_state)):
+        finite = bool(reset.is_finite_state(current))
+        stand_in = reset.TrainState(current.params, current.model_state, fresh.opt_state)
+        for tau, failed, switched in itertools.product((0.0, 0.3), (False, True), (False, True)):
+            outcome = reset.CycleOutcome(tau, failed, switched, start=fresh)
+            if bool(strategy.uses_init(outcome, finite)):
+                continue
+            skipped.append((tau, failed, finite))
+            assert_identical(
+                strategy.apply(current, stand_in, outcome), strategy.apply(current, fresh, outcome)
+            )
+    # Of 16 cases: soft skips the 8 rolled back and, if the state is finite, those with
+    # tau = 0 that were not (2); without rollback only the latter (4); with a fresh model
+    # state only the rollbacks.
+    expected = {"none": 16, "full": 0, "params_only": 0, "soft": 10}[name]
+    if params.get("rollback") is False:
+        expected = 4
+    if params.get("model_state") == "fresh":
+        expected = 8
+    assert len(skipped) == expected, skipped
