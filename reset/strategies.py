@@ -79,12 +79,16 @@ class ResetStrategy(NamedTuple):
     `TrainState(current.params, current.model_state, fresh optimizer state)`, so a caller
     can skip the workload's initialisation (`jax.lax.cond`) and still build the fresh
     optimizer state, which only needs the params' shapes.
+
+    `uses_tau` is True when the result depends on `outcome.tau` (only `soft`): reports show
+    tau only where it mattered.
     """
 
     name: str
     needs_fresh: bool
     apply: Callable[[TrainState, TrainState, CycleOutcome], TrainState]
     uses_init: Callable[[CycleOutcome, Any], Any]
+    uses_tau: bool = False
 
 
 def _always(outcome: CycleOutcome, finite) -> jax.Array:
@@ -237,7 +241,7 @@ def soft(
         reads = (tau > 0) | ~jnp.asarray(finite, bool) | (model_state == "fresh")
         return reads & ~(rollback & jnp.asarray(outcome.failed, bool))
 
-    return ResetStrategy("soft", True, apply, uses_init)
+    return ResetStrategy("soft", True, apply, uses_init, uses_tau=True)
 
 
 def _is_real(x) -> bool:

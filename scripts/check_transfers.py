@@ -29,13 +29,17 @@ def main(argv=None) -> None:
     queue = workload._build_input_queue(rng, "train", None, 128)
     hyperparameters = {"cycle_budget_factor": 100.0}  # No boundary within the check.
     state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, rng)
-    eval_results = [(1, {"validation/loss": 2.0, f"validation/{workload.target_metric_name}": 0.1})]
+    metric = f"validation/{workload.target_metric_name}"
+    eval_results = [(1, {"validation/loss": 2.0, metric: 0.1})]
 
     def step(t, state, params, model_state):
         batch = next(queue)
+        if t % 10 == 0:  # An evaluation: the controller reads it and re-fits the plan.
+            eval_results.append((t, {"validation/loss": 2.0 - t / 1000, metric: 0.1}))
+        train_state = {"accumulated_submission_time": 0.01 * t}  # As the runner passes it.
         return submission.update_params(
             workload, params, None, model_state, hyperparameters, batch, None, state,
-            eval_results, t, jax.random.fold_in(rng, t),
+            eval_results, t, jax.random.fold_in(rng, t), train_state,
         )  # fmt: skip
 
     for t in range(1, 4):  # Start-up: the first call may read the device once.
@@ -48,8 +52,10 @@ def main(argv=None) -> None:
             state, params, model_state = step(t, state, params, model_state)
         jax.block_until_ready(params)
     platform = jax.devices()[0].platform
+    samples = int(state[0].controller.time_samples.shape[0]) - 1  # The origin excepted.
     print(
-        f"{args.steps} ordinary steps on {jax.device_count()} x {platform} under "
+        f"{args.steps} ordinary steps ({samples} of them reading an evaluation and re-fitting "
+        f"the plan to the time budget) on {jax.device_count()} x {platform} under "
         f"transfer_guard_device_to_host('disallow'): no device-to-host transfer"
         + (" (vacuous on cpu)" if platform == "cpu" else "")
     )

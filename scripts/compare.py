@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+import reset as reset_lib
 from scripts.local import plots
-from scripts.local.reset_info import uses_tau
 
 FIGURE = "compare.png"
 TABLE = "compare.md"
@@ -215,7 +215,7 @@ def run_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     """One row per run: target, resets (tau where the strategy uses it), plan run."""
     rows = []
     for (workload, variant), group in groups_of(runs).items():
-        show_tau = uses_tau(group[0].strategy)
+        show_tau = reset_lib.make_strategy(group[0].strategy).uses_tau
         for run in group:
             resets = ", ".join(
                 f"{r.step}"
@@ -286,7 +286,7 @@ def figure_panels(runs: Sequence[Run]) -> list[tuple[str, str, float | None, lis
                         high=tuple(high),
                         seeds=len(group),
                         resets=tuple(r for run in group for r in run.resets),
-                        show_tau=uses_tau(group[0].strategy),
+                        show_tau=reset_lib.make_strategy(group[0].strategy).uses_tau,
                     )
                 )
             panels.append((f"{workload}: validation {name}", f"validation {name}", target, bands))

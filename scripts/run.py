@@ -46,7 +46,6 @@ import submission
 from algoperf_compat import metric_direction, parse_eval_results
 from scripts import compare
 from scripts.local import plots, runner, workloads
-from scripts.local.reset_info import uses_tau
 
 RESET_STRATEGIES = tuple(reset_lib.STRATEGIES)
 # What the main job runs by default: soft against keeping everything and starting over.
@@ -516,7 +515,9 @@ class RunMonitor:
         self.checkpoint_every = checkpoint_every
         self.interrupt = interrupt
         self.metric_key = f"validation/{workload.target_metric_name}"
-        self.show_tau = uses_tau(config["hyperparameters"]["reset_strategy"])
+        self.show_tau = reset_lib.make_strategy(
+            config["hyperparameters"]["reset_strategy"]
+        ).uses_tau
         self.snapshots: list[PlanSnapshot] = []
         self.resets: list[plots.Reset] = []
         self.logged_lr: list[tuple[int, float]] = []

@@ -403,6 +403,18 @@ def apply(strategy, current, fresh, tau=0.3, alpha=0.5, failed=False, **params):
     return reset.make_strategy(strategy, **params).apply(current, fresh, outcome)
 
 
+@pytest.mark.parametrize("strategy", sorted(reset.STRATEGIES))
+def test_uses_tau_says_whether_tau_changes_the_result(strategy):
+    """Reports show tau only where `uses_tau`: the result depends on tau exactly then."""
+    current, fresh = states("adamw")
+    a, b = (apply(strategy, current, fresh, tau=tau) for tau in (0.25, 0.75))
+    same = all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+    assert reset.make_strategy(strategy).uses_tau == (not same)
+
+
 def test_full_is_the_fresh_state(name):
     current, fresh = states(name)
     assert_identical(apply("full", current, fresh), fresh)
