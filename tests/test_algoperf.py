@@ -39,9 +39,9 @@ PLAN_STEPS = 30  # T: three cycles of 10 steps.
 def test_compat_spec_is_algoperf_spec():
     assert algoperf_compat.HAVE_ALGOPERF
     assert algoperf_compat.spec is algoperf_spec
-    assert submission.spec is algoperf_spec
-    assert submission.spec.TrainingCompleteError is algoperf_spec.TrainingCompleteError
-    assert submission.spec.ForwardPassMode.TRAIN is algoperf_spec.ForwardPassMode.TRAIN
+    assert submission.compat.spec is algoperf_spec  # What update_params raises from.
+    assert submission.compat.spec.TrainingCompleteError is algoperf_spec.TrainingCompleteError
+    assert submission.compat.spec.ForwardPassMode.TRAIN is algoperf_spec.ForwardPassMode.TRAIN
 
 
 def test_search_space_points_from_algoperf_halton_resolve():
