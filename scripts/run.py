@@ -603,7 +603,8 @@ class RunMonitor:
                 first.steps,
                 first.rates,
                 first.summary["boundaries"],
-                title=f"{self.workload_title()}: planned learning-rate schedule",
+                title=f"{self.workload_title()}: the first plan, in steps\n"
+                "(re-fitted to the time budget as the run goes)",
             )
         first = self.snapshots[0]
         total = first.summary["planned_total_steps"]
@@ -674,9 +675,27 @@ class RunMonitor:
                 continue
             if "learning_rate" in metrics:
                 self.logged_lr.append((step, float(metrics["learning_rate"])))
+            if "plan/end" in metrics:
+                self.on_refit(step, metrics)
             reset = plots.reset_from_metrics(step, metrics)
             if reset is not None:
                 self.on_reset(reset, optimizer_state, metrics)
+
+    def on_refit(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """The plan re-fitted to the time budget: an event, and the bar's new total."""
+        end = int(metrics["plan/end"])
+        self.event(
+            {
+                "event": "plan_refit",
+                "step": step,
+                "seconds_per_step": float(metrics["plan/seconds_per_step"]),
+                "budget_spent": float(metrics["plan/budget_spent"]),
+                "end": end,
+            }
+        )
+        if self.bar is not None:
+            self.bar.total = end if self.max_steps is None else min(end, self.max_steps)
+            self.bar.refresh()
 
     def on_reset(
         self, reset: plots.Reset, optimizer_state: Any, metrics: Mapping[str, Any]
@@ -900,27 +919,25 @@ def make_clock(args: argparse.Namespace, workload: Any) -> Any:
 
 
 def budget_lines(
-    records: Sequence[tuple[int, Mapping[str, Any], bool]], budget: float, spent: float, reason: str
+    events: Sequence[Mapping[str, Any]], budget: float, spent: float, reason: str
 ) -> list[str]:
-    """What happened to the time budget: the plan's re-fits (when, from which step time,
-    where the plan then ended) and the share of the budget used."""
-    refits = [(step, m) for step, m, _ in records if "plan/end" in m]
+    """What happened to the time budget: the share used, and the plan's re-fits (the
+    ``plan_refit`` events: when, from which step time, where the plan then ended)."""
+    refits = [e for e in events if e.get("event") == "plan_refit"]
     lines = [
         f"Time budget: {spent:.2f} s of {budget:.2f} s submission time used "
         f"({spent / budget:.0%}); stopped: {reason}."
+        + (" (The runner checks the budget at evaluations only.)" if spent > budget else "")
     ]
-    if refits:
-        step, m = refits[-1]
-        first_step, first = refits[0]
-        lines.append(
-            f"Plan re-fitted to the budget {len(refits)} times: first at step {first_step} "
-            f"({first['plan/seconds_per_step']:.3g} s/step, ends at step {first['plan/end']}), "
-            f"last at step {step} ({m['plan/seconds_per_step']:.3g} s/step, "
-            f"{m['plan/budget_spent']:.0%} spent, ends at step {m['plan/end']})."
-        )
-    else:
-        lines.append("Plan not re-fitted (no evaluation with a known step time).")
-    return lines
+    if not refits:
+        return lines + ["Plan not re-fitted (no evaluation with a known step time)."]
+    first, last = refits[0], refits[-1]
+    return lines + [
+        f"Plan re-fitted to the budget {len(refits)} times: first at step {first['step']} "
+        f"({first['seconds_per_step']:.3g} s/step, ends at step {first['end']}), last at step "
+        f"{last['step']} ({last['seconds_per_step']:.3g} s/step, {last['budget_spent']:.0%} "
+        f"spent, ends at step {last['end']})."
+    ]
 
 
 def run_one(
@@ -1039,7 +1056,7 @@ def finish_run(
     print(target_line(result, workload, reached, monitor.config["options"].get("clock", "wall")))
     budget = monitor.config["max_runtime_sec"]
     spent = result.train_state["accumulated_submission_time"]
-    print("\n".join(budget_lines(monitor.recorder.records, budget, spent, result.stop_reason)))
+    print("\n".join(budget_lines(monitor.events, budget, spent, result.stop_reason)))
     print(f"Run directory: {out_dir}", flush=True)
     if result.stop_reason == "interrupted":
         print(

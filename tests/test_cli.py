@@ -102,6 +102,10 @@ def test_run_writes_events_config_and_plots(digits_run):
     assert [(e["step"], e["cycle"], e["reason"]) for e in resets] == [(20, 1, "planned")]
     assert 0.0 <= resets[0]["tau"] <= 1.0
     assert events[-1]["event"] == "end" and events[-1]["step"] == 30
+    # The plan re-fitted to the budget on the reference clock, at evaluations, said so.
+    refits = [e for e in events if e["event"] == "plan_refit"]
+    assert refits and all(e["step"] % 5 == 0 and e["end"] != 60 for e in refits)
+    assert "Time budget:" in stdout and "Plan re-fitted to the budget" in stdout
     config = json.loads((out / "config.json").read_text())
     assert config["hyperparameters"]["reset_strategy"] == "soft"
     assert config["hyperparameters"]["early_switching"] is False
@@ -291,3 +295,22 @@ def test_value_parsing_and_hyperparameter_namedtuple():
     assert run.as_hyperparameters({}) is None
     hp = run.as_hyperparameters({"num_cycles": 4, "reset_strategy": "full"})
     assert hp.num_cycles == 4 and hp._fields == ("num_cycles", "reset_strategy")
+
+
+def test_budget_lines_say_what_happened_to_the_time_budget():
+    events = [
+        {"event": "plan_refit", "step": 27, "seconds_per_step": 0.01, "budget_spent": 0.02,
+         "end": 1272},
+        {"event": "reset", "step": 300},
+        {"event": "plan_refit", "step": 311, "seconds_per_step": 0.0101, "budget_spent": 0.24,
+         "end": 1270},
+    ]  # fmt: skip
+    lines = run.budget_lines(events, 13.5, 5.31, "target_reached")
+    assert (
+        lines[0] == "Time budget: 5.31 s of 13.50 s submission time used (39%); stopped: "
+        "target_reached."
+    )
+    assert "re-fitted to the budget 2 times: first at step 27" in lines[1]
+    assert "last at step 311 (0.0101 s/step, 24% spent, ends at step 1270)" in lines[1]
+    over = run.budget_lines([], 1.0, 1.1, "time_budget")
+    assert "at evaluations only" in over[0] and "not re-fitted" in over[1]

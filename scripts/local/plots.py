@@ -207,7 +207,12 @@ def learning_rate_figure(
     if planned is not None and not (
         len(planned[0]) == len(steps) and np.array_equal(np.asarray(planned[1], float), rates)
     ):
-        ax.plot(*planned, color="0.6", linestyle=":", label="initial plan (before early switches)")
+        ax.plot(
+            *planned,
+            color="0.6",
+            linestyle=":",
+            label="first plan (before re-fits to the time budget and early switches)",
+        )
     run = steps <= end_step if end_step is not None else np.ones(len(steps), bool)
     ax.plot(
         steps[run],
