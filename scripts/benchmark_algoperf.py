@@ -245,6 +245,22 @@ def bench(name: str, batch_size: int, args, baseline) -> dict:
     return out
 
 
+def memory_only(name: str, batch_size: int, args) -> dict:
+    """XLA's accounting of our step and reset at the given shapes, compiled, never run: a
+    CPU can tell the memory of a GPU-sized batch without the time to train on it."""
+    workload = make_workload(name, args.cycle)
+    rng = jax.random.PRNGKey(0)
+    params, model_state = workload.init_model_fn(rng)
+    batch = fake_batch(name, workload, batch_size, args.seq_len, args.image_size)
+    ours = Trainer(
+        submission, workload, params, model_state, {"early_switching": False}, batch, rng
+    )
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return {"name": name, "batch": batch_size, "params": num_params} | memory(
+        ours, workload, batch, rng
+    )
+
+
 def memory(trainer: Trainer, workload, batch, rng) -> dict:
     """XLA's accounting of our compiled step and reset (compiled again, after the count)."""
     state, runtime = trainer.state
@@ -275,6 +291,14 @@ def memory(trainer: Trainer, workload, batch, rng) -> dict:
 def report(row: dict, args) -> None:
     mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
     print(f"\n== {row['name']}: batch {row['batch']}, {row['params'] / 1e6:.2f} M params")
+    if "ratio" not in row:  # --memory_only
+        extra = (row["peak_reset"] - row["peak_step"]) / row["param_bytes"]
+        print(
+            f"  memory (XLA accounting, compiled only): resident {mib(row['resident'])}, peak "
+            f"step {mib(row['peak_step'])}, peak reset {mib(row['peak_reset'])} ({extra:+.2f} "
+            f"params copies vs the step; params {mib(row['param_bytes'])})"
+        )
+        return
     print(
         f"  ordinary step: baseline {row['step_baseline'] * 1e3:.1f} ms, ours "
         f"{row['step_ours'] * 1e3:.1f} ms, median ratio ours/baseline {row['ratio']:.3f} "
@@ -314,6 +338,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--baseline", default=None, help=f"the baseline (default <algoperf>/{BASELINE})"
     )
+    parser.add_argument(
+        "--memory_only",
+        action="store_true",
+        help="only XLA's memory accounting of our step and reset, compiled and not run "
+        "(e.g. GPU shapes on a CPU: --batch_sizes 512,128,256 --seq_len 256 --image_size 224)",
+    )
     args = parser.parse_args(argv)
     if not HAVE_ALGOPERF:
         print(
@@ -347,7 +377,10 @@ def main(argv=None) -> int:
         f"{args.rounds} rounds of {args.steps} steps"
     )
     for name, size in zip(names, sizes, strict=True):
-        report(bench(name, size, args, baseline), args)
+        row = (
+            memory_only(name, size, args) if args.memory_only else bench(name, size, args, baseline)
+        )
+        report(row, args)
     return 0
 
 

@@ -64,3 +64,5 @@ def test_score_table_from_records():
     assert scores["none"] == 0.0
     assert lines[2].startswith("| soft | 1.000 | 1.00 (2 s)")
     assert "never" in lines[3]
+    reach = score.reach_table(records, ["soft", "none"], {})
+    assert reach[2] == "| soft | 2/3 | 2/3 |" and reach[3] == "| none | 1/3 | 1/3 |"

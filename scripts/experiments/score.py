@@ -108,6 +108,29 @@ def score_table(
     return lines, scores, r
 
 
+def reach_table(
+    records: Mapping[str, Mapping[str, Any]], variants: Sequence[str], labels: Mapping[str, str]
+) -> list[str]:
+    """The Markdown table of seeds reaching the target, k/n, per variant and problem (the
+    reach counts behind the medians: a median of never hides how many seeds got there)."""
+    counts: dict[str, dict[tuple[str, str], list[bool]]] = {v: {} for v in variants}
+    for record in records.values():
+        spec = record["spec"]
+        if spec["variant"] in counts:
+            problem = (spec["workload"], spec["scenario"])
+            reached = math.isfinite(time_to_target(record))
+            counts[spec["variant"]].setdefault(problem, []).append(reached)
+    problems = sorted({p for per in counts.values() for p in per})
+    head = ["variant", "all"] + [f"{w} {s}" for w, s in problems]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for v in variants:
+        runs = [r for p in problems for r in counts[v].get(p, [])]
+        cells = [labels.get(v, v), f"{sum(runs)}/{len(runs)}"]
+        cells += [f"{sum(counts[v].get(p, []))}/{len(counts[v].get(p, []))}" for p in problems]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def draw_profiles(
     variant_ratios: Mapping[str, Mapping[Any, float]],
     scores: Mapping[str, float],
@@ -180,7 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     figure = draw_profiles(r, scores, labels, out / "figures" / "score_profile.png", _title(seeds))
     print("\n".join(lines))
     if report is not None:
-        write_report(report, lines, figure, records, seeds, argv)
+        reach = reach_table(records, preset["variants"], labels)
+        write_report(
+            report,
+            lines + ["", "Seeds reaching the target:", "", *reach],
+            figure,
+            records,
+            seeds,
+            argv,
+        )
         print(f"report -> {report}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
