@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     print(
         f"real models; batches {dict(zip(names, sizes, strict=True))}, WMT sequences of "
         f"{args.seq_len} tokens (real: 256), ImageNet images {args.image_size}px (real: 224); "
-        f"{args.rounds} rounds of {args.steps} steps"
+        + ("memory only" if args.memory_only else f"{args.rounds} rounds of {args.steps} steps")
     )
     for name, size in zip(names, sizes, strict=True):
         row = (
