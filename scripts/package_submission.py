@@ -48,7 +48,8 @@ def _submission_info(name: str, project: dict, authors: str, affiliations: str) 
     """submission_info.yml: every value a double-quoted (JSON, hence YAML) string."""
     fields = {
         "submission_name": SUBMISSION_NAME,
-        "submission_folder": f"{RULESET_FOLDER}/{name}",
+        # The template: the name of the folder within submissions/self_tuning/.
+        "submission_folder": name,
         "authors": authors,
         "affiliations": affiliations,
         "version": project["version"],
@@ -101,10 +102,10 @@ def check_package(repo: Path, name: str) -> list[str]:
             for field in REQUIRED_FIELDS
             if not str(info.get(field, "")).strip()
         ]
-        if info.get("submission_folder") not in (None, "", f"{RULESET_FOLDER}/{name}"):
+        if info.get("submission_folder") not in (None, "", name):
             problems.append(
                 f"submission_info.yml: submission_folder is {info['submission_folder']!r}, "
-                f"the folder is {RULESET_FOLDER}/{name}"
+                f"the folder is {RULESET_FOLDER}/{name}: give its name, {name!r}"
             )
         if info.get("ruleset") not in (None, "", RULESET):
             problems.append(f"submission_info.yml: ruleset is {info['ruleset']!r}, not {RULESET!r}")
@@ -135,10 +136,11 @@ def package(
                 f"{flag} is required (submission_info.yml names the authors and their "
                 'affiliations), e.g. --authors "A. Author, B. Author" --affiliations "Univ."'
             )
-    if not name.isidentifier():
+    if not (name.isidentifier() and name == name.lower()):
         raise ValueError(
-            f"--name must be a Python identifier (letters, digits, _), got {name!r}: the "
-            "runner imports the folder as a module path."
+            f"--name must be a lowercase Python identifier (a-z, digits, _), got {name!r}: "
+            "the runner imports the folder as a module path, and the submissions "
+            "repository asks for a lowercase folder name without spaces."
         )
     target = Path(out) / RULESET_FOLDER / name
     if target.exists():
@@ -171,6 +173,12 @@ def package(
     return target
 
 
+def pull_request_body(info_path: Path) -> str:
+    """The YAML block the submissions repository's pull-request template asks for (its
+    check reads the first ```yaml block of a PR titled "[submission] ...")."""
+    return "```yaml\n" + info_path.read_text(encoding="utf-8") + "```"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.package_submission",
@@ -196,6 +204,13 @@ def main(argv=None) -> int:
     except (ValueError, FileExistsError) as error:
         parser.error(str(error))
     print(target)
+    print(
+        "\nOpen the pull request against the `evaluation` branch of "
+        'mlcommons/submissions_algorithms, titled "[submission] '
+        f'{SUBMISSION_NAME}", with this block in its description:\n',
+        file=sys.stderr,
+    )
+    print(pull_request_body(target / "submission_info.yml"), file=sys.stderr)
     return 0
 
 

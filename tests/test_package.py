@@ -58,6 +58,10 @@ def test_package_holds_the_submission_and_its_metadata(tmp_path):
     assert proc.returncode == 0, proc.stderr
     target = tmp_path / "submissions" / "self_tuning" / NAME  # The repository's layout.
     assert proc.stdout.strip() == str(target)
+    # The pull request's title and the YAML block its template check reads.
+    assert "[submission] " in proc.stderr and "`evaluation` branch" in proc.stderr
+    block = proc.stderr[proc.stderr.index("```yaml\n") + 8 : proc.stderr.rindex("\n```")]
+    assert yaml.safe_load(block)["submission_folder"] == NAME
     written = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()}
     assert written == _expected_files()  # No requirements.txt: AlgoPerf's own are enough.
     assert package_submission.check_package(tmp_path, NAME) == []
@@ -67,7 +71,7 @@ def test_package_holds_the_submission_and_its_metadata(tmp_path):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert info == {
         "submission_name": package_submission.SUBMISSION_NAME,
-        "submission_folder": f"submissions/self_tuning/{NAME}",
+        "submission_folder": NAME,  # The folder's name within submissions/self_tuning/.
         "authors": "A. Author",
         "affiliations": "Some University",
         "version": project["version"],
@@ -117,11 +121,11 @@ def test_check_package_names_what_the_repository_would_reject(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["bad-name", "1st", "a.b", ""])
+@pytest.mark.parametrize("name", ["bad-name", "1st", "a.b", "", "Cyclic_AdamW"])
 def test_package_refuses_a_name_that_is_not_a_module_name(tmp_path, name):
     proc = _package_cli("--out", tmp_path, "--name", name, *AUTHORS)
     assert proc.returncode == 2
-    assert "--name must be a Python identifier" in proc.stderr
+    assert "--name must be a lowercase Python identifier" in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
