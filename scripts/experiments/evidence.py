@@ -120,7 +120,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         },
         "eval_every_steps": workload.eval_every_steps,
         "clock": dataclasses.asdict(clock) | {"time": None},
-        "budget": 1.5 * workload.max_allowed_runtime_sec,
+        "budget": runner.runtime_budget(workload, None, self_tuning=True),
         "planned_boundaries": plans[0]["boundaries"],
         "final_boundaries": submission.plan_summary(result.optimizer_state)["boundaries"],
         "evals": evals,
