@@ -170,7 +170,7 @@ GRIDS = {
     # The plan families and the strategies, scored as AlgoPerf scores (docs/score.md).
     "score": {
         "workloads": WORKLOADS,
-        "seeds": 3,
+        "seeds": 5,
         "tiny": False,
         "scenarios": ("healthy", "failed"),
         "variants": ("none", "full", *PLAN_VARIANTS),
