@@ -211,7 +211,7 @@ def learning_rate_figure(
             *planned,
             color="0.6",
             linestyle=":",
-            label="first plan (before re-fits to the time budget and early switches)",
+            label="first plan (before re-fits and switches)",
         )
     run = steps <= end_step if end_step is not None else np.ones(len(steps), bool)
     ax.plot(
