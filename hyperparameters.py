@@ -143,7 +143,7 @@ class Config:
         None, "list", "relative cycle lengths (null: equal lengths)", null="equal"
     )
     cycle_lr_factors: tuple[float, ...] | None = _hp(
-        (1.0, 1.5727, 0.4289), "list", "r_i: cycle i peaks at `learning_rate` × r_i"
+        (1.0, 1.0, 1.0), "list", "r_i: cycle i peaks at `learning_rate` × r_i"
     )
     cycle_warmup_factors: tuple[float, ...] | None = _hp(
         (1.0, 1.0, 1.0),
@@ -237,6 +237,12 @@ class Config:
         False,
         "bool",
         "keep the params a cycle started from (for a rollback) in host memory, not on the device",
+    )
+    compile_reset_ahead: bool = _hp(
+        True,
+        "bool",
+        "compile the reset in a background thread during the first cycle, so that the first "
+        "reset does not wait for XLA",
     )
     early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
     switch_lambda: float = _hp(

@@ -21,6 +21,8 @@ functions.
 """
 
 import functools
+import time
+from concurrent import futures
 from typing import Any, NamedTuple
 
 import jax
@@ -74,6 +76,70 @@ class _InitTrace:
         self.traceable = None
 
 
+class _ResetAhead:
+    """Per Runtime: the reset compiled ahead of its first use, in a background thread
+    during the first cycle (`compile_reset_ahead`). A reset traces the workload's init
+    and the strategy over every leaf, and XLA compiles that as long as the training step
+    or longer; compiled while the first cycle trains, the first reset waits only for what
+    is left of it. A cache, rebuilt by every init_optimizer_state.
+
+    The compilation is specialised to the shapes, dtypes and weak types of the arguments
+    it was started with (`_signature`); a reset with other arguments runs the jitted
+    function instead, which compiles for them.
+    """
+
+    def __init__(self):
+        self.signature = None
+        self.future = None
+        self.failed = False
+        self.seconds = None  # Tracing, lowering and compiling, in the background thread.
+
+    def start(self, jitted, args) -> None:
+        """Lowers and compiles `jitted` for the abstract `args` in a background thread."""
+        self.signature = _signature(args)
+        abstract_args = jax.tree.unflatten(*self.signature)
+
+        def compile_reset():
+            began = time.perf_counter()
+            compiled = jitted.lower(*abstract_args).compile()
+            self.seconds = time.perf_counter() - began
+            logging.info("the reset compiled ahead, in %.1f s", self.seconds)
+            return compiled
+
+        executor = futures.ThreadPoolExecutor(1, thread_name_prefix="reset-compile")
+        self.future = executor.submit(compile_reset)
+        executor.shutdown(wait=False)  # The thread ends with the compilation.
+
+    def compiled_for(self, args):
+        """The compiled reset, waiting for it, if it was compiled for `args`' signature;
+        None if none was started, the signature differs or the compilation failed for a
+        reason other than an untraceable init (logged; the jitted call then tells)."""
+        if self.future is None or self.failed:
+            return None
+        try:
+            compiled = self.future.result()
+        except _UntraceableInit:
+            raise
+        except Exception as error:  # noqa: BLE001 -- any failure: the plain call decides.
+            self.failed = True
+            logging.warning("the reset compiled ahead failed (%s); compiling it now", error)
+            return None
+        return compiled if _signature(args) == self.signature else None
+
+
+def _signature(tree):
+    """(tree structure, abstract leaves): the shapes, dtypes and weak types of a tree of
+    arrays, what a compiled function is specialised to."""
+
+    def abstract(x):
+        weak = bool(getattr(getattr(x, "aval", None), "weak_type", False))
+        dtype = x.dtype if hasattr(x, "dtype") else np.result_type(x)
+        return jax.ShapeDtypeStruct(np.shape(x), dtype, weak_type=weak)
+
+    leaves, structure = jax.tree.flatten(tree)
+    return structure, tuple(abstract(x) for x in leaves)
+
+
 class _UntraceableInit(Exception):
     """The workload's init_model_fn cannot be traced under jit (it reads a traced value)."""
 
@@ -96,6 +162,7 @@ class Runtime(NamedTuple):
     num_devices: int
     reset_step_given: Any
     init_trace: _InitTrace
+    ahead: _ResetAhead
 
 
 def _train_step(workload, tx, config, opt_state, params, model_state, batch, rng):
@@ -173,6 +240,22 @@ class _Cycle(NamedTuple):
     step: Any
 
 
+def _cycle(plan, index, tau=0.0, switched=False, no_improvement=False, step=0) -> _Cycle:
+    """The traced numbers of a reset into cycle `index`, in the dtypes it compiles for."""
+    return _Cycle(
+        np.float32(tau),
+        np.bool_(switched),
+        np.bool_(no_improvement),
+        schedules.cycle_window(plan, index),
+        np.int32(step),
+    )
+
+
+def _source(seed, index):
+    """The key source of cycle `index`'s fresh initialisation: fold_in(seed, index)."""
+    return (np.asarray(seed), np.uint32(index))
+
+
 def _like(tree, reference):
     """`tree` cast leafwise to `reference`'s dtypes (a `lax.cond` needs equal types)."""
     return jax.tree.map(lambda x, r: jnp.asarray(x, r.dtype), tree, reference)
@@ -235,6 +318,7 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
         mesh.size,
         compiled_reset(_given_init),
         _InitTrace(),
+        _ResetAhead(),
     )
 
 
@@ -279,12 +363,13 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     current state, the cycle's start and a fresh initialisation keyed by (seed, cycle)."""
     config = runtime.config
     current = reset.TrainState(params, model_state, state.opt_state)
-    cycle = _Cycle(
-        np.float32(action.tau),
-        np.bool_(action.early),
-        np.bool_(action.no_improvement),
-        schedules.cycle_window(state.controller.plan, action.cycle),
-        np.int32(action.step),
+    cycle = _cycle(
+        state.controller.plan,
+        action.cycle,
+        action.tau,
+        action.early,
+        action.no_improvement,
+        action.step,
     )
     new, start, check = _run_reset_step(
         workload, runtime, current, state.start, cycle, batch, rng, state.controller.seed, action
@@ -327,10 +412,12 @@ def _run_reset_step(workload, runtime, current, start, cycle, batch, rng, seed, 
     """`runtime.reset_step`, the fresh initialisation traced inside it; for a workload
     whose init cannot be traced, `runtime.reset_step_given` with a plain call's result
     (decided at the first reset, logged once)."""
-    seed_and_cycle = (np.asarray(seed), np.uint32(action.cycle))
+    seed_and_cycle = _source(seed, action.cycle)
     if runtime.init_trace.traceable is not False:
+        args = (current, start, cycle, batch, rng, seed_and_cycle)
         try:
-            out = runtime.reset_step(current, start, cycle, batch, rng, seed_and_cycle)
+            compiled = runtime.ahead.compiled_for(args)
+            out = (runtime.reset_step if compiled is None else compiled)(*args)
             runtime.init_trace.traceable = True
             return out
         except _UntraceableInit as error:  # Raised while tracing: nothing was donated yet.
@@ -427,6 +514,12 @@ def update_params(
     opt_state, params, model_state, loss, grad_norm, lr = runtime.train_step(
         state.opt_state, params, model_state, batch, rng
     )
+    if runtime.config.compile_reset_ahead and runtime.ahead.future is None:
+        # After the step's own compilation; the arguments' shapes are those of a reset's.
+        current = reset.TrainState(params, model_state, opt_state)
+        plan, seed = state.controller.plan, state.controller.seed
+        args = (current, state.start, _cycle(plan, 0), batch, rng, _source(seed, 0))
+        runtime.ahead.start(runtime.reset_step, args)
     if global_step % 100 == 0 and workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(
             {

@@ -24,7 +24,6 @@ import numpy as np
 
 import hyperparameters
 import reset
-import schedules
 import submission
 from scripts.local import workloads
 
@@ -61,15 +60,9 @@ def measure(workload, on_host: bool, batch_size: int) -> dict[str, float]:
     step_args = (state.opt_state, params, model_state, batch, rng)
     step = analysis(runtime.train_step, *step_args)
     plan = state.controller.plan
-    cycle = submission._Cycle(
-        np.float32(0.3),
-        np.bool_(False),
-        np.bool_(False),
-        schedules.cycle_window(plan, 1),
-        np.int32(plan.boundaries[1]),
-    )
+    cycle = submission._cycle(plan, 1, tau=0.3, step=plan.boundaries[1])
     current = reset.TrainState(params, model_state, state.opt_state)
-    source = (np.asarray(state.controller.seed), np.uint32(1))  # The fresh init's key.
+    source = submission._source(state.controller.seed, 1)  # The fresh init's key.
     reset_args = (current, state.start, cycle, batch, rng, source)
     at_reset = analysis(runtime.reset_step, *reset_args)
     out = {"resident": resident, "snapshot": snapshot, "params": nbytes(params)}

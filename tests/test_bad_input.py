@@ -114,6 +114,7 @@ HP_ROWS = [
     ("type", {"fail_on_norm": None}, ValueError, _must("fail_on_norm", BOOL)),
     ("type", {"fail_on_no_improvement": "true"}, ValueError, _must("fail_on_no_improvement", BOOL)),  # noqa: E501
     ("type", {"snapshot_on_host": 1.0}, ValueError, _must("snapshot_on_host", BOOL)),
+    ("type", {"compile_reset_ahead": "yes"}, ValueError, _must("compile_reset_ahead", BOOL)),
     ("type", {"failure_kappa": "3"}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"time_budget_factor": "1.5"}, ValueError, _must("time_budget_factor", POSITIVE)),
     ("range", {"time_budget_factor": 0.0}, ValueError, _must("time_budget_factor", POSITIVE)),

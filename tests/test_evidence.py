@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+import hyperparameters
 from scripts.experiments import design
 from scripts.experiments import evidence as ev
 from scripts.experiments import evidence_report as er
@@ -83,11 +84,10 @@ def test_plan_variants_fail_their_first_cycle_whatever_their_number_of_cycles():
         hp = design.RunSpec("digits", "failed", variant, 0).hyperparameters()
         factors = hp["cycle_lr_factors"]
         assert factors[0] == design.FAILED_PEAK_FACTOR
-        assert len(factors) == hp.get("num_cycles", 3)
+        assert len(factors) == hp.get("num_cycles", hyperparameters.DEFAULTS["num_cycles"])
 
 
 def test_every_variant_and_scenario_is_valid_for_the_submission():
-    import hyperparameters
 
     for spec in design.grid(design.WORKLOADS, list(design.SCENARIOS), list(design.VARIANTS), [0]):
         hyperparameters.resolve(spec.hyperparameters())

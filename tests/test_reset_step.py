@@ -1,6 +1,7 @@
 """The compiled reset (submission._reset_step) on a tiny real workload: the fresh
 initialisation is traced inside it and runs only when the reset reads it; a workload whose
-init cannot be traced falls back to a plain call; nothing compiles after the first reset.
+init cannot be traced falls back to a plain call; nothing compiles after the first reset;
+the reset compiled ahead in a background thread is the one the first reset runs.
 
 The workload's init counts its Python calls (traces and eager calls) and, through a
 `jax.debug.callback` inside it, its executions: a callback inside a `lax.cond` branch runs
@@ -8,6 +9,7 @@ only when that branch does.
 """
 
 import logging
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -40,10 +42,11 @@ class CountingWorkload(TinyWorkload):
         return super().init_model_fn(rng)
 
 
-def _run(workload, hyperparameters, accuracies, stop_at=RESET + 1):
+def _run(workload, hyperparameters, accuracies, stop_at=RESET + 1, on_step=None):
     """Trains with fabricated evaluations every 10 steps (accuracies `accuracies`, falling
-    validation losses) up to `stop_at`; returns the reset records, host copies of the
-    params around the first reset and the runtime."""
+    validation losses) up to `stop_at`, calling `on_step(global_step, runtime)` after each
+    step; returns the reset records, host copies of the params around the first reset
+    and the runtime."""
     evals = [
         (10 * (i + 1), {"validation/loss": 1.0 - 0.01 * i, "validation/accuracy": a})
         for i, a in enumerate(accuracies)
@@ -55,6 +58,8 @@ def _run(workload, hyperparameters, accuracies, stop_at=RESET + 1):
         if global_step in (RESET, RESET + 1):
             seen[global_step] = jax.device_get(params)
         seen["runtime"] = optimizer_state[1]
+        if on_step is not None:
+            on_step(global_step, optimizer_state[1])
         return global_step == stop_at
 
     result = runner.train_once(
@@ -138,3 +143,66 @@ def test_a_reset_peaks_at_most_one_params_copy_above_a_step():
     if "peak_reset" not in row:
         pytest.skip("this backend reports no memory analysis")
     assert row["peak_reset"] - row["peak_step"] <= 1.1 * row["params"]
+
+
+def _compilations() -> list[str]:
+    """The thread of every XLA compilation (or persistent-cache hit standing in for one)
+    from now on, in order."""
+    threads = []
+
+    def record(name, *args, **kwargs):
+        if name in (
+            "/jax/core/compile/backend_compile_duration",
+            "/jax/compilation_cache/cache_hits",
+        ):
+            threads.append(threading.current_thread().name)
+
+    jax.monitoring.register_event_duration_secs_listener(record)
+    jax.monitoring.register_event_listener(record)
+    return threads
+
+
+def test_the_first_reset_runs_the_reset_compiled_ahead():
+    """The reset is compiled in a background thread during the first cycle; the first
+    reset then compiles nothing, and the run is bit for bit the run without it."""
+    threads = _compilations()
+    marks = {}
+
+    def on_step(global_step, runtime):
+        if global_step == RESET - 1:
+            runtime.ahead.future.result()  # Done by now on any machine; made certain here.
+            marks["before"] = len(threads)
+        if global_step == RESET + 1:
+            marks["after"] = len(threads)
+
+    resets, seen = _run(CountingWorkload(), {}, IMPROVING, on_step=on_step)
+    assert any(t.startswith("reset-compile") for t in threads[: marks["before"]])
+    assert threads[marks["before"] : marks["after"]] == [], "the first reset compiled"
+    plain_resets, plain = _run(CountingWorkload(), {"compile_reset_ahead": False}, IMPROVING)
+    assert resets == plain_resets and len(resets) == 1
+    assert _identical(seen[RESET + 1], plain[RESET + 1])
+    assert plain["runtime"].ahead.future is None
+
+
+def test_the_reset_compiled_ahead_only_serves_its_own_signature(caplog):
+    """Other shapes, dtypes or weak types than it was compiled for, or a compilation that
+    failed (logged once), leave the reset to the jitted function."""
+    ahead = submission._ResetAhead()
+    ahead.start(jax.jit(lambda x, y: 2 * x + y), (np.ones(3, np.float32), np.float32(1)))
+    compiled = ahead.compiled_for((np.zeros(3, np.float32), np.float32(5)))
+    assert compiled is not None
+    np.testing.assert_array_equal(compiled(np.ones(3, np.float32), np.float32(2)), [4, 4, 4])
+    for other in (
+        (np.ones(4, np.float32), np.float32(1)),  # A shape.
+        (np.ones(3, np.float64), np.float32(1)),  # A dtype.
+        (np.ones(3, np.float32), jnp.asarray(1.0)),  # A weak type.
+        (np.ones(3, np.float32),),  # The structure.
+    ):
+        assert ahead.compiled_for(other) is None
+    broken = submission._ResetAhead()
+    broken.start(jax.jit(lambda x: x.reshape(7)), (np.ones(3, np.float32),))
+    with caplog.at_level(logging.WARNING):
+        assert broken.compiled_for((np.ones(3, np.float32),)) is None
+        assert broken.compiled_for((np.ones(3, np.float32),)) is None
+    warnings = [r for r in caplog.records if "compiled ahead failed" in r.getMessage()]
+    assert len(warnings) == 1 and "reshape" in warnings[0].getMessage()

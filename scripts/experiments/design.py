@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import hyperparameters
 from scripts.local.workloads import WORKLOAD_NAMES, tiny_overrides
 
 
@@ -24,6 +25,9 @@ class Variant(NamedTuple):
     label: str
     overrides: Mapping[str, Any]
 
+
+# Per-cycle peaks r_i of the thesis's three cycles (METHOD.md section 3).
+THESIS_PEAK_FACTORS = (1.0, 1.5727, 0.4289)
 
 # The grid behind docs/evidence.md ran `soft` and its ablations with failure rule (c)'s
 # margin of the start's value, the default until that grid chose the margin of the gap to
@@ -69,11 +73,24 @@ VARIANTS: dict[str, Variant] = {
     "soft-switching-off": Variant("ablation", "early switching off", {"early_switching": False}),
     "soft-grace0": Variant("ablation", "grace 0", {"switch_grace_evals": 0}),
     # Plan families (METHOD.md section 3 v2): soft resets, everything at its default but
-    # the plan, all re-fitted to the time budget. "plan-3" is the default plan.
+    # the plan, all re-fitted to the time budget. "plan-3" (3 equal cycles) is the default
+    # plan since the 10-seed score grid; before, 3 cycles with the thesis's peaks.
     "plan-1": Variant("plan", "1 cycle (the baseline's shape)", {"num_cycles": 1}),
     "plan-2": Variant("plan", "2 equal cycles", {"num_cycles": 2}),
-    "plan-3": Variant("plan", "3 cycles (the default)", {}),
-    "plan-4": Variant("plan", "4 equal cycles", {"num_cycles": 4}),
+    "plan-2-short-first": Variant(
+        "plan",
+        "2 cycles, T0 = 0.5 step_hint (a shorter first cycle)",
+        {"num_cycles": 2, "cycle_budget_factor": 0.5},
+    ),
+    "plan-2-long-first": Variant(
+        "plan",
+        "2 cycles, T0 = 1.5 step_hint (a longer first cycle)",
+        {"num_cycles": 2, "cycle_budget_factor": 1.5},
+    ),
+    "plan-2-stop": Variant(
+        "plan", "2 cycles, no cycle after the plan", {"num_cycles": 2, "stop_when_plan_ends": True}
+    ),
+    "plan-3": Variant("plan", "3 equal cycles (the default)", {}),
     "plan-3-short-first": Variant(
         "plan", "3 cycles, T0 = 0.5 step_hint (a shorter first cycle)", {"cycle_budget_factor": 0.5}
     ),
@@ -83,6 +100,12 @@ VARIANTS: dict[str, Variant] = {
     "plan-3-stop": Variant(
         "plan", "3 cycles, no cycle after the plan", {"stop_when_plan_ends": True}
     ),
+    "plan-3-thesis": Variant(
+        "plan",
+        "3 cycles, the thesis's peaks (the former default)",
+        {"cycle_lr_factors": THESIS_PEAK_FACTORS},
+    ),
+    "plan-4": Variant("plan", "4 equal cycles", {"num_cycles": 4}),
 }
 VARIANTS = {
     name: v._replace(overrides={**AS_RUN, **v.overrides}) if v.group == "ablation" else v
@@ -140,7 +163,7 @@ SCENARIOS: dict[str, Scenario] = {
         "failed first cycle",
         f"the first cycle's peak is {FAILED_PEAK_FACTOR:g}x the base learning rate",
         lambda workload: {},
-        {"cycle_lr_factors": [FAILED_PEAK_FACTOR, 1.5727, 0.4289]},  # For 3 cycles.
+        {},  # The first peak: RunSpec.hyperparameters, whatever the number of cycles.
     ),
     "noisy": Scenario(
         "noisy validation",
@@ -170,7 +193,7 @@ GRIDS = {
     # The plan families and the strategies, scored as AlgoPerf scores (docs/score.md).
     "score": {
         "workloads": WORKLOADS,
-        "seeds": 5,
+        "seeds": 10,
         "tiny": False,
         "scenarios": ("healthy", "failed"),
         "variants": ("none", "full", *PLAN_VARIANTS),
@@ -194,17 +217,18 @@ class RunSpec(NamedTuple):
         return f"{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The workload's study settings, the scenario's, then the variant's on top. A
-        variant with another number of cycles gets the failed scenario's first peak and
-        ones after it (the thesis's factors are for three cycles)."""
+        """The workload's study settings, the scenario's, then the variant's on top. In
+        the failed scenario the first cycle peaks at FAILED_PEAK_FACTOR x the base rate,
+        the later cycles at the variant's peaks (ones unless it names them)."""
         merged = {
             **STUDY_SETTINGS[self.workload][1],
             **SCENARIOS[self.scenario].hyperparameters,
             **VARIANTS[self.variant].overrides,
         }
-        num_cycles = merged.get("num_cycles", 3)
-        if self.scenario == "failed" and num_cycles != 3:
-            merged["cycle_lr_factors"] = [FAILED_PEAK_FACTOR] + [1.0] * (num_cycles - 1)
+        if self.scenario == "failed":
+            num_cycles = merged.get("num_cycles", hyperparameters.DEFAULTS["num_cycles"])
+            peaks = merged.get("cycle_lr_factors") or (1.0,) * num_cycles
+            merged["cycle_lr_factors"] = [FAILED_PEAK_FACTOR, *peaks[1:]]
         return merged
 
     def workload_options(self) -> dict[str, Any]:

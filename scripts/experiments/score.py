@@ -137,8 +137,10 @@ def draw_profiles(
     labels: Mapping[str, str],
     path: Path,
     title: str,
+    highlight: str | None = None,
 ) -> Path:
-    """rho(x) over [1, 4] per variant, labelled with its score; written to `path`."""
+    """rho(x) over [1, 4] per variant, labelled with its score, best first; `highlight`
+    (the default) thick, black and on top; written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,13 +149,17 @@ def draw_profiles(
     xs = np.linspace(1.0, MAX_RATIO, PROFILE_POINTS)
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     styles = ("-", "--", "-.", ":")
+    colors = plt.get_cmap("tab20").colors  # Distinct colours for up to 20 variants.
     for i, v in enumerate(sorted(scores, key=lambda v: -scores[v])):
+        chosen = v == highlight
         ax.step(
             xs,
             profile(variant_ratios[v], xs),
             where="post",
-            linestyle=styles[i % len(styles)],
-            linewidth=2.6 if i == 0 else 1.6,
+            linestyle="-" if chosen else styles[i % len(styles)],
+            linewidth=3.0 if chosen else 1.5,
+            color="black" if chosen else colors[(2 * i) % 20 + (2 * i) // 20],
+            zorder=3 if chosen else 2,
             label=f"{labels.get(v, v)}: {scores[v]:.3f}",
         )
     ax.set_xlim(1.0, MAX_RATIO)
@@ -200,7 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = load_records(out, specs)
     labels = {v: VARIANTS[v].label for v in preset["variants"]}
     lines, scores, r = score_table(records, preset["variants"], labels)
-    figure = draw_profiles(r, scores, labels, out / "figures" / "score_profile.png", _title(seeds))
+    default = [v for v in preset["variants"] if VARIANTS[v].group == "plan"]
+    default = next((v for v in default if not VARIANTS[v].overrides), None)
+    figure = draw_profiles(
+        r, scores, labels, out / "figures" / "score_profile.png", _title(seeds), default
+    )
     print("\n".join(lines))
     if report is not None:
         reach = reach_table(records, preset["variants"], labels)
