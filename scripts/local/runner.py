@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -337,36 +337,41 @@ class CountingQueue(Iterator[Any]):
         return batch
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    optimizer_state: Any,
-    params: Any,
-    model_state: Any,
-    train_state: dict[str, Any],
-    eval_results: list,
-    global_step: int,
-    preemption_count: int,
-    input_batches: int,
-    clock_time: float = math.nan,
-) -> None:
+class Checkpoint(NamedTuple):
+    """What a checkpoint holds: AlgoPerf's fields (its ``optimizer_state`` is the whole
+    pair here; only ``optimizer_state[0]`` is written), the number of batches drawn from
+    the input queue, so that a resumed run sees the batches it would have, and a simulated
+    clock's time (nan for the wall clock)."""
+
+    optimizer_state: Any
+    params: Any
+    model_state: Any
+    train_state: dict[str, Any]
+    eval_results: list
+    global_step: int
+    preemption_count: int
+    input_batches: int
+    clock_time: float = math.nan
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write what AlgoPerf's runner checkpoints (flax msgpack), atomically.
 
     The keys are AlgoPerf's (``model_params``, ``optimizer_state`` = ``optimizer_state[0]``
     only, never ``[1]``, ``model_state``, ``train_state``, ``eval_results`` as a tuple,
-    ``global_step``, ``preemption_count``) plus ``input_batches``, the number of batches
-    drawn from the input queue, so that a resumed run sees the batches it would have, and
-    ``clock_time``, a simulated clock's time (nan for the wall clock).
+    ``global_step``, ``preemption_count``) plus ``input_batches`` and ``clock_time``.
     """
+    c = checkpoint
     state = {
-        "model_params": jax.device_get(params),
-        "optimizer_state": jax.device_get(optimizer_state[0]),
-        "model_state": jax.device_get(model_state),
-        "train_state": dict(train_state),
-        "eval_results": tuple(eval_results),
-        "global_step": int(global_step),
-        "preemption_count": int(preemption_count),
-        "input_batches": int(input_batches),
-        "clock_time": float(clock_time),
+        "model_params": jax.device_get(c.params),
+        "optimizer_state": jax.device_get(c.optimizer_state[0]),
+        "model_state": jax.device_get(c.model_state),
+        "train_state": dict(c.train_state),
+        "eval_results": tuple(c.eval_results),
+        "global_step": int(c.global_step),
+        "preemption_count": int(c.preemption_count),
+        "input_batches": int(c.input_batches),
+        "clock_time": float(c.clock_time),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -381,30 +386,29 @@ def restore_checkpoint(
     params: Any,
     model_state: Any,
     train_state: dict[str, Any],
-) -> tuple[Any, Any, Any, dict[str, Any], list, int, int, int, float]:
+) -> Checkpoint:
     """Restore a checkpoint onto fresh targets, as AlgoPerf's ``maybe_restore_checkpoint``.
 
     ``optimizer_state[1]`` stays the fresh one's; eval_results come back in the shape
     AlgoPerf's restore gives them today, ``[({'0': step, '1': metrics}, '0'),
     ({'0': step, '1': metrics}, '1'), ...]`` (the flax state dict of each saved
     ``(step, metrics)`` and its index, oldest first), and the preemption count goes up
-    by one. Returns ``(optimizer_state, params, model_state, train_state,
-    eval_results, global_step, preemption_count, input_batches, clock_time)``; a
-    checkpoint without ``input_batches`` (AlgoPerf's own) counts one batch per step.
+    by one. A checkpoint without ``input_batches`` (AlgoPerf's own) counts one batch per
+    step.
     """
     raw = serialization.msgpack_restore(Path(path).read_bytes())
     global_step = int(raw["global_step"])
-    return (
-        (serialization.from_state_dict(optimizer_state[0], raw["optimizer_state"]),)
+    return Checkpoint(
+        optimizer_state=(serialization.from_state_dict(optimizer_state[0], raw["optimizer_state"]),)
         + tuple(optimizer_state[1:]),
-        serialization.from_state_dict(params, raw["model_params"]),
-        serialization.from_state_dict(model_state, raw["model_state"]),
-        serialization.from_state_dict(train_state, raw["train_state"]),
-        [(value, key) for key, value in (raw["eval_results"] or {}).items()],
-        global_step,
-        int(raw["preemption_count"]) + 1,
-        int(raw.get("input_batches", global_step)),
-        float(raw.get("clock_time", math.nan)),
+        params=serialization.from_state_dict(params, raw["model_params"]),
+        model_state=serialization.from_state_dict(model_state, raw["model_state"]),
+        train_state=serialization.from_state_dict(train_state, raw["train_state"]),
+        eval_results=[(value, key) for key, value in (raw["eval_results"] or {}).items()],
+        global_step=global_step,
+        preemption_count=int(raw["preemption_count"]) + 1,
+        input_batches=int(raw.get("input_batches", global_step)),
+        clock_time=float(raw.get("clock_time", math.nan)),
     )
 
 
@@ -485,21 +489,15 @@ def train_once(
     eval_results: list = []
     global_step = preemption_count = 0
     if resume_from is not None:
-        (
-            optimizer_state,
-            model_params,
-            model_state,
-            train_state,
-            eval_results,
-            global_step,
-            preemption_count,
-            input_batches,
-            clock_time,
-        ) = restore_checkpoint(resume_from, optimizer_state, model_params, model_state, train_state)
-        for _ in range(input_batches):  # Batch k of the stream depends on data_rng only.
+        restored = restore_checkpoint(
+            resume_from, optimizer_state, model_params, model_state, train_state
+        )
+        optimizer_state, model_params, model_state = restored[:3]
+        train_state, eval_results, global_step, preemption_count = restored[3:7]
+        for _ in range(restored.input_batches):  # Batch k depends on data_rng only.
             next(input_queue)
-        if clock.simulated and math.isfinite(clock_time):  # It goes on where it stopped.
-            clock.time = clock_time
+        if clock.simulated and math.isfinite(restored.clock_time):  # Where it stopped.
+            clock.time = restored.clock_time
     logger = metrics_logger if metrics_logger is not None else MetricsRecorder()
     workload.attach_metrics_logger(logger)
 
@@ -509,6 +507,7 @@ def train_once(
     target_step = target_time = None
     global_start_time = clock.now()
     train_state["last_step_end_time"] = global_start_time
+    cycle = _cycle(submission_module, optimizer_state) if clock.simulated else 0
 
     while (
         train_state["is_time_remaining"]
@@ -516,7 +515,6 @@ def train_once(
         and not train_state["training_complete"]
     ):
         data_select_rng, update_rng, prep_eval_rng, eval_rng = step_rngs(rng, global_step)
-        cycle = _cycle(submission_module, optimizer_state) if clock.simulated else 0
         batch = submission_module.data_selection(
             workload,
             input_queue,
@@ -546,9 +544,9 @@ def train_once(
         except spec.TrainingCompleteError:
             train_state["training_complete"] = True
             stop_reason = "training_complete"
-        if clock.simulated:
-            resets = _cycle(submission_module, optimizer_state) - cycle
-            clock.after_step(global_step, resets)
+        if clock.simulated:  # The resets of this step: the cycles it entered.
+            cycle, before = _cycle(submission_module, optimizer_state), cycle
+            clock.after_step(global_step, cycle - before)
         global_step += 1
         if max_global_steps is not None and global_step == max_global_steps:
             train_state["training_complete"] = True
@@ -615,8 +613,7 @@ def train_once(
             checkpoint_every_steps is not None and global_step % checkpoint_every_steps == 0
         ):
             checkpoint_start = clock.now()
-            save_checkpoint(
-                checkpoint_path,
+            checkpoint = Checkpoint(
                 optimizer_state,
                 model_params,
                 model_state,
@@ -627,6 +624,7 @@ def train_once(
                 input_queue.drawn,
                 clock.now() if clock.simulated else math.nan,
             )
+            save_checkpoint(checkpoint_path, checkpoint)
             train_state["accumulated_logging_time"] += clock.now() - checkpoint_start
         if hooks.after_step is not None and hooks.after_step(
             global_step, optimizer_state, model_params, model_state, eval_results
