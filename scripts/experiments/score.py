@@ -149,7 +149,8 @@ def draw_profiles(
     xs = np.linspace(1.0, MAX_RATIO, PROFILE_POINTS)
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
     styles = ("-", "--", "-.", ":")
-    colors = plt.get_cmap("tab20").colors  # Distinct colours for up to 20 variants.
+    colors = plt.get_cmap("tab20").colors
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # tab20's dark tones, then its light ones.
     for i, v in enumerate(sorted(scores, key=lambda v: -scores[v])):
         chosen = v == highlight
         ax.step(
@@ -158,7 +159,7 @@ def draw_profiles(
             where="post",
             linestyle="-" if chosen else styles[i % len(styles)],
             linewidth=3.0 if chosen else 1.5,
-            color="black" if chosen else colors[(2 * i) % 20 + (2 * i) // 20],
+            color="black" if chosen else colors[order[i % 20]],
             zorder=3 if chosen else 2,
             label=f"{labels.get(v, v)}: {scores[v]:.3f}",
         )
@@ -206,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = load_records(out, specs)
     labels = {v: VARIANTS[v].label for v in preset["variants"]}
     lines, scores, r = score_table(records, preset["variants"], labels)
-    default = [v for v in preset["variants"] if VARIANTS[v].group == "plan"]
-    default = next((v for v in default if not VARIANTS[v].overrides), None)
+    plans = [v for v in preset["variants"] if VARIANTS[v].group == "plan"]
+    default = next((v for v in plans if not VARIANTS[v].overrides), None)  # The default plan.
     figure = draw_profiles(
         r, scores, labels, out / "figures" / "score_profile.png", _title(seeds), default
     )
