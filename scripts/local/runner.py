@@ -492,8 +492,10 @@ def train_once(
         restored = restore_checkpoint(
             resume_from, optimizer_state, model_params, model_state, train_state
         )
-        optimizer_state, model_params, model_state = restored[:3]
-        train_state, eval_results, global_step, preemption_count = restored[3:7]
+        optimizer_state, model_params = restored.optimizer_state, restored.params
+        model_state, train_state = restored.model_state, restored.train_state
+        eval_results, global_step = restored.eval_results, restored.global_step
+        preemption_count = restored.preemption_count
         for _ in range(restored.input_batches):  # Batch k depends on data_rng only.
             next(input_queue)
         if clock.simulated and math.isfinite(restored.clock_time):  # Where it stopped.
