@@ -189,7 +189,9 @@ class Config:
         "choice",
         "τ from the target alone, max(y* − y, 0)/y* (`thesis`), or the share of the way from "
         "the run's first evaluation y0 to the target still missing, "
-        "clip((y − y*)/(y0 − y*), 0, 1) (`relative`)",
+        "clip((y − y*)/(y0 − y*), 0, 1) (`relative`), or the shortfall against a steady pace "
+        "to the target over the plan, clip(1 − p/f, 0, 1) with p that share done and f the "
+        "share of the plan spent (`expected`, METHOD.md §7 v3)",
         choices=reset.TAU_FORMULAS,
     )
     rollback_failed_cycles: bool = _hp(
@@ -207,6 +209,24 @@ class Config:
         "failure rule (b): the params' norm at the cycle's end outside [1/κ, κ] × at its start",
     )
     failure_kappa: float = _hp(3.0, "float", "κ of failure rule (b)", low=1.0, low_open=True)
+    norm_rule: str = _hp(
+        "alone",
+        "choice",
+        "failure rule (b) decides `alone`, or only `confirmed` by an early switch of the "
+        "same cycle (a cycle that learned while its norm grew from a small init is not failed; "
+        "METHOD.md §7 v3)",
+        choices=reset.NORM_RULES,
+    )
+    failed_cycle_lr_factor: float = _hp(
+        1.0,
+        "float",
+        "after a failed cycle every later cycle's peak is multiplied by this (the next cycle "
+        "must not repeat the failure; 1: the same peaks)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        high_open=False,
+    )
     fail_on_no_improvement: bool = _hp(
         True,
         "bool",

@@ -202,6 +202,7 @@ def _reset_step(
         cycle.no_improvement,
         config.failure_kappa,
         schema.failure_rules(config),
+        confirm=cycle.switched if config.norm_rule == "confirmed" else True,
     )
     outcome = reset.CycleOutcome(cycle.tau, check.failed, cycle.switched, start)
     fresh = current
@@ -223,7 +224,12 @@ def _reset_step(
         )
         kept = check.failed & config.rollback_failed_cycles  # Rolled back: its own statistics.
         new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
-    opt_state = schedules.enter_cycle(new.opt_state, cycle.window, cycle.step)
+    window = cycle.window
+    if config.failed_cycle_lr_factor != 1.0:  # The host lowers the plan alike (after_reset).
+        peaks = window.peak_learning_rates
+        lowered = jnp.where(check.failed, peaks * config.failed_cycle_lr_factor, peaks)
+        window = window._replace(peak_learning_rates=lowered.astype(peaks.dtype))
+    opt_state = schedules.enter_cycle(new.opt_state, window, cycle.step)
     new = new._replace(opt_state=opt_state)
     # A separate buffer (jit never aliases two outputs): the train step donates `new`.
     start = None if config.snapshot_on_host else reset.TrainState(new.params, new.model_state, None)
@@ -398,10 +404,13 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
                 "reset/failed": float(failed),
                 "reset/failure_rule": float(rule),
                 "reset/param_norm_ratio": float(ratio),
+                "reset/rolled_back": float(rolled_back),
             },
             action.step,
         )
-    controller = control.after_reset(state.controller, rolled_back)
+    controller = control.after_reset(
+        state.controller, rolled_back, bool(failed), config.failed_cycle_lr_factor
+    )
     if config.snapshot_on_host:
         start = jax.device_get(reset.TrainState(new.params, new.model_state, None))
     state = state._replace(opt_state=new.opt_state, controller=controller, start=start)

@@ -9,6 +9,7 @@ section 4 v2: the optimizer, `adamw`, debiases by those weights, `scale_by_weigh
 
 from .failure import (
     FAILURE_RULES,
+    NORM_RULES,
     FailureCheck,
     check_cycle,
     global_norm,
@@ -50,6 +51,7 @@ from .tau import (
     better_metric,
     improved,
     tau,
+    tau_expected,
     tau_metric,
     tau_relative,
 )
@@ -57,6 +59,7 @@ from .tau import (
 __all__ = [
     "IMPROVEMENT_SCALES",
     "FAILURE_RULES",
+    "NORM_RULES",
     "FailureCheck",
     "MODEL_STATE_CHOICES",
     "check_cycle",
@@ -69,6 +72,7 @@ __all__ = [
     "TAU_FORMULAS",
     "TAU_METRICS",
     "improved",
+    "tau_expected",
     "tau_relative",
     "tree_select",
     "WEIGHT_FIELDS",

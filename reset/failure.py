@@ -26,6 +26,8 @@ NON_FINITE = "non_finite"
 NORM = "norm"
 NO_IMPROVEMENT = "no_improvement"
 FAILURE_RULES = (NON_FINITE, NORM, NO_IMPROVEMENT)
+# Rule (b) decides alone (v2), or only where an early switch confirms it (v3).
+NORM_RULES = ("alone", "confirmed")
 
 
 class FailureCheck(NamedTuple):
@@ -48,12 +50,15 @@ def global_norm(tree) -> jax.Array:
 
 
 def check_cycle(
-    current, start_params, no_improvement, kappa: float, rules=FAILURE_RULES
+    current, start_params, no_improvement, kappa: float, rules=FAILURE_RULES, confirm=True
 ) -> FailureCheck:
     """Rules (a) and (b) measured on `current` (a TrainState at the cycle's end) against the
     params the cycle started from; rule (c) given by the caller (`no_improvement`).
 
-    kappa > 1; `rules` names the enabled rules (a subset of FAILURE_RULES).
+    kappa > 1; `rules` names the enabled rules (a subset of FAILURE_RULES). Rule (b) holds
+    only where `confirm` (a bool, maybe traced) does: with `norm_rule = "confirmed"` the
+    caller passes whether the detector ended the cycle, so that a norm grown by a cycle
+    that kept learning (a small initialisation, a scaled parametrisation) fails nothing.
     """
     unknown = sorted(set(rules) - set(FAILURE_RULES))
     if unknown:
@@ -62,7 +67,7 @@ def check_cycle(
     ratio = global_norm(current.params) / global_norm(start_params)
     holds = [
         ~finite,
-        finite & ((ratio > kappa) | (ratio < 1.0 / kappa)),
+        finite & ((ratio > kappa) | (ratio < 1.0 / kappa)) & jnp.asarray(confirm, bool),
         jnp.asarray(no_improvement, bool),
     ]
     enabled = [h & (name in rules) for h, name in zip(holds, FAILURE_RULES, strict=True)]

@@ -3,7 +3,7 @@
 import math
 
 TAU_METRICS = ("latest", "best")
-TAU_FORMULAS = ("thesis", "relative")
+TAU_FORMULAS = ("thesis", "relative", "expected")
 
 
 def tau(metric: float | None, target: float, higher_is_better: bool) -> float:
@@ -74,6 +74,31 @@ def tau_relative(metric: float | None, target: float, first: float | None) -> fl
     if first is None or not math.isfinite(first) or first == target:
         return 1.0
     return min(max((metric - target) / (first - target), 0.0), 1.0)
+
+
+def tau_expected(
+    metric: float | None, target: float, first: float | None, fraction: float
+) -> float:
+    """tau as the shortfall against the progress expected by now (METHOD.md section 7 v3).
+
+    A target set at the end of a full run is far away a third of the way in, by design;
+    what a cycle can be blamed for is falling behind a steady pace towards it. With
+    p = (y - y0) / (y* - y0) the share of the way from the run's first evaluation y0 to
+    the target done, and f in (0, 1] the share of the plan spent at the reset:
+
+        tau = clip(1 - p / f, 0, 1)
+
+    0 for a cycle on or ahead of pace (nothing blended), 1 for one that learnt nothing or
+    went backwards; at the plan's end (f = 1) it is `tau_relative`. A missing or
+    non-finite y gives 1, and so does a y0 missing, non-finite or at the target.
+    """
+    if metric is None or not math.isfinite(metric):
+        return 1.0
+    if first is None or not math.isfinite(first) or first == target:
+        return 1.0
+    progress = (metric - first) / (target - first)
+    pace = min(max(float(fraction), 1e-9), 1.0)
+    return min(max(1.0 - progress / pace, 0.0), 1.0)
 
 
 IMPROVEMENT_SCALES = ("value", "gap")

@@ -268,6 +268,9 @@ def next_cycle(
     )
     if settings.tau_formula == "relative":
         tau = reset.tau_relative(metric, settings.target, controller.first_metric)
+    elif settings.tau_formula == "expected":
+        fraction = step / max(total_steps(controller.plan), 1)
+        tau = reset.tau_expected(metric, settings.target, controller.first_metric, fraction)
     else:
         tau = reset.tau(metric, settings.target, settings.higher_is_better)
     no_improvement = controller.cycle_evals > 0 and not reset.improved(
@@ -294,9 +297,18 @@ def next_cycle(
     return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement)
 
 
-def after_reset(controller: Controller, rolled_back: bool) -> Controller:
+def after_reset(
+    controller: Controller, rolled_back: bool, failed: bool = False, lr_factor: float = 1.0
+) -> Controller:
     """The state once the device has reset: a cycle rolled back to where the failed one
-    started must improve on what that one had to."""
+    started must improve on what that one had to; after a failed cycle the peaks of the
+    new cycle and all later ones are multiplied by `lr_factor` (the device entered the
+    new cycle with its peak lowered alike)."""
+    if failed and lr_factor != 1.0:
+        peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
+        peaks[controller.cycle :] *= lr_factor
+        plan = controller.plan._replace(peak_learning_rates=peaks)
+        controller = controller._replace(plan=plan)
     if not rolled_back:
         return controller
     return controller._replace(cycle_start_metric=controller.previous_start_metric)

@@ -242,3 +242,24 @@ def test_no_improvement_margin_of_the_gap_to_the_target():
         _, log = _run(_start(), range(31), evals, settings)
         # Cycle 0 saw only the run's first evaluation: nothing beyond its own start.
         assert [d.resets[0].no_improvement for _, d in log] == [True, False, expected]
+
+
+def test_tau_expected_counts_the_share_of_the_plan_spent():
+    settings = SETTINGS._replace(tau_formula="expected")
+    evals = {5: [Evaluation(5, 0.1, 2.0)], 9: [Evaluation(9, 0.3, 1.5)]}
+    _, log = _run(_start(), range(11), evals, settings)
+    (step, decision), *_ = log
+    # At step 10 of 30 (f = 1/3) a quarter of the way from 0.1 to 0.9 is done.
+    assert step == 10
+    assert decision.resets[0].tau == pytest.approx(1 - (0.2 / 0.8) * 3)
+
+
+def test_after_a_failed_cycle_later_peaks_are_lowered():
+    controller, _ = _run(_start(), range(11))
+    assert controller.cycle == 1
+    lowered = control.after_reset(controller, rolled_back=True, failed=True, lr_factor=0.5)
+    np.testing.assert_allclose(lowered.plan.peak_learning_rates, [1.0, 0.5, 0.5])
+    again = control.after_reset(lowered, rolled_back=False, failed=True, lr_factor=0.5)
+    np.testing.assert_allclose(again.plan.peak_learning_rates, [1.0, 0.25, 0.25])
+    kept = control.after_reset(controller, rolled_back=False, failed=False, lr_factor=0.5)
+    np.testing.assert_allclose(kept.plan.peak_learning_rates, [1.0, 1.0, 1.0])

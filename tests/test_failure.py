@@ -188,3 +188,40 @@ def test_tau_relative_is_the_share_of_the_way_still_missing(metric, target, firs
 )
 def test_improved_within_a_relative_tolerance(best, start, higher, improved):
     assert reset.improved(best, start, higher, 0.01) is improved
+
+
+@pytest.mark.parametrize(("confirm", "failed"), [(True, True), (False, False)])
+def test_confirmed_norm_rule_needs_an_early_switch(confirm, failed):
+    """v3 (METHOD.md section 7): a norm grown tenfold fails the cycle only where the
+    detector also ended it; non-finite values and no improvement still fail it alone."""
+    check = reset.check_cycle(_state(_scaled(10.0)), PARAMS, False, 3.0, confirm=confirm)
+    assert bool(check.failed) is failed and int(check.rule) == (1 if failed else -1)
+    assert float(check.norm_ratio) == pytest.approx(10.0, rel=1e-6)
+    check = reset.check_cycle(_state(_scaled(10.0)), PARAMS, True, 3.0, confirm=False)
+    assert bool(check.failed) and int(check.rule) == 2
+
+
+@pytest.mark.parametrize(
+    ("metric", "first", "fraction", "expected"),
+    [
+        (0.55, 0.1, 1 / 3, 0.0),  # Half the way at a third of the plan: ahead of pace.
+        (0.25, 0.1, 1 / 3, 1 - (0.15 / 0.8) / (1 / 3)),  # Behind pace: the shortfall.
+        (0.1, 0.1, 1 / 3, 1.0),  # Learnt nothing.
+        (0.05, 0.1, 1 / 3, 1.0),  # Went backwards: clipped.
+        (0.5, 0.1, 1.0, 0.5),  # At the plan's end it is tau_relative.
+        (float("nan"), 0.1, 0.5, 1.0),
+        (0.5, float("nan"), 0.5, 1.0),
+    ],
+)
+def test_tau_expected_is_the_shortfall_against_a_steady_pace(metric, first, fraction, expected):
+    assert reset.tau_expected(metric, 0.9, first, fraction) == pytest.approx(expected)
+    if math.isfinite(metric) and math.isfinite(first) and fraction == 1.0:
+        assert reset.tau_expected(metric, 0.9, first, 1.0) == pytest.approx(
+            reset.tau_relative(metric, 0.9, first)
+        )
+
+
+def test_tau_expected_for_a_loss_mirrors_the_direction():
+    # A loss from 4.0 towards 2.0: at 3.0 (half the way) and f = 0.5 the cycle is on pace.
+    assert reset.tau_expected(3.0, 2.0, 4.0, 0.5) == pytest.approx(0.0)
+    assert reset.tau_expected(3.5, 2.0, 4.0, 0.5) == pytest.approx(0.5)

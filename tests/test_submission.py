@@ -444,3 +444,28 @@ def test_plan_end_stops_or_queues_more_cycles():
     switched, resets, _ = _run_fabricated(workload, hyperparameters, evals, num_steps=70)
     assert [(s, m["reset/early_switch"]) for s, m in resets] == [(20, 0.0), (40, 0.0), (50, 1.0)]
     assert submission.plan_summary(switched.optimizer_state)["boundaries"] == [0, 20, 40, 50, 70]
+
+
+def test_a_failed_cycle_lowers_the_next_peak_on_the_device_and_in_the_plan():
+    """v3: after a failed cycle (rule (c), rolled back) the next cycle peaks at
+    `failed_cycle_lr_factor` x its planned peak, in the compiled step and in the plan."""
+    workload = TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
+    evals = [
+        (10 * (i + 1), {"validation/loss": loss, "validation/accuracy": acc})
+        for i, (loss, acc) in enumerate(zip(RISING, FLAT, strict=True))
+    ]
+    states = {}
+
+    def hook(global_step, optimizer_state, params, model_state, results):
+        results.extend(e for e in evals if e[0] == global_step)
+        states[global_step] = optimizer_state
+
+    hp = {"failed_cycle_lr_factor": 0.5}
+    _, resets, lrs = _train(workload, hp, eval_every_steps=NEVER, on_step=hook, stop_at=80)
+    assert resets[0][1]["reset/failed"] == 1.0 and resets[0][1]["reset/rolled_back"] == 1.0
+    summary = submission.plan_summary(states[80])
+    base = 0.0017486387539278373
+    np.testing.assert_allclose(summary["peak_learning_rates"], [base, base / 2, base / 2])
+    expected = submission.learning_rates(states[80], np.arange(50, 80))
+    np.testing.assert_allclose(lrs[50:80], expected, rtol=1e-5)
+    assert max(lrs[50:80]) <= base / 2 * (1 + 1e-6)

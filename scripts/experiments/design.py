@@ -19,11 +19,14 @@ from scripts.local.workloads import WORKLOAD_NAMES, tiny_overrides
 
 
 class Variant(NamedTuple):
-    """A reset strategy, or an ablation: ``soft`` with one decision changed."""
+    """A contestant: the project's submission with `overrides` (a reset strategy, an
+    ablation of one decision, a plan family, a v3 candidate), or another submission
+    (`scripts.local.contestants`: AlgoPerf's NAdamW baseline), which takes none."""
 
-    group: str  # "strategy" or "ablation"
+    group: str  # "strategy", "ablation", "plan", "v3" or "contestant"
     label: str
     overrides: Mapping[str, Any]
+    submission: str = "ours"
 
 
 # Per-cycle peaks r_i of the thesis's three cycles (METHOD.md section 3).
@@ -34,6 +37,14 @@ THESIS_PEAK_FACTORS = (1.0, 1.5727, 0.4289)
 # the target ("soft-rule-c-gap", the default since: METHOD.md section 4). They are pinned
 # to it, so that this design reproduces the recorded runs.
 AS_RUN = {"no_improvement_scale": "value"}
+
+# The v3 candidates' decisions, in the order they are added (see VARIANTS).
+V3_STEPS = (
+    ("budget_fill", 1.0 / 1.5),
+    ("norm_rule", "confirmed"),
+    ("tau_formula", "expected"),
+    ("failed_cycle_lr_factor", 0.5),
+)
 
 VARIANTS: dict[str, Variant] = {
     "none": Variant("strategy", "none (cyclic)", {"reset_strategy": "none"}),
@@ -106,6 +117,28 @@ VARIANTS: dict[str, Variant] = {
         {"cycle_lr_factors": THESIS_PEAK_FACTORS},
     ),
     "plan-4": Variant("plan", "4 equal cycles", {"num_cycles": 4}),
+    # AlgoPerf's self-tuning NAdamW baseline (the project's copy of its algorithm).
+    "baseline": Variant("contestant", "AlgoPerf's NAdamW baseline", {}, "nadamw_baseline"),
+    # Method v3 candidates (docs/METHOD.md section 7), each adding one decision to the last:
+    # the plan ends at 1.0x max_allowed_runtime_sec (fill 1/1.5 of the self-tuning budget),
+    # its rest kept for rescue cycles; rule (b) only where an early switch confirms it; tau
+    # against the expected pace; after a failed cycle the peaks halved.
+    **{
+        name: Variant("v3", label, dict(overrides))
+        for name, label, overrides in (
+            ("v3-fill", "3 cycles ending at 1.0x the runtime", V3_STEPS[:1]),
+            ("v3-norm", "+ rule (b) confirmed by a switch", V3_STEPS[:2]),
+            ("v3-tau", "+ tau against the expected pace", V3_STEPS[:3]),
+            ("v3-peak", "+ peaks halved after a failure", V3_STEPS[:4]),
+            (
+                "v3-1cycle",
+                "v3, one cycle ending at 1.0x the runtime",
+                (*V3_STEPS, ("num_cycles", 1)),
+            ),
+            ("v3-2cycle", "v3, two cycles", (*V3_STEPS, ("num_cycles", 2))),
+            ("v3-noswitch", "v3, early switching off", (*V3_STEPS, ("early_switching", False))),
+        )
+    },
 }
 VARIANTS = {
     name: v._replace(overrides={**AS_RUN, **v.overrides}) if v.group == "ablation" else v
@@ -175,6 +208,26 @@ SCENARIOS: dict[str, Scenario] = {
     ),
 }
 
+# Held-out variants (the calibrated study): the weights reparametrised as w = c v with v
+# initialised at init / c (workload option `param_scale`), the same model, but every Adam
+# step moves w c times further: the fixed learning rate acts c times too high (or low).
+HELD_OUT_SCALES = {"lr30x": 30.0, "lr300x": 300.0, "lr3000x": 3000.0, "lr0.1x": 0.1}
+SCENARIOS.update(
+    {
+        name: Scenario(
+            f"learning rate acting {c:g}x",
+            f"held-out variant: w = {c:g} v, so a fixed learning rate acts {c:g}x",
+            lambda workload, c=c: {"param_scale": c},
+            {},
+        )
+        for name, c in HELD_OUT_SCALES.items()
+    }
+)
+# The studies: "v2" (docs/evidence.md, the v2 score: hand-set targets, study settings) and
+# "calibrated" (docs/score.md since v3: the targets and budgets the calibration set from
+# the reference baseline's runs, scripts.experiments.calibrate; every workload as built).
+STUDIES = ("v2", "calibrated")
+
 WORKLOADS = WORKLOAD_NAMES
 # Tiny models for the small grid: the registry's tiny models, with a few evaluations per
 # cycle; seconds per run.
@@ -191,7 +244,8 @@ GRIDS = {
     # A smoke-sized grid (tiny models, 2 seeds) for the test suite.
     "small": {"workloads": WORKLOADS, "seeds": 2, "tiny": True},
     # The plan families and the strategies, scored as AlgoPerf scores (docs/score.md).
-    "score": {
+    # The v2 score (docs/score.md until v3): plan families on hand-set targets.
+    "score-v2": {
         "workloads": WORKLOADS,
         "seeds": 10,
         "tiny": False,
@@ -199,6 +253,24 @@ GRIDS = {
         "variants": ("none", "full", *PLAN_VARIANTS),
     },
 }
+
+# The score (docs/score.md): problems posed as the benchmark poses them (calibrated targets
+# and budgets, held-out variants, a language model, noisy evaluations, one injected
+# failure), AlgoPerf's baseline in the race, scored as AlgoPerf scores.
+SCORE_PROBLEMS = (
+    ("digit_sums", "healthy"),
+    ("digits", "healthy"),
+    ("char_lm", "healthy"),
+    ("digits", "lr0.1x"),
+    ("digits", "lr30x"),
+    ("digits", "lr300x"),
+    ("digits", "lr3000x"),
+    ("digit_sums", "noisy"),
+    ("digits", "failed"),
+)
+SCORE_VARIANTS = ("baseline", "plan-3", "none", "full", "plan-1")
+V3_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "v3")
+SCORE_SEEDS = 10
 
 
 class RunSpec(NamedTuple):
@@ -209,19 +281,27 @@ class RunSpec(NamedTuple):
     variant: str
     seed: int
     tiny: bool = False
+    study: str = "v2"
 
     @property
     def key(self) -> str:
         """A file-safe unique name."""
         size = "tiny-" if self.tiny else ""
-        return f"{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
+        study = "cal-" if self.study == "calibrated" else ""
+        return f"{study}{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
 
-    def hyperparameters(self) -> dict[str, Any]:
+    def _study_settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return STUDY_SETTINGS[self.workload] if self.study == "v2" else ({}, {})
+
+    def hyperparameters(self) -> dict[str, Any] | None:
         """The workload's study settings, the scenario's, then the variant's on top. In
         the failed scenario the first cycle peaks at FAILED_PEAK_FACTOR x the base rate,
-        the later cycles at the variant's peaks (ones unless it names them)."""
+        the later cycles at the variant's peaks (ones unless it names them). None for a
+        contestant other than ours (self-tuning: it is told nothing)."""
+        if VARIANTS[self.variant].submission != "ours":
+            return None
         merged = {
-            **STUDY_SETTINGS[self.workload][1],
+            **self._study_settings()[1],
             **SCENARIOS[self.scenario].hyperparameters,
             **VARIANTS[self.variant].overrides,
         }
@@ -235,10 +315,21 @@ class RunSpec(NamedTuple):
         """Options of ``scripts.local.workloads.make_workload`` for this run."""
         options = dict(TINY_OPTIONS[self.workload]) if self.tiny else {}
         return {
+            "targets": "hand" if self.study == "v2" else "calibrated",
             **options,
-            **STUDY_SETTINGS[self.workload][0],
+            **self._study_settings()[0],
             **SCENARIOS[self.scenario].workload_options(self.workload),
         }
+
+
+def problem_grid(
+    problems: Sequence[tuple[str, str]], variants: Sequence[str], seeds: Sequence[int]
+) -> list[RunSpec]:
+    """The calibrated study's runs: every (workload, scenario) problem x variant x seed."""
+    specs = []
+    for workload, scenario in problems:
+        specs += grid([workload], [scenario], variants, seeds, study="calibrated")
+    return specs
 
 
 def grid(
@@ -247,8 +338,11 @@ def grid(
     variants: Sequence[str],
     seeds: Sequence[int],
     tiny: bool = False,
+    study: str = "v2",
 ) -> list[RunSpec]:
     """Every combination, validated (unknown names fail before anything runs)."""
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; valid: {list(STUDIES)}.")
     for kind, names, known in (
         ("workload", workloads, WORKLOADS),
         ("scenario", scenarios, SCENARIOS),
@@ -258,7 +352,7 @@ def grid(
         if unknown:
             raise ValueError(f"unknown {kind}(s) {unknown}; valid: {list(known)}.")
     return [
-        RunSpec(w, sc, v, s, tiny)
+        RunSpec(w, sc, v, s, tiny, study)
         for w in workloads
         for sc in scenarios
         for v in variants

@@ -58,10 +58,14 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     the cycle it ended: failed, the rule, the params' norm ratio end/start), the initial
     plan's boundaries, and how the run ended.
     """
-    import submission
     from algoperf_compat import metric_direction
+    from scripts.experiments.design import VARIANTS
     from scripts.local import runner, workloads
+    from scripts.local.contestants import load_submission
 
+    submission = load_submission(VARIANTS[spec.variant].submission)
+    # The project's submission says its plan; another contestant has none to say.
+    plan_summary = getattr(submission, "plan_summary", lambda state: {"boundaries": []})
     workload = workloads.make_workload(spec.workload, **spec.workload_options())
     recorder = runner.MetricsRecorder()
     plans = []
@@ -77,9 +81,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         workload_name=spec.workload,
         clock=clock,
         metrics_logger=recorder,
-        hooks=runner.RunnerHooks(
-            before_training=lambda state: plans.append(submission.plan_summary(state))
-        ),
+        hooks=runner.RunnerHooks(before_training=lambda state: plans.append(plan_summary(state))),
     )
     wall = time.time() - start
     metric_key = f"validation/{workload.target_metric_name}"
@@ -104,6 +106,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             "failed": bool(m.get("reset/failed", 0.0)),
             "failure_rule": _failure_rule(m),
             "param_norm_ratio": _number(m.get("reset/param_norm_ratio", math.nan)),
+            "rolled_back": bool(m.get("reset/rolled_back", 0.0)),
         }
         for step, m, _ in recorder.records
         if "reset/cycle" in m
@@ -122,7 +125,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "clock": dataclasses.asdict(clock) | {"time": None},
         "budget": runner.runtime_budget(workload, None, self_tuning=True),
         "planned_boundaries": plans[0]["boundaries"],
-        "final_boundaries": submission.plan_summary(result.optimizer_state)["boundaries"],
+        "final_boundaries": plan_summary(result.optimizer_state)["boundaries"],
         "evals": evals,
         "resets": resets,
         "target_step": result.target_step,

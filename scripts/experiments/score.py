@@ -181,48 +181,69 @@ def draw_profiles(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scripts.experiments.design import SCORE_SEEDS, SCORE_VARIANTS, VARIANTS
+
     parser = argparse.ArgumentParser(
         prog="python -m scripts.experiments.score", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--report", type=Path, default=None, help="Markdown report path")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=SCORE_SEEDS, help="seeds 0..N-1")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(SCORE_VARIANTS),
+        choices=list(VARIANTS),
+        help="contestants (default: the baseline, the default, none, full, one cycle)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no_run", action="store_true", help="only score the records")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from scripts.experiments.design import GRIDS, VARIANTS, grid
+    from scripts.experiments.design import SCORE_PROBLEMS, VARIANTS, problem_grid
     from scripts.experiments.evidence import ROOT, run_grid
     from scripts.experiments.evidence_report import load_records
+    from scripts.experiments.gates import gates, gates_lines, switch_lines
 
     args = build_parser().parse_args(argv)
-    preset = GRIDS["score"]
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    out = args.out or ROOT / "runs" / "evidence-score"
+    out = args.out or ROOT / "runs" / "score"
     report = args.report or (ROOT / "docs" / "score.md" if args.out is None else None)
-    specs = grid(preset["workloads"], preset["scenarios"], preset["variants"], range(seeds))
+    variants = list(dict.fromkeys(args.variants))
+    specs = problem_grid(SCORE_PROBLEMS, variants, range(args.seeds))
     errors = [] if args.no_run else run_grid(specs, out, args.workers)
     records = load_records(out, specs)
-    labels = {v: VARIANTS[v].label for v in preset["variants"]}
-    lines, scores, r = score_table(records, preset["variants"], labels)
-    plans = [v for v in preset["variants"] if VARIANTS[v].group == "plan"]
-    default = next((v for v in plans if not VARIANTS[v].overrides), None)  # The default plan.
+    labels = {v: VARIANTS[v].label for v in variants}
+    lines, scores, r = score_table(records, variants, labels)
+    # The submission's default: the variant of ours that overrides nothing.
+    default = next(
+        (v for v in variants if VARIANTS[v].submission == "ours" and not VARIANTS[v].overrides),
+        None,
+    )
     figure = draw_profiles(
-        r, scores, labels, out / "figures" / "score_profile.png", _title(seeds), default
+        r, scores, labels, out / "figures" / "score_profile.png", _title(args.seeds), default
     )
     print("\n".join(lines))
-    if report is not None:
-        reach = reach_table(records, preset["variants"], labels)
-        write_report(
-            report,
-            lines + ["", "Seeds reaching the target:", "", *reach],
-            figure,
-            records,
-            seeds,
-            argv,
+    sections = [
+        *lines,
+        "",
+        "Seeds reaching the target:",
+        "",
+        *reach_table(records, variants, labels),
+    ]
+    if default is not None:
+        sections += ["", f"Gates (docs/METHOD.md section 7) for the default, `{default}`:", ""]
+        sections += gates_lines(gates(records, SCORE_PROBLEMS, default, scores))
+        twin = next(
+            (v for v in variants if VARIANTS[v].overrides == {"early_switching": False}), None
         )
+        if twin is not None:
+            sections += ["", f"Early switches of the default, judged against `{twin}`:", ""]
+            sections += switch_lines(records, SCORE_PROBLEMS, default, twin)
+    print("\n".join(sections[len(lines) :]))
+    if report is not None:
+        write_report(report, sections, figure, records, args.seeds, argv)
         print(f"report -> {report}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
@@ -231,35 +252,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _title(seeds: int) -> str:
     return (
-        "AlgoPerf's performance profiles over the evidence grid\n"
-        f"3 workloads x (healthy, failed first cycle), median of {seeds} seeds"
+        "AlgoPerf's performance profiles, calibrated problems\n"
+        f"(targets from the reference baseline's runs), median of {seeds} seeds"
     )
 
 
 def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -> None:
-    """docs/score.md: how it was scored, the table, the profile."""
+    """docs/score.md: how it was scored, the tables, the profile."""
     import shutil
 
-    from scripts.experiments.design import CLOCK
+    from scripts.experiments.design import CLOCK, SCENARIOS, SCORE_PROBLEMS
 
     report.parent.mkdir(parents=True, exist_ok=True)
     target = report.parent / "evidence" / figure.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(figure, target)
     given = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no_run")
+    problems = [f"`{w} {s}` ({SCENARIOS[s].description})" for w, s in SCORE_PROBLEMS]
     text = [
-        "# The score: plan families and strategies, scored as AlgoPerf scores",
+        "# The score: the submission against AlgoPerf's baseline, scored as AlgoPerf scores",
         "",
         f"Reproduce: `.venv/bin/python -m scripts.experiments.score {given}`".rstrip() + ".",
         f"{len(records)} runs; every time is on the simulated clock {CLOCK} of each "
         "workload's reference hardware (`scripts/local/runner.py::reference_clock`), so "
         "the numbers do not depend on the machine's load.",
         "",
-        "A problem is a (workload, scenario) cell; t is the submission seconds at the "
-        f"first evaluation on target, the median over {seeds} seeds (never when half or "
-        "more missed); the ratio is t over the best variant's t on that problem (never "
-        "beyond 4x); the score is the area under the fraction of problems within x of the "
-        "best, over x in [1, 4], divided by 3 (AlgoPerf's recipe). Each cell: ratio (t).",
+        "The problems are posed as the benchmark poses them: every target and budget comes "
+        "from the reference baseline's own runs (`python -m scripts.experiments.calibrate`, "
+        "calibration seeds 1000-1004, never the scoring seeds 0-9; docs/METHOD.md section "
+        "7), `baseline` is AlgoPerf's self-tuning NAdamW (`scripts/local/contestants/"
+        "nadamw_baseline.py`), and a held-out variant keeps its base workload's target. "
+        "Problems: " + "; ".join(problems) + ".",
+        "",
+        "t is the submission seconds at the first evaluation on target, the median over "
+        f"{seeds} seeds (never when half or more missed); the ratio is t over the best "
+        "variant's t on that problem (never beyond 4x); the score is the area under the "
+        "fraction of problems within x of the best, over x in [1, 4], divided by 3 "
+        "(AlgoPerf's recipe). Each cell: ratio (t).",
         "",
         *lines,
         "",

@@ -12,6 +12,8 @@ experiment's) are not registered: they implement only what the local runner need
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -37,9 +39,41 @@ def entry(name: str) -> WorkloadEntry:
     return REGISTRY[name]
 
 
-def make_workload(name: str, **overrides: Any) -> SklearnWorkload:
-    """Build an embedded workload by name; ``overrides`` go to ``WorkloadConfig``."""
-    return entry(name).workload_class(**overrides)
+# Targets and budgets set from the reference baseline's runs (scripts.experiments.calibrate).
+CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
+TARGET_SOURCES = ("calibrated", "hand")
+
+
+def load_calibration() -> dict[str, dict[str, Any]]:
+    """The stored calibration, by workload name ({} before the first calibration)."""
+    if not CALIBRATION_PATH.exists():
+        return {}
+    return json.loads(CALIBRATION_PATH.read_text())
+
+
+def calibrated_options(name: str) -> dict[str, Any]:
+    """The calibrated targets and budget of ``name`` as workload options ({} if none)."""
+    stored = load_calibration().get(name)
+    if stored is None:
+        return {}
+    keys = ("validation_target_value", "test_target_value", "max_allowed_runtime_sec")
+    return {key: stored[key] for key in keys}
+
+
+def make_workload(name: str, targets: str = "calibrated", **overrides: Any) -> SklearnWorkload:
+    """Build an embedded workload by name; ``overrides`` go to ``WorkloadConfig``.
+
+    ``targets="calibrated"`` (the default) takes the targets and budget the calibration
+    set from the reference baseline's runs, unless overridden; ``"hand"`` the hand-set
+    values of the workload's module. A calibrated budget belongs to the calibrated
+    step_hint and speed, so it is not applied where either is overridden.
+    """
+    if targets not in TARGET_SOURCES:
+        raise ValueError(f"targets must be one of {TARGET_SOURCES}, got {targets!r}.")
+    calibrated = calibrated_options(name) if targets == "calibrated" else {}
+    if {"step_hint", "step_seconds"} & set(overrides):
+        calibrated.pop("max_allowed_runtime_sec", None)
+    return entry(name).workload_class(**{**calibrated, **overrides})
 
 
 def tiny_overrides(name: str) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""The method's gates (docs/METHOD.md section 7, v3), read from the calibrated score grid.
+
+Do no harm first, rescue second, judged as the benchmark judges: every gate compares the
+default with AlgoPerf's NAdamW baseline (or `full`) on the same problems and seeds, by the
+seeds reaching the target and the median submission time to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from scripts.experiments.evidence_report import improvement_tolerance, judge_first_switch
+from scripts.experiments.score import median_time, time_to_target
+
+# The default may be this much slower than the baseline on a healthy problem.
+HEALTHY_SLACK = 1.05
+# Its score may be this much below the best variant's.
+SCORE_SLACK = 0.02
+
+
+class Gate(NamedTuple):
+    """One gate on one problem: what it asks, the numbers, whether it holds."""
+
+    name: str
+    problem: str
+    numbers: str
+    holds: bool
+
+
+def runs_of(records: Mapping[str, Mapping], workload: str, scenario: str, variant: str):
+    """The records of one problem and variant, by seed."""
+    return sorted(
+        (
+            r
+            for r in records.values()
+            if (r["spec"]["workload"], r["spec"]["scenario"], r["spec"]["variant"])
+            == (workload, scenario, variant)
+        ),
+        key=lambda r: r["spec"]["seed"],
+    )
+
+
+def reach_and_median(runs: Sequence[Mapping]) -> tuple[int, int, float]:
+    """(seeds reaching the target, seeds, median time to target: inf when half missed)."""
+    times = [time_to_target(r) for r in runs]
+    return sum(math.isfinite(t) for t in times), len(times), median_time(times)
+
+
+def _fmt(reach: tuple[int, int, float]) -> str:
+    k, n, t = reach
+    return f"{k}/{n}, median {t:.3g} s" if math.isfinite(t) else f"{k}/{n}, median never"
+
+
+def rolled_back_learners(record: Mapping) -> int:
+    """Cycles rolled back although their validation metric improved on their start: an
+    evaluation inside the cycle better than the last one before it began (or the run's
+    first) by more than 1% of the target (`improvement_tolerance`: evaluation noise is
+    not learning)."""
+    higher = record["target"]["higher_is_better"]
+    margin = improvement_tolerance(record)
+    better = (lambda a, b: a > b + margin) if higher else (lambda a, b: a < b - margin)
+    evals = [e for e in record["evals"] if e["metric"] is not None]
+    starts = [0] + [r["step"] for r in record["resets"]]
+    count = 0
+    for start, reset in zip(starts, record["resets"], strict=False):
+        if not reset.get("rolled_back", False):
+            continue
+        before = [e["metric"] for e in evals if e["step"] <= start] or [
+            e["metric"] for e in evals[:1]
+        ]
+        inside = [e["metric"] for e in evals if start < e["step"] <= reset["step"]]
+        if before and any(better(m, before[-1]) for m in inside):
+            count += 1
+    return count
+
+
+def gates(
+    records: Mapping[str, Mapping],
+    problems: Sequence[tuple[str, str]],
+    default: str,
+    scores: Mapping[str, float],
+) -> list[Gate]:
+    """Issue 22's gates for `default` over the grid's `problems`."""
+    out = []
+    for workload, scenario in problems:
+        name = f"{workload} {scenario}"
+        ours = reach_and_median(runs_of(records, workload, scenario, default))
+        base = reach_and_median(runs_of(records, workload, scenario, "baseline"))
+        if scenario in ("healthy", "noisy"):
+            ratio = ours[2] / base[2] if math.isfinite(base[2]) else math.nan
+            holds = ours[0] >= base[0] and (
+                not math.isfinite(base[2]) or ours[2] <= HEALTHY_SLACK * base[2]
+            )
+            numbers = f"ours {_fmt(ours)}; baseline {_fmt(base)}; ratio {ratio:.2f}"
+            out.append(Gate("healthy: reach >= baseline, time <= 1.05x", name, numbers, holds))
+        elif scenario == "failed":
+            full = reach_and_median(runs_of(records, workload, scenario, "full"))
+            numbers = f"ours {_fmt(ours)}; full {_fmt(full)}"
+            out.append(Gate("failed first cycle: reach >= full", name, numbers, ours[0] >= full[0]))
+        else:
+            numbers = f"ours {_fmt(ours)}; baseline {_fmt(base)}"
+            out.append(Gate("held-out: reach >= baseline", name, numbers, ours[0] >= base[0]))
+        learners = sum(
+            rolled_back_learners(r) for r in runs_of(records, workload, scenario, default)
+        )
+        if learners:
+            out.append(Gate("no rollback of a cycle that improved", name, f"{learners}", False))
+    if scores:
+        best = max(scores, key=scores.get)
+        numbers = f"ours {scores.get(default, math.nan):.3f}; best {best} {scores[best]:.3f}"
+        holds = scores.get(default, -math.inf) >= scores[best] - SCORE_SLACK
+        out.append(Gate("score within 0.02 of the best", "all", numbers, holds))
+    return out
+
+
+def gates_lines(gate_list: Sequence[Gate]) -> list[str]:
+    """The gates as a Markdown table."""
+    lines = ["| gate | problem | numbers | holds |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {g.name} | {g.problem} | {g.numbers} | {'yes' if g.holds else '**no**'} |"
+        for g in gate_list
+    ]
+    return lines
+
+
+def switch_lines(
+    records: Mapping[str, Mapping],
+    problems: Sequence[tuple[str, str]],
+    subject: str,
+    twin: str,
+) -> list[str]:
+    """Early switches of `subject` per problem, its first switches judged against `twin`
+    (the same run with the detector off: identical up to the first switch)."""
+    lines = [
+        f"| problem | switches per run ({subject}) | first switches false / judged |",
+        "| --- | --- | --- |",
+    ]
+    for workload, scenario in problems:
+        runs = runs_of(records, workload, scenario, subject)
+        twins = {r["spec"]["seed"]: r for r in runs_of(records, workload, scenario, twin)}
+        if not runs:
+            continue
+        switches = [sum(x["early_switch"] for x in r["resets"]) for r in runs]
+        verdicts = [judge_first_switch(r, twins.get(r["spec"]["seed"])) for r in runs]
+        judged = [v for v in verdicts if v]
+        false = sum(v == "false" for v in judged)
+        mean = sum(switches) / len(switches)
+        lines.append(f"| {workload} {scenario} | {mean:.1f} | {false} / {len(judged)} |")
+    return lines
