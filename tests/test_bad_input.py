@@ -121,12 +121,16 @@ HP_ROWS = [
     ("type", {"budget_fill": [0.9]}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
     ("range", {"budget_fill": 1.2}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
+    ("type", {"norm_rule": 1}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),
+    ("range", {"norm_rule": "both"}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),  # noqa: E501
+    ("type", {"failed_cycle_lr_factor": "0.5"}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
+    ("range", {"failed_cycle_lr_factor": 0.0}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
     ("range", {"reset_model_state": "average"}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
     ("type", {"no_improvement_scale": 1}, ValueError, _must("no_improvement_scale", r"one of \['value', 'gap'\]")),  # noqa: E501
     ("range", {"no_improvement_scale": "target"}, ValueError, _must("no_improvement_scale", r"one of \['value', 'gap'\]")),  # noqa: E501
-    ("type", {"tau_formula": 2}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative'\]")),  # noqa: E501
-    ("range", {"tau_formula": "direction-free"}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative'\]")),  # noqa: E501
+    ("type", {"tau_formula": 2}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative', 'expected'\]")),  # noqa: E501
+    ("range", {"tau_formula": "direction-free"}, ValueError, _must("tau_formula", r"one of \['thesis', 'relative', 'expected'\]")),  # noqa: E501
     ("type", {"switch_m": 10**400}, ValueError, _must("switch_m", INT_1)),
     ("type", {"learning_rate": 10**400}, ValueError, _must("learning_rate", r"a number > 0")),
     ("type", {"early_switching": 1}, ValueError, _must("early_switching", BOOL)),
