@@ -143,7 +143,7 @@ def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> Iterator[dict
         weights = np.concatenate([np.ones(len(bx)), np.zeros(pad)])
         yield {
             "inputs": np.pad(bx, [(0, pad)] + [(0, 0)] * (bx.ndim - 1)),
-            "targets": np.pad(by, (0, pad)),
+            "targets": np.pad(by, [(0, pad)] + [(0, 0)] * (by.ndim - 1)),
             "weights": weights.astype(np.float32),
         }
 
