@@ -130,7 +130,8 @@ def test_model_fn_dropout_and_batch_norm(workload):
     e1, s_eval = run(spec.ForwardPassMode.EVAL, jax.random.PRNGKey(1), False, 0.5)
     e2, _ = run(spec.ForwardPassMode.EVAL, jax.random.PRNGKey(2), False, 0.5)
     np.testing.assert_array_equal(e1, e2)
-    assert e1.shape == (32, workload.num_outputs)
+    # One row of logits per target: (batch, classes), or (batch, length, vocab) for an LM.
+    assert e1.shape == (*batch["targets"].shape, workload.num_outputs)
     # A traced dropout rate works (submissions jit it as an argument).
     traced = jax.jit(lambda r: run(train, jax.random.PRNGKey(1), False, r)[0])(0.5)
     np.testing.assert_allclose(traced, a, rtol=1e-5, atol=1e-5)
@@ -174,7 +175,8 @@ def test_eval_model_keys_and_values_match_a_direct_computation(workload):
     logits, _ = workload.model_fn(
         params, {"inputs": x}, state, spec.ForwardPassMode.EVAL, None, False
     )
-    loss = workload.loss_fn(jnp.asarray(y), logits)["summed"] / len(y)
+    out = workload.loss_fn(jnp.asarray(y), logits)
+    loss = out["summed"] / out["n_valid_examples"]  # Per example, or per token of an LM.
     assert result["validation/loss"] == pytest.approx(float(loss), rel=1e-4)
     again = workload.eval_model(32, params, state, jax.random.PRNGKey(1), None, None, 0)
     assert again == pytest.approx(result, rel=1e-4)
@@ -186,6 +188,7 @@ def test_eval_model_keys_and_values_match_a_direct_computation(workload):
         ("digits", "validation/accuracy", True),
         ("digit_sums", "validation/accuracy", True),
         ("breast_cancer", "validation/loss", False),
+        ("char_lm", "validation/loss", False),
     ],
 )
 def test_target_direction(name, key, higher):
@@ -217,7 +220,8 @@ def test_validation_subset_evaluates_its_first_examples(name):
     logits, _ = small.model_fn(
         params, {"inputs": sx}, state, spec.ForwardPassMode.EVAL, None, False
     )
-    loss = small.loss_fn(jnp.asarray(sy), logits)["summed"] / 40
+    out = small.loss_fn(jnp.asarray(sy), logits)
+    loss = out["summed"] / out["n_valid_examples"]  # 40 examples (40 x length tokens).
     assert result["validation/loss"] == pytest.approx(float(loss), rel=1e-4)
 
 

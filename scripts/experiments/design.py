@@ -156,8 +156,9 @@ COUNTERFACTUAL = "soft-switching-off"
 # (peak 1.75; 100x does not break the batch-norm networks). The thesis: about 0.05 (30x).
 FAILED_PEAK_FACTOR = 1000.0
 # Validation examples in the "noisy" scenario (the binomial standard error of an
-# accuracy near the target is about 2.5 points at 100 examples).
-NOISY_VALIDATION_EXAMPLES = {"digit_sums": 100, "digits": 60, "breast_cancer": 40}
+# accuracy near the target is about 2.5 points at 100 examples; char_lm's examples are
+# 64-byte windows, 20 of them 1,280 predictions).
+NOISY_VALIDATION_EXAMPLES = {"digit_sums": 100, "digits": 60, "breast_cancer": 40, "char_lm": 20}
 
 
 # Per-workload settings shared by every scenario, so that in the healthy scenario the
@@ -169,6 +170,7 @@ STUDY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "digit_sums": ({}, {}),
     "digits": ({"eval_every_steps": 5, "step_hint": 90}, {}),
     "breast_cancer": ({"validation_target_value": 0.1, "step_hint": 60}, {}),
+    "char_lm": ({}, {}),
 }
 
 # The simulated clock of every run (`scripts.local.runner.reference_clock`): the reference

@@ -20,7 +20,7 @@ from typing import Any
 from .base import SklearnWorkload, WorkloadEntry
 
 # One line per registered workload (module name = workload name); the first is the default.
-_MODULES = ("digit_sums", "digits", "breast_cancer")
+_MODULES = ("digit_sums", "digits", "breast_cancer", "char_lm")
 
 REGISTRY: MappingProxyType[str, WorkloadEntry] = MappingProxyType(
     {

@@ -1,9 +1,10 @@
-"""The shared base of the embedded workloads: data splits, the MLP, the workload class.
+"""The shared base of the embedded workloads: data splits, batches, the workload class.
 
 Each embedded workload (one module each beside this one; the registry is the package's
-``__init__``) implements AlgoPerf's ``spec.Workload`` interface (duck-typed) on one of
-scikit-learn's bundled datasets (nothing downloaded), with a Flax linen MLP (dropout,
-optional batch norm), through ``SklearnWorkload``.
+``__init__``) implements AlgoPerf's ``spec.Workload`` interface (duck-typed) on data
+already on the machine (scikit-learn's bundled datasets, the standard library's text;
+nothing downloaded), with a Flax linen network from ``models`` (an MLP with dropout and
+optional batch norm by default), through ``SklearnWorkload``.
 
 Splits are fixed (a stratified permutation under a constant seed), features are
 standardised with the training split's statistics, the training stream is an infinite
@@ -18,7 +19,6 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +26,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from algoperf_compat import spec
+
+from .models import MLP, check_param_scale, parameter_types, scale_params
 
 SPLIT_SEED = 20240917
 EVAL_SPLITS = ("eval_train", "validation", "test")
@@ -141,89 +143,14 @@ def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> Iterator[dict
         weights = np.concatenate([np.ones(len(bx)), np.zeros(pad)])
         yield {
             "inputs": np.pad(bx, [(0, pad)] + [(0, 0)] * (bx.ndim - 1)),
-            "targets": np.pad(by, (0, pad)),
+            "targets": np.pad(by, [(0, pad)] + [(0, 0)] * (by.ndim - 1)),
             "weights": weights.astype(np.float32),
         }
-
-
-def pair_up(
-    x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate two images side by side; the label is the sum of their digits."""
-    return np.concatenate([x[first], x[second]], axis=1), (y[first] + y[second]).astype(np.int32)
-
-
-def fixed_pairs(
-    x: np.ndarray, y: np.ndarray, num_pairs: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed set of ``num_pairs`` random ordered pairs of a split's images."""
-    rng = np.random.default_rng(seed)
-    first, second = rng.integers(0, len(x), size=(2, num_pairs))
-    return pair_up(x, y, first, second)
-
-
-def random_pair_batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """Infinite batches of uniformly drawn ordered pairs of training images."""
-    rng = np.random.default_rng(seed)
-    while True:
-        first, second = rng.integers(0, len(x), size=(2, batch_size))
-        inputs, targets = pair_up(x, y, first, second)
-        yield {"inputs": inputs, "targets": targets}
 
 
 def place_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Put a host batch on the devices, sharded along the batch axis."""
     return jax.device_put(batch, batch_sharding())
-
-
-# --------------------------------------------------------------------------- model
-
-
-def dropout(module: nn.Module, x: jax.Array, rate: float | jax.Array, train: bool) -> jax.Array:
-    """Inverted dropout whose rate may be a traced value (unlike ``nn.Dropout``)."""
-    if not train or (isinstance(rate, int | float) and rate == 0.0):
-        return x
-    keep_prob = 1.0 - jnp.asarray(rate, x.dtype)
-    keep = jax.random.bernoulli(module.make_rng("dropout"), keep_prob, x.shape)
-    return jnp.where(keep, x / jnp.maximum(keep_prob, 1e-6), jnp.zeros_like(x))
-
-
-class MLP(nn.Module):
-    """Dense -> [BatchNorm] -> ReLU -> dropout blocks, then a dense output layer."""
-
-    hidden_sizes: tuple[int, ...]
-    num_outputs: int
-    use_batch_norm: bool = False
-
-    @nn.compact
-    def __call__(
-        self, x: jax.Array, *, train: bool, dropout_rate: float | jax.Array = 0.0
-    ) -> jax.Array:
-        """Return logits of shape ``(batch, num_outputs)``."""
-        for width in self.hidden_sizes:
-            x = nn.Dense(width)(x)
-            if self.use_batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-            x = nn.relu(x)
-            x = dropout(self, x, dropout_rate, train)
-        return nn.Dense(self.num_outputs, name="output")(x)
-
-
-def parameter_types(params: Any) -> Any:
-    """Map every parameter leaf to a ``spec.ParameterType`` (same tree structure)."""
-
-    def leaf_type(path: tuple, _: Any) -> Any:
-        names = [str(getattr(p, "key", p)) for p in path]
-        parent, name = (names[-2] if len(names) > 1 else ""), names[-1]
-        if parent.startswith("BatchNorm"):
-            if name == "scale":
-                return spec.ParameterType.BATCH_NORM_SCALE
-            return spec.ParameterType.BATCH_NORM_BIAS
-        return spec.ParameterType.BIAS if name == "bias" else spec.ParameterType.WEIGHT
-
-    return jax.tree_util.tree_map_with_path(leaf_type, params)
 
 
 # --------------------------------------------------------------------------- workloads
@@ -251,12 +178,22 @@ class WorkloadConfig:
     # Evaluate validation metrics on only the first N validation examples (a random
     # subset: the split is permuted), to study a noisy metric; None: the whole split.
     validation_examples: int | None = None
+    # Held-out variants: the trainable parameters are v with w = param_scale * v, v
+    # initialised at init / param_scale (the function at init is unchanged). An Adam
+    # step moves v by about the learning rate, so w moves param_scale times further: a
+    # fixed learning rate acts param_scale times too high (> 1) or too low (< 1).
+    param_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_param_scale(self.param_scale)
 
 
 class SklearnWorkload:
-    """Shared machinery of the embedded workloads (one dataset, one MLP).
+    """Shared machinery of the embedded workloads (one dataset, one network).
 
-    Subclasses fix the dataset, the loss, the metrics and the target direction.
+    Subclasses fix the dataset, the loss, the metrics and the target direction; the
+    network (default: ``MLP``) and its initialisation input may be replaced through
+    ``_make_model`` and ``_init_inputs``.
     """
 
     target_metric_name: str = ""
@@ -269,7 +206,7 @@ class SklearnWorkload:
 
     def __init__(self, **overrides: Any) -> None:
         """Build the workload; keyword arguments override ``WorkloadConfig`` fields."""
-        valid = {f.name for f in dataclasses.fields(WorkloadConfig)}
+        valid = {f.name for f in dataclasses.fields(self.default_config)}
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ValueError(f"Unknown workload option(s) {unknown}; valid: {sorted(valid)}.")
@@ -287,17 +224,29 @@ class SklearnWorkload:
                     f"got {subset!r}."
                 )
             self._eval_sets["validation"] = (x[:subset], y[:subset])
-        self._model = MLP(
-            hidden_sizes=self.config.hidden_sizes,
-            num_outputs=self.num_outputs,
-            use_batch_norm=self.config.use_batch_norm,
-        )
+        self._model = self._make_model()
         self._param_shapes = None
         self._param_types = None
         self.metrics_logger = None
         self._eval_step = jax.jit(self._summed_eval_metrics)
 
-    # -- dataset and metric specifics (subclasses)
+    # -- network, dataset and metric specifics (subclasses)
+
+    def _make_model(self) -> Any:
+        """The Flax module (default: the MLP of ``hidden_sizes``)."""
+        return MLP(
+            hidden_sizes=self.config.hidden_sizes,
+            num_outputs=self.num_outputs,
+            use_batch_norm=self.config.use_batch_norm,
+        )
+
+    def _init_inputs(self) -> jax.Array:
+        """A one-example input batch for ``init`` (default: float features)."""
+        return jnp.zeros((1, self._eval_arrays("test")[0].shape[1]), jnp.float32)
+
+    # Predictions per example: eval metrics are means over predictions (an LM predicts
+    # every position of a sequence), sums / (examples x this).
+    predictions_per_example: int = 1
 
     def _load_splits(self) -> DataSplits:
         raise NotImplementedError
@@ -446,10 +395,13 @@ class SklearnWorkload:
     # -- model
 
     def init_model_fn(self, rng: Any) -> tuple[Any, Any]:
-        """Return ``(params, model_state)``; model_state holds batch-norm statistics."""
-        dummy = jnp.zeros((1, self._eval_arrays("test")[0].shape[1]), jnp.float32)
-        variables = self._model.init({"params": rng}, dummy, train=False)
-        params = variables["params"]
+        """Return ``(params, model_state)``; model_state holds batch-norm statistics.
+
+        ``params`` are v = w / param_scale for the network's initial weights w.
+        """
+        variables = self._model.init({"params": rng}, self._init_inputs(), train=False)
+        # Held-out variants: the trainable v = w / c (model_fn uses w = c * v).
+        params = scale_params(variables["params"], 1.0 / self.config.param_scale)
         model_state = (
             {"batch_stats": variables["batch_stats"]} if self.config.use_batch_norm else None
         )
@@ -467,10 +419,12 @@ class SklearnWorkload:
         update_batch_norm: bool,
         dropout_rate: float = 0.0,
     ) -> tuple[jax.Array, Any]:
-        """Forward pass; training mode uses dropout and batch statistics."""
+        """Forward pass with weights w = param_scale * params; training mode uses dropout
+        and batch statistics (model_state is never scaled)."""
         inputs = augmented_and_preprocessed_input_batch["inputs"]
         train = mode == spec.ForwardPassMode.TRAIN
-        variables = {"params": params, **(model_state or {})}
+        weights = scale_params(params, self.config.param_scale)
+        variables = {"params": weights, **(model_state or {})}
         if not self.config.use_batch_norm or not train:
             logits = self._model.apply(
                 variables,
@@ -550,8 +504,9 @@ class SklearnWorkload:
         data_dir: str | None,
         global_step: int = 0,
     ) -> dict[str, float]:
-        """Mean loss and metrics over the first ``num_examples`` of a split."""
+        """Mean loss and metrics per prediction over the first ``num_examples`` of a split."""
         del global_step
+        num_predictions = num_examples * self.predictions_per_example
         batches = self._build_input_queue(
             rng, split, data_dir, global_batch_size, repeat_final_dataset=False
         )
@@ -560,7 +515,7 @@ class SklearnWorkload:
             sums = jax.device_get(self._eval_step(params, model_state, batch))
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-        return {key: value / num_examples for key, value in totals.items()}
+        return {key: value / num_predictions for key, value in totals.items()}
 
     def eval_model(
         self,

@@ -10,15 +10,35 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .base import (
-    EVAL_SPLITS,
-    SPLIT_SEED,
-    WorkloadConfig,
-    WorkloadEntry,
-    fixed_pairs,
-    random_pair_batches,
-)
+from .base import EVAL_SPLITS, SPLIT_SEED, WorkloadConfig, WorkloadEntry
 from .digits import DigitsWorkload
+
+
+def pair_up(
+    x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate two images side by side; the label is the sum of their digits."""
+    return np.concatenate([x[first], x[second]], axis=1), (y[first] + y[second]).astype(np.int32)
+
+
+def fixed_pairs(
+    x: np.ndarray, y: np.ndarray, num_pairs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed set of ``num_pairs`` random ordered pairs of a split's images."""
+    rng = np.random.default_rng(seed)
+    first, second = rng.integers(0, len(x), size=(2, num_pairs))
+    return pair_up(x, y, first, second)
+
+
+def random_pair_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite batches of uniformly drawn ordered pairs of training images."""
+    rng = np.random.default_rng(seed)
+    while True:
+        first, second = rng.integers(0, len(x), size=(2, batch_size))
+        inputs, targets = pair_up(x, y, first, second)
+        yield {"inputs": inputs, "targets": targets}
 
 
 class DigitSumsWorkload(DigitsWorkload):
