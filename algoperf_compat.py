@@ -236,3 +236,43 @@ def submission_seconds(train_state) -> float | None:
     except (TypeError, ValueError):
         return None
     return seconds if np.isfinite(seconds) and seconds >= 0 else None
+
+
+# Global batch sizes of the AlgoPerf NAdamW baselines, per workload and its variants.
+_BASE_BATCH_SIZES = {
+    "criteo1tb": 262_144,
+    "fastmri": 32,
+    "imagenet_resnet": 1024,
+    "imagenet_vit": 1024,
+    "librispeech_conformer": 256,
+    "librispeech_deepspeech": 256,
+    "ogbg": 512,
+    "wmt": 128,
+    "mnist": 16,
+    "cifar": 128,
+}
+_VARIANTS = {
+    "criteo1tb": ("test", "layernorm", "embed_init", "resnet"),
+    "fastmri": ("model_size", "tanh", "layernorm"),
+    "imagenet_resnet": ("large_bn_init",),
+    "imagenet_vit": ("glu", "post_ln", "map"),
+    "librispeech_conformer": ("attention_temperature", "layernorm", "gelu"),
+    "librispeech_deepspeech": ("tanh", "no_resnet", "norm_and_spec_aug"),
+    "ogbg": ("gelu", "silu", "model_size"),
+    "wmt": ("post_ln", "attention_temp", "glu_tanh"),
+}
+BATCH_SIZES: dict[str, int] = {
+    **_BASE_BATCH_SIZES,
+    **{f"{base}_{v}": _BASE_BATCH_SIZES[base] for base, vs in _VARIANTS.items() for v in vs},
+    "imagenet_resnet_silu": 512,
+    "imagenet_resnet_gelu": 512,
+}
+
+
+def batch_size(workload_name: str) -> int:
+    """The global batch size for an AlgoPerf workload name; ValueError for others."""
+    if workload_name not in BATCH_SIZES:
+        raise ValueError(
+            f"Unsupported workload name: {workload_name!r}; known: {sorted(BATCH_SIZES)}."
+        )
+    return BATCH_SIZES[workload_name]

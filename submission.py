@@ -52,7 +52,7 @@ _global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.glob
 
 def get_batch_size(workload_name: str) -> int:
     """The global batch size for an AlgoPerf workload name (base or variant)."""
-    return schema.batch_size(workload_name)
+    return compat.batch_size(workload_name)
 
 
 class SubmissionState(NamedTuple):

@@ -32,8 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import hyperparameters as schema
-from algoperf_compat import spec
+from algoperf_compat import batch_size, spec
 
 # AlgoPerf 0.6's self-tuning NAdamW HPARAMS (its baseline's fixed setting).
 HPARAMS = {
@@ -104,7 +103,7 @@ def nadamw(step_hint: int, hparams: dict[str, float]) -> optax.GradientTransform
 
 def get_batch_size(workload_name: str) -> int:
     """AlgoPerf's baseline batch sizes (the same table as the project's submission)."""
-    return schema.batch_size(workload_name)
+    return batch_size(workload_name)
 
 
 def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
