@@ -232,7 +232,7 @@ def runner_resume(env: Env) -> str:
     if not after or int(float(after[0]["global_step"])) <= step:
         raise CheckFailed(f"the resumed run did not continue after step {step}")
     score = ended_by_budget(resumed, 1.5 * RESUME_BUDGET)
-    same_after = sum(a == b for a, b in zip(rows_w[3:], after))
+    same_after = sum(a == b for a, b in zip(rows_w[3:], after, strict=False))
     return (
         f"preempted at step {step}; restored state bit for bit; resumed to score {score:.0f} s; "
         f"{same_after}/{len(after)} later evaluations identical (the runner restarts the "
@@ -304,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = Env(args.home.resolve(), work.resolve())
     names = args.only or list(CHECKS)
     failed = [name for name in names if not timed(name, lambda n=name: CHECKS[n](env))]
-    print(f"AlgoPerf checks: {len(names) - len(failed)}/{len(names)} ok in {time.time() - start:.0f} s")
+    ok = len(names) - len(failed)
+    print(f"AlgoPerf checks: {ok}/{len(names)} ok in {time.time() - start:.0f} s", flush=True)
     if args.keep is None and not failed:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0

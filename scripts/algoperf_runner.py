@@ -281,9 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner.get_time = clock
     if args.fix_jax_restore:
         restore_workaround(checkpoint_utils)
-    patch_checkpoints(
-        checkpoint_utils, clock, args.preempt_after_checkpoints, args.dump_restored
-    )
+    patch_checkpoints(checkpoint_utils, clock, args.preempt_after_checkpoints, args.dump_restored)
     try:
         with tfds.testing.mock_data(num_examples=args.mock_examples):
             app.run(runner.main, argv=runner_argv)
