@@ -72,7 +72,9 @@ class Env:
         )
         (self.work / f"{log}.log").write_text(proc.stdout, encoding="utf-8")
         if proc.returncode != expect:
-            tail = " | ".join(_interesting_lines(proc.stdout)[-3:])
+            lines = _interesting_lines(proc.stdout)
+            errors = [line for line in lines if "Error" in line or "error:" in line]
+            tail = " | ".join((errors or lines)[-3:])
             raise CheckFailed(
                 f"{log}: exit status {proc.returncode} (expected {expect}): {tail} "
                 f"(full output: {self.work / (log + '.log')})"
