@@ -186,18 +186,19 @@ def score_with_algoperf(
     """AlgoPerf's scores, profiles and median times of the records of `variants` (the
     layout is written to `out/layout`, replaced), in this process if AlgoPerf is
     importable, else in `$ALGOPERF_HOME/venv`; None when neither is there."""
+    in_process = algoperf_tree() is not None
+    python = Path(os.environ.get("ALGOPERF_HOME", "/nonexistent")) / "venv" / "bin" / "python"
+    if not in_process and not python.exists():
+        return None
     out = out / "layout"
     if out.exists():  # Only the given records: a former grid's variants would be scored.
         shutil.rmtree(out)
     problems = write_layout(records, variants, out)
     if not problems:
         return None
-    if algoperf_tree() is not None:
+    if in_process:
         result = score_layout(out, problems)
     else:
-        python = Path(os.environ.get("ALGOPERF_HOME", "/nonexistent")) / "venv" / "bin" / "python"
-        if not python.exists():
-            return None
         (out / "problems.json").write_text(json.dumps(problems), encoding="utf-8")
         root = Path(__file__).resolve().parents[2]
         proc = subprocess.run(
