@@ -92,7 +92,13 @@ def _interesting_lines(output: str) -> list[str]:
 
 def install(home: Path) -> None:
     """AlgoPerf into `home` from the snapshot beside the project, unless it is there."""
-    if (home / "venv" / "bin" / "python").exists() and (home / "algoperf").is_dir():
+    python = home / "venv" / "bin" / "python"
+    if python.exists() and (home / "algoperf").is_dir():
+        probe = [str(python), "-c", "import algoperf, jax, flax, optax, submission_runner"]
+        if subprocess.run(probe, capture_output=True).returncode != 0:
+            raise CheckFailed(
+                f"{home} holds a broken AlgoPerf install (an interrupted one?): remove it"
+            )
         return
     tarball = Path(os.environ.get("ALGOPERF_TARBALL", TARBALL))
     for path in (tarball, INSTALLER):
