@@ -10,7 +10,7 @@ CONSTRAINTS ?=
 PIP_FLAGS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint format benchmark evidence package clean
+.PHONY: demo test lint format benchmark evidence package algoperf-checks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ evidence: $(VENV)/.installed-demo
 
 package: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.package_submission $(ARGS)
+
+# AlgoPerf's conformance test and official runner on the submission (what CI runs).
+# ALGOPERF_HOME=DIR reuses an install (DIR/venv, DIR/algoperf); else one is made in
+# ../.algoperf-ci from ../shared/algoperf/. Needs only python3 (the checks run in its venv).
+algoperf-checks:
+	$(PYTHON) -m scripts.algoperf_checks $(ARGS)
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .ruff_cache .hypothesis runs build *.egg-info
