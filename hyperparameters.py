@@ -18,13 +18,12 @@ import numpy as np
 import optax
 
 if __package__:  # Packaged: submissions.self_tuning.<name>.hyperparameters.
-    from . import early_switching, reset, schedules
-    from .schedules import controller
+    from . import controller, early_switching, reset, schedules
 else:  # From the project root.
+    import controller
     import early_switching
     import reset
     import schedules
-    from schedules import controller
 
 OPTIMIZERS = ("adamw", "nadamw")
 
@@ -503,12 +502,15 @@ def reset_strategy(config: Config) -> reset.ResetStrategy:
             "alpha": config.reset_alpha,
             "rollback": config.rollback_failed_cycles,
             "fresh_moments_when_switched": config.switched_cycle_fresh_moments,
-            # Re-estimation needs the model: the submission does it on the kept statistics.
+            # Re-estimation needs the model: the reset step does it on the kept statistics.
             "model_state": "keep"
             if config.reset_model_state == "reestimate"
             else config.reset_model_state,
         }
-    return reset.make_strategy(config.reset_strategy, **params)
+    strategy = reset.make_strategy(config.reset_strategy, **params)
+    # The strategy carries the request; the reset step, which has the model, does it.
+    reestimate = config.reset_strategy == "soft" and config.reset_model_state == "reestimate"
+    return strategy._replace(reestimates_model_state=reestimate)
 
 
 def failure_rules(config: Config) -> tuple[str, ...]:

@@ -82,6 +82,14 @@ class ResetStrategy(NamedTuple):
 
     `uses_tau` is True when the result depends on `outcome.tau` (only `soft`): reports show
     tau only where it mattered.
+
+    `rolls_back(failed)` (a bool scalar, maybe traced) says whether `apply` put a cycle
+    with this failure verdict back to its start: the one place that decides it, for the
+    device (the rolled-back statistics are kept) and the host (the log, the controller).
+
+    `reestimates_model_state`: the caller re-estimates the statistics of the result
+    (`reestimate_ema`, which needs the model) unless the cycle was rolled back; set with
+    `_replace` on a strategy that keeps them (`model_state="keep"`).
     """
 
     name: str
@@ -89,6 +97,8 @@ class ResetStrategy(NamedTuple):
     apply: Callable[[TrainState, TrainState, CycleOutcome], TrainState]
     uses_init: Callable[[CycleOutcome, Any], Any]
     uses_tau: bool = False
+    rolls_back: Callable[[Any], Any] = lambda failed: False  # noqa: E731 -- none roll back.
+    reestimates_model_state: bool = False
 
 
 def _always(outcome: CycleOutcome, finite) -> jax.Array:
@@ -241,7 +251,18 @@ def soft(
         reads = (tau > 0) | ~jnp.asarray(finite, bool) | (model_state == "fresh")
         return reads & ~(rollback & jnp.asarray(outcome.failed, bool))
 
-    return ResetStrategy("soft", True, apply, uses_init, uses_tau=True)
+    def rolls_back(failed):
+        """A failed cycle is rolled back when `rollback` is on."""
+        return failed & rollback
+
+    return ResetStrategy(
+        "soft",
+        True,
+        apply,
+        uses_init,
+        uses_tau=True,
+        rolls_back=rolls_back,
+    )
 
 
 def _is_real(x) -> bool:

@@ -6,6 +6,7 @@ from .optax_schedule import (
     CyclicScheduleState,
     cyclic_schedule,
     enter_cycle,
+    learning_rate,
     schedule_states,
 )
 from .plan import (
@@ -22,7 +23,7 @@ from .plan import (
     replan_after_switch,
     total_steps,
 )
-from .shapes import DECAY, DECAY_SHAPES, KAPPA, WARMUP, WARMUP_SHAPES, learning_rate
+from .shapes import DECAY, DECAY_SHAPES, KAPPA, WARMUP, WARMUP_SHAPES
 
 __all__ = [
     "Budget",

@@ -26,7 +26,36 @@ import numpy as np
 import optax
 
 from .plan import CyclePlan, cycle_window, num_cycles
-from .shapes import learning_rate
+from .shapes import DECAY, WARMUP, select
+
+
+def learning_rate(step, plan: CyclePlan):
+    """The plan's learning rate at `step` (a scalar or an array of steps).
+
+    eta_i * warmup(s / W_i) for s < W_i, eta_i * decay(u) after, 0 outside [b_0, b_N).
+    Pure and jit-compatible in both arguments: the plan's numbers are traced arrays.
+    """
+    b = jnp.asarray(plan.boundaries)
+    step = jnp.asarray(step)
+    n = b.shape[0] - 1
+    i = jnp.clip(jnp.searchsorted(b, step, side="right") - 1, 0, n - 1)
+    peak = jnp.asarray(plan.peak_learning_rates)[i]
+    start, end = b[i], b[i + 1]
+    length = (end - start).astype(peak.dtype)
+    s = (step - start).astype(peak.dtype)
+    warm = jnp.asarray(plan.warmup_fractions)[i] * length
+    in_warmup = s < warm
+    # Guard the unused branch of each `where` against 0/0.
+    x = s / jnp.where(in_warmup, warm, 1.0)
+    u = jnp.where(in_warmup, 0.0, (s - warm) / jnp.maximum(length - warm, 1e-12))
+    value = jnp.where(
+        in_warmup,
+        select(tuple(WARMUP.values()), jnp.asarray(plan.warmup_shapes)[i], x),
+        select(tuple(DECAY.values()), jnp.asarray(plan.decay_shapes)[i], jnp.clip(u, 0.0, 1.0)),
+    )
+    inside = (step >= b[0]) & (step < b[n])
+    return jnp.where(inside, peak * value, jnp.zeros_like(peak))
+
 
 # The dtypes of a window (as `cycle_window` makes it): fixed, so nothing recompiles.
 WINDOW_DTYPES = CyclePlan(

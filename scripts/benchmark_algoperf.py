@@ -44,6 +44,7 @@ import numpy as np
 
 import hyperparameters as schema
 import reset
+import steps
 import submission
 from algoperf_compat import HAVE_ALGOPERF, metric_direction
 from scripts import benchmark_memory
@@ -203,7 +204,7 @@ def bench(name: str, batch_size: int, args, baseline) -> dict:
     ours.eval_results = evaluations(workload, args.cycle)[:1]
 
     first = {"baseline": base.step(1), "ours": ours.step(1)}  # Compiles each step.
-    ahead = ours.state[1].ahead
+    ahead = ours.state[1].reset_step.ahead
     if ahead.future is not None:
         ahead.future.result()  # As in a run's first cycle, thousands of steps long.
     ratios, times = [], {"baseline": [], "ours": []}
@@ -283,12 +284,12 @@ def memory(trainer: Trainer, workload, batch, rng) -> dict:
     )
     compile_step = time.perf_counter() - start
     plan = state.controller.plan
-    cycle = submission._cycle(plan, 1, tau=0.3, step=plan.boundaries[1])
+    cycle = steps.cycle_args(plan, 1, tau=0.3, step=plan.boundaries[1])
     current = reset.TrainState(params, model_state, state.opt_state)
-    source = submission._source(state.controller.seed, 1)
+    source = steps.init_source(state.controller.seed, 1)
     start = time.perf_counter()
     at_reset = benchmark_memory.analysis(
-        runtime.reset_step, current, state.start, cycle, batch, rng, source
+        runtime.reset_step.traced, current, state.start, cycle, batch, rng, source
     )
     compile_reset = time.perf_counter() - start
     out = {

@@ -24,6 +24,7 @@ import numpy as np
 
 import hyperparameters
 import reset
+import steps
 import submission
 from scripts.local import workloads
 
@@ -60,11 +61,11 @@ def measure(workload, on_host: bool, batch_size: int) -> dict[str, float]:
     step_args = (state.opt_state, params, model_state, batch, rng)
     step = analysis(runtime.train_step, *step_args)
     plan = state.controller.plan
-    cycle = submission._cycle(plan, 1, tau=0.3, step=plan.boundaries[1])
+    cycle = steps.cycle_args(plan, 1, tau=0.3, step=plan.boundaries[1])
     current = reset.TrainState(params, model_state, state.opt_state)
-    source = submission._source(state.controller.seed, 1)  # The fresh init's key.
+    source = steps.init_source(state.controller.seed, 1)  # The fresh init's key.
     reset_args = (current, state.start, cycle, batch, rng, source)
-    at_reset = analysis(runtime.reset_step, *reset_args)
+    at_reset = analysis(runtime.reset_step.traced, *reset_args)
     out = {"resident": resident, "snapshot": snapshot, "params": nbytes(params)}
     for name, stats, extra in (
         ("step", step, nbytes(batch)),

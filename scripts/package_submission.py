@@ -5,8 +5,9 @@
 
 writes DIR/submissions/self_tuning/NAME/ (DIR: a clone of the submissions repository
 `mlcommons/submissions_algorithms`, or any folder to copy from) with submission.py, its
-packages (schedules/, reset/, early_switching/: their .py files only),
-hyperparameters.py, algoperf_compat.py, an __init__.py, submission_info.yml and, when
+packages (schedules/, reset/, early_switching/: their .py files only), its modules
+(`MODULES`: hyperparameters.py, controller.py, steps.py, ...), an __init__.py,
+submission_info.yml and, when
 the project has one, tuning_search_space.json. The runner imports it as
 `submissions.self_tuning.NAME.submission` from that repository's root, and submission.py
 then imports its packages relatively.
@@ -31,7 +32,14 @@ DEFAULT_NAME = "cyclic_adamw_soft_reset"
 SUBMISSION_NAME = "Cyclic AdamW with soft resets and early switching"
 RULESET_FOLDER = "submissions/self_tuning"
 RULESET = "self-tuning"
-MODULES = ("submission.py", "hyperparameters.py", "algoperf_compat.py")
+MODULES = (
+    "submission.py",
+    "hyperparameters.py",
+    "controller.py",
+    "steps.py",
+    "compile_ahead.py",
+    "algoperf_compat.py",
+)
 PACKAGES = ("schedules", "reset", "early_switching")
 OPTIONAL_FILES = ("tuning_search_space.json",)
 INIT = '"""AlgoPerf submission: cyclic AdamW with soft resets and early switching."""\n'

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+import controller as control
 import early_switching
 import schedules
-from schedules import controller as control
-from schedules.controller import Evaluation
+from controller import Evaluation
 
 PLAN = schedules.make_plan(total_steps=30, num_cycles=3, learning_rate=1.0)
 EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)

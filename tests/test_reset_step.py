@@ -1,4 +1,4 @@
-"""The compiled reset (submission._reset_step) on a tiny real workload: the fresh
+"""The compiled reset (steps.ResetStep) on a tiny real workload: the fresh
 initialisation is traced inside it and runs only when the reset reads it; a workload whose
 init cannot be traced falls back to a plain call; nothing compiles after the first reset;
 the reset compiled ahead in a background thread is the one the first reset runs.
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import submission
+from compile_ahead import CompileAhead
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
@@ -106,7 +107,7 @@ def test_the_init_runs_only_when_the_reset_reads_it(
     assert workload.calls == 1 + traced
     assert len(workload.runs) == 1 + runs
     assert _identical(seen[RESET], seen[RESET + 1]) != changed  # Its step runs at lr 0.
-    assert seen["runtime"].init_trace.traceable is True
+    assert seen["runtime"].reset_step.traceable is True
 
 
 def test_an_untraceable_init_falls_back_to_a_plain_call(caplog):
@@ -120,8 +121,8 @@ def test_an_untraceable_init_falls_back_to_a_plain_call(caplog):
     warnings = [r for r in caplog.records if "cannot be traced" in r.getMessage()]
     assert len(warnings) == 1
     runtime = seen["runtime"]
-    assert runtime.init_trace.traceable is False
-    assert runtime.reset_step_given._cache_size() == 1
+    assert runtime.reset_step.traceable is False
+    assert runtime.reset_step.given._cache_size() == 1
     # The runner's call, the failed trace, then one plain call per reset.
     assert workload.calls == 1 + 1 + 2 and len(workload.runs) == 1 + 2
     for step in (RESET, RESET + 1):
@@ -170,7 +171,8 @@ def test_the_first_reset_runs_the_reset_compiled_ahead():
 
     def on_step(global_step, runtime):
         if global_step == RESET - 1:
-            runtime.ahead.future.result()  # Done by now on any machine; made certain here.
+            # Done by now on any machine; made certain here.
+            runtime.reset_step.ahead.future.result()
             marks["before"] = len(threads)
         if global_step == RESET + 1:
             marks["after"] = len(threads)
@@ -181,13 +183,13 @@ def test_the_first_reset_runs_the_reset_compiled_ahead():
     plain_resets, plain = _run(CountingWorkload(), {"compile_reset_ahead": False}, IMPROVING)
     assert resets == plain_resets and len(resets) == 1
     assert _identical(seen[RESET + 1], plain[RESET + 1])
-    assert plain["runtime"].ahead.future is None
+    assert plain["runtime"].reset_step.ahead.future is None
 
 
 def test_the_reset_compiled_ahead_only_serves_its_own_signature(caplog):
     """Other shapes, dtypes or weak types than it was compiled for, or a compilation that
     failed (logged once), leave the reset to the jitted function."""
-    ahead = submission._ResetAhead()
+    ahead = CompileAhead("reset")
     ahead.start(jax.jit(lambda x, y: 2 * x + y), (np.ones(3, np.float32), np.float32(1)))
     compiled = ahead.compiled_for((np.zeros(3, np.float32), np.float32(5)))
     assert compiled is not None
@@ -199,7 +201,7 @@ def test_the_reset_compiled_ahead_only_serves_its_own_signature(caplog):
         (np.ones(3, np.float32),),  # The structure.
     ):
         assert ahead.compiled_for(other) is None
-    broken = submission._ResetAhead()
+    broken = CompileAhead("reset")
     broken.start(jax.jit(lambda x: x.reshape(7)), (np.ones(3, np.float32),))
     with caplog.at_level(logging.WARNING):
         assert broken.compiled_for((np.ones(3, np.float32),)) is None

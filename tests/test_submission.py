@@ -315,7 +315,7 @@ def test_no_compilation_after_the_first_reset():
     def hook(global_step, optimizer_state, params, model_state, results):
         results.extend(e for e in _fabricated_evals(RISING, 100, 10) if e[0] == global_step)
         runtime = optimizer_state[1]
-        sizes = (runtime.train_step._cache_size(), runtime.reset_step._cache_size())
+        sizes = (runtime.train_step._cache_size(), runtime.reset_step.traced._cache_size())
         counts[global_step] = (len(compiles), sizes)
 
     workload = TinyWorkload(target=0.99, step_hint=300, batch_norm=True)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from flax import serialization
 
+import controller as control
 import hyperparameters as hp
 import schedules
 import submission
 from early_switching import DetectorConfig
 from schedules import budget as tb
-from schedules import controller as control
 from scripts.local import runner, workloads
 
 # --------------------------------------------------------------------------- pure parts
