@@ -44,6 +44,7 @@ import hyperparameters
 import reset as reset_lib
 import submission
 from algoperf_compat import metric_direction, parse_eval_results
+from controller import RefitRecord, ResetRecord
 from scripts import compare
 from scripts.local import plots, runner, workloads
 
@@ -675,35 +676,33 @@ class RunMonitor:
                 continue
             if "learning_rate" in metrics:
                 self.logged_lr.append((step, float(metrics["learning_rate"])))
-            if "plan/end" in metrics:
-                self.on_refit(step, metrics)
-            reset = plots.reset_from_metrics(step, metrics)
-            if reset is not None:
-                self.on_reset(reset, optimizer_state, metrics)
+            refit = RefitRecord.from_metrics(step, metrics)
+            if refit is not None:
+                self.on_refit(refit)
+            record = ResetRecord.from_metrics(step, metrics)
+            if record is not None:
+                self.on_reset(record, optimizer_state)
 
-    def on_refit(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def on_refit(self, refit: RefitRecord) -> None:
         """The plan re-fitted to the time budget: an event, and the bar's new total."""
-        end = int(metrics["plan/end"])
         self.event(
             {
                 "event": "plan_refit",
-                "step": step,
-                "seconds_per_step": float(metrics["plan/seconds_per_step"]),
-                "budget_spent": float(metrics["plan/budget_spent"]),
-                "end": end,
+                "step": refit.step,
+                "seconds_per_step": refit.seconds_per_step,
+                "budget_spent": refit.budget_spent,
+                "end": refit.end,
             }
         )
         if self.bar is not None:
+            end = refit.end
             self.bar.total = end if self.max_steps is None else min(end, self.max_steps)
             self.bar.refresh()
 
-    def on_reset(
-        self, reset: plots.Reset, optimizer_state: Any, metrics: Mapping[str, Any]
-    ) -> None:
+    def on_reset(self, record: ResetRecord, optimizer_state: Any) -> None:
         """Record, print and snapshot the plan after a reset."""
-        failed = bool(metrics.get("reset/failed", 0.0))
-        rule = int(metrics.get("reset/failure_rule", -1))
-        failure = reset_lib.FAILURE_RULES[rule] if failed and rule >= 0 else None
+        reset = plots.Reset.of(record)
+        failed, failure = record.failed, record.failure_rule
         self.resets.append(reset)
         self.snapshots.append(snapshot_plan(self.submission, optimizer_state, reset.step))
         self.event(
@@ -715,10 +714,10 @@ class RunMonitor:
                 "metric": reset.metric,
                 "early_switch": reset.early_switch,
                 "reason": reset.reason,
-                "non_finite": bool(metrics.get("reset/non_finite", 0.0)),
+                "non_finite": record.non_finite,
                 "failed": failed,
                 "failure": failure,
-                "param_norm_ratio": metrics.get("reset/param_norm_ratio"),
+                "param_norm_ratio": record.param_norm_ratio,
                 "boundaries": self.snapshots[-1].summary["boundaries"],
             }
         )

@@ -11,6 +11,7 @@ import numpy as np
 
 import reset
 import submission
+from controller import ResetRecord, resets_in
 from scripts.local import runner
 from scripts.local.workloads.log_regression import STEP_HINT, TARGET_MSE, RegressionWorkload
 
@@ -35,7 +36,8 @@ def validation_mse(result):
 
 def resets(result):
     """``[(step, metrics)]`` of the resets the submission logged in a run."""
-    return [(s, m) for s, m, _ in result.metrics_logger.records if "reset/cycle" in m]
+    records = result.metrics_logger.records
+    return [(s, m) for s, m, _ in records if ResetRecord.from_metrics(s, m) is not None]
 
 
 def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_every=EVAL_EVERY):
@@ -50,9 +52,7 @@ def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_eve
     checks = {}
 
     def hook(global_step, optimizer_state, params, model_state, eval_results):
-        after_reset = any(
-            step == global_step - 1 and "reset/cycle" in m for step, m, _ in logger.records
-        )
+        after_reset = any(r.step == global_step - 1 for r in resets_in(logger.records))
         if global_step <= eval_every or global_step % eval_every == 0 or after_reset:
             opt_state = optimizer_state[0].opt_state
             checks[global_step] = {

@@ -33,7 +33,7 @@ params_only 125/135/125, full 120/125/125.
 import argparse
 import math
 
-from reset import FAILURE_RULES
+from controller import ResetRecord
 from scripts.experiments import divergence as td
 from scripts.local.workloads.tiny import TinyWorkload
 
@@ -43,17 +43,13 @@ def _fmt(x: float) -> str:
 
 
 def _resets(resets) -> str:
+    records = [ResetRecord.from_metrics(s, m) for s, m in resets]
     parts = [
-        f"step {s} tau {m['reset/tau']:.3f}"
-        + (" early" if m["reset/early_switch"] else "")
-        + (" non-finite" if m["reset/non_finite"] else "")
-        + (
-            f" failed ({FAILURE_RULES[int(m['reset/failure_rule'])]}, norm x"
-            f"{m['reset/param_norm_ratio']:.3g})"
-            if m.get("reset/failed")
-            else ""
-        )
-        for s, m in resets
+        f"step {r.step} tau {r.tau:.3f}"
+        + (" early" if r.early_switch else "")
+        + (" non-finite" if r.non_finite else "")
+        + (f" failed ({r.failure_rule}, norm x{r.param_norm_ratio:.3g})" if r.failed else "")
+        for r in records
     ]
     return "; ".join(parts) or "none"
 

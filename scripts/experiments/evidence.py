@@ -59,6 +59,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     plan's boundaries, and how the run ended.
     """
     from algoperf_compat import metric_direction
+    from controller import resets_in
     from scripts.experiments.design import VARIANTS
     from scripts.local import runner, workloads
     from scripts.local.contestants import load_submission
@@ -94,22 +95,11 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         }
         for step, metrics in result.eval_results
     ]
+    # Each reset with the failure check of the cycle it ended (v2: rules (a)-(c)).
+    numbers = ("tau", "metric", "param_norm_ratio")
     resets = [
-        {
-            "step": step,
-            "cycle": int(m["reset/cycle"]),
-            "tau": _number(m["reset/tau"]),
-            "metric": _number(m["reset/metric"]),
-            "early_switch": bool(m["reset/early_switch"]),
-            "non_finite": bool(m["reset/non_finite"]),
-            # v2: the failure check of the cycle that ended (rules (a)-(c)).
-            "failed": bool(m.get("reset/failed", 0.0)),
-            "failure_rule": _failure_rule(m),
-            "param_norm_ratio": _number(m.get("reset/param_norm_ratio", math.nan)),
-            "rolled_back": bool(m.get("reset/rolled_back", 0.0)),
-        }
-        for step, m, _ in recorder.records
-        if "reset/cycle" in m
+        {k: _number(v) if k in numbers else v for k, v in record._asdict().items()}
+        for record in resets_in(recorder.records)
     ]
     return {
         "key": spec.key,
@@ -135,15 +125,6 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         "submission_time": result.train_state["accumulated_submission_time"],
         "wall_time": wall,
     }
-
-
-def _failure_rule(metrics: Any) -> str | None:
-    """The name of the failure rule that failed the cycle (``reset.FAILURE_RULES``), or None."""
-    from reset import FAILURE_RULES
-
-    rule = int(metrics.get("reset/failure_rule", -1))
-    failed = bool(metrics.get("reset/failed", 0.0))
-    return FAILURE_RULES[rule] if failed and 0 <= rule < len(FAILURE_RULES) else None
 
 
 def _number(value: Any) -> float | None:

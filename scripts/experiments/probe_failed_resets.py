@@ -27,6 +27,7 @@ import numpy as np
 
 import submission
 from algoperf_compat import spec
+from controller import resets_in
 from scripts.experiments.design import RunSpec
 from scripts.local import runner, workloads
 
@@ -50,7 +51,7 @@ def _run(workload_name, variant, seed, steps):
         stop_at_target=False,
         metrics_logger=recorder,
     )
-    resets = [m for _, m, _ in recorder.records if "reset/tau" in m]
+    resets = resets_in(recorder.records)
     return workload, result, resets
 
 
@@ -90,7 +91,7 @@ def residual_params(seeds=(0, 1)) -> None:
     for seed in seeds:
         workload, before, _ = _run("breast_cancer", "soft", seed, steps=20)
         _, _, resets = _run("breast_cancer", "soft", seed, steps=21)
-        tau = resets[0]["reset/tau"]
+        tau = resets[0].tau
         key = jax.random.fold_in(np.asarray(before.optimizer_state[0].controller.seed), 1)
         fresh, _ = workload.init_model_fn(key)
         old = _norm(before.params)

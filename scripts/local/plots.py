@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from controller import ResetRecord
+
 PLANNED_COLOR = "tab:green"
 EARLY_COLOR = "tab:red"
 BOUNDARY_COLOR = "0.5"
@@ -36,6 +38,11 @@ class Reset:
     metric: float
     early_switch: bool
 
+    @classmethod
+    def of(cls, record: ResetRecord) -> Reset:
+        """What a figure shows of the submission's record of a reset."""
+        return cls(record.step, record.cycle, record.tau, record.metric, record.early_switch)
+
     @property
     def reason(self) -> str:
         """``early switch`` or ``planned``."""
@@ -47,31 +54,10 @@ class Reset:
         return f"\N{GREEK SMALL LETTER TAU}={self.tau:.3f} ({self.reason})"
 
 
-def _number(value: Any) -> float | None:
-    """A finite-or-not float from a number or numeric string; None if empty/invalid."""
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def reset_from_metrics(step: int, metrics: Mapping[str, Any]) -> Reset | None:
     """The ``Reset`` in one logged metrics dict, or None if it holds no reset."""
-    cycle = _number(metrics.get("reset/cycle"))
-    if cycle is None or math.isnan(cycle):
-        return None
-    tau = _number(metrics.get("reset/tau"))
-    metric = _number(metrics.get("reset/metric"))
-    early = _number(metrics.get("reset/early_switch"))
-    return Reset(
-        step=int(step),
-        cycle=int(cycle),
-        tau=float("nan") if tau is None else tau,
-        metric=float("nan") if metric is None else metric,
-        early_switch=bool(early) if early is not None and not math.isnan(early) else False,
-    )
+    record = ResetRecord.from_metrics(step, metrics)
+    return None if record is None else Reset.of(record)
 
 
 def resets_from_records(records: Iterable[tuple[int, Mapping[str, Any]]]) -> list[Reset]:
