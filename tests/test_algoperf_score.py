@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("algoperf")
 
-from scripts.experiments import algoperf_score, score  # noqa: E402
+from scripts.experiments import algoperf_score, profiles  # noqa: E402
 
 PROBLEMS = {  # workload: (metric, target, higher is better)
     "digit_sums": ("validation/accuracy", 0.93, True),
@@ -64,20 +64,20 @@ def _records(seed=0):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_algoperf_scorer_and_ours_agree_on_the_same_records(tmp_path, seed):
     records = _records(seed)
-    ours_lines, ours, ours_r = score.score_table(records, VARIANTS, {})
+    ours_lines, ours, ours_r = profiles.score_table(records, VARIANTS, {})
     result = algoperf_score.score_with_algoperf(records, VARIANTS, tmp_path)
     assert result is not None
     assert len(result["problems"]) == 4
     # The median times over studies (AlgoPerf's time_to_targets.csv).
-    ours_times = score.problem_times(records, VARIANTS)
+    ours_times = profiles.problem_times(records, VARIANTS)
     for v in VARIANTS:
         for name, problem in result["problems"].items():
             assert float(result["times"][v][name]) == pytest.approx(ours_times[v][problem])
     # The profiles, rho at AlgoPerf's 100 taus, and the scores.
     taus = np.asarray(result["taus"])
-    np.testing.assert_allclose(taus, np.linspace(1.0, score.MAX_RATIO, score.PROFILE_POINTS))
+    np.testing.assert_allclose(taus, np.linspace(1.0, profiles.MAX_RATIO, profiles.PROFILE_POINTS))
     for v in VARIANTS:
-        np.testing.assert_allclose(result["profiles"][v], score.profile(ours_r[v], taus))
+        np.testing.assert_allclose(result["profiles"][v], profiles.profile(ours_r[v], taus))
         assert result["scores"][v] == pytest.approx(ours[v], abs=1e-12)
     assert len(set(np.round(list(ours.values()), 6))) > 1  # The records tell variants apart.
     # The table score.py writes, from AlgoPerf's scores: the same as ours.
@@ -103,7 +103,7 @@ def test_a_metric_exactly_on_target_counts_for_algoperf_only(tmp_path):
         spec = record["spec"]
         if spec["variant"] == "soft" and spec["workload"] == "digit_sums":
             record["evals"][0]["metric"] = 0.93  # Exactly the target, at 1 period.
-    ours_times = score.problem_times(records, VARIANTS)
+    ours_times = profiles.problem_times(records, VARIANTS)
     result = algoperf_score.score_with_algoperf(records, VARIANTS, tmp_path)
     name = algoperf_score.problem_name("digit_sums", "healthy")
     first = min(r["evals"][0]["time"] for r in records.values() if r["spec"]["variant"] == "soft")

@@ -8,6 +8,8 @@ import pytest
 import hyperparameters
 from scripts.experiments import design
 from scripts.experiments import evidence as ev
+from scripts.experiments import evidence_figures as ef
+from scripts.experiments import evidence_measures as em
 from scripts.experiments import evidence_report as er
 
 INF = math.inf
@@ -101,28 +103,28 @@ def test_steps_recovery_and_missed_switches():
         [(50, 0.3), (100, 0.6), (150, 0.5), (200, 0.5), (250, 0.8)],
         resets=[(100, False), (200, False)],
     )
-    assert er.steps_to_target(record) == INF
-    assert er.recovery(record, 0) == (0.6, 0.5)
-    assert er.recovery(record, 1) == (0.5, 0.8)
-    assert er.recovery(record, 2) == (None, None)
-    assert er.every_reset(record) == (
+    assert em.steps_to_target(record) == INF
+    assert em.recovery(record, 0) == (0.6, 0.5)
+    assert em.recovery(record, 1) == (0.5, 0.8)
+    assert em.recovery(record, 2) == (None, None)
+    assert em.every_reset(record) == (
         "100 tau 0.500 planned [norm x1, ok]: 0.6->0.5; "
         "200 tau 0.500 planned [norm x1, ok]: 0.5->0.8"
     )
     record["resets"][0].update(failed=True, failure_rule="norm", param_norm_ratio=8.25)
-    assert er.every_reset(record).startswith("100 tau 0.500 planned [norm x8.25, failed (norm)]")
+    assert em.every_reset(record).startswith("100 tau 0.500 planned [norm x8.25, failed (norm)]")
     record["resets"][0].update(failed=False, failure_rule=None, param_norm_ratio=1.0)
     # Cycle 1 (steps 100-200) went 0.5 -> 0.5: it failed and ran to its planned end.
-    assert er.missed_switches(record) == 1
-    assert er.missed_switches({**record, "hyperparameters": {"early_switching": False}}) == 0
+    assert em.missed_switches(record) == 1
+    assert em.missed_switches({**record, "hyperparameters": {"early_switching": False}}) == 0
     # A cycle with a non-finite evaluation failed, whatever its ends.
     broken = _record([(50, 0.3), (100, None), (150, 0.8), (200, 0.85)], resets=[(150, False)])
-    assert er.missed_switches(broken) == 1
+    assert em.missed_switches(broken) == 1
     # Lower is better: 0.5 -> 0.3 is an improvement.
     loss = _record([(50, 0.5), (100, 0.3), (150, 0.2)], resets=[(100, False)], higher=False)
-    assert er.missed_switches(loss) == 0
+    assert em.missed_switches(loss) == 0
     reached = _record([(50, 0.5), (100, 0.95)], target_step=100)
-    assert er.steps_to_target(reached) == 100
+    assert em.steps_to_target(reached) == 100
 
 
 def test_first_switch_judged_against_the_run_without_switching():
@@ -130,17 +132,17 @@ def test_first_switch_judged_against_the_run_without_switching():
     twin = _record(twin_evals, variant=design.COUNTERFACTUAL, early_switching=False)
     # Switched at 60; the twin's cycle went on from 0.35 to 0.7 by its end (100): false.
     switched = _record([(50, 0.3), (60, 0.35), (100, 0.5)], resets=[(60, True)])
-    assert er.judge_first_switch(switched, twin) == "false"
+    assert em.judge_first_switch(switched, twin) == "false"
     # The same switch where the twin's cycle got nowhere: right.
     flat = _record([(50, 0.3), (60, 0.35), (70, 0.34), (100, 0.352)], variant=design.COUNTERFACTUAL)
-    assert er.judge_first_switch(switched, flat) == "right"
+    assert em.judge_first_switch(switched, flat) == "right"
     # The twin reached the target before the cycle's end: false.
     hit = _record([(50, 0.3), (60, 0.35), (80, 0.95)], target_step=80)
-    assert er.judge_first_switch(switched, hit) == "false"
+    assert em.judge_first_switch(switched, hit) == "false"
     # Nothing to judge: no switch, or no twin.
-    assert er.judge_first_switch(_record([(50, 0.3)]), twin) == ""
-    assert er.judge_first_switch(switched, None) == ""
-    assert er.twin_key(switched["spec"]) == twin["key"]
+    assert em.judge_first_switch(_record([(50, 0.3)]), twin) == ""
+    assert em.judge_first_switch(switched, None) == ""
+    assert em.twin_key(switched["spec"]) == twin["key"]
 
 
 def _runs(steps, variant="soft", scenario="healthy", workload="digits"):
@@ -156,27 +158,27 @@ def _runs(steps, variant="soft", scenario="healthy", workload="digits"):
 def test_compare_pairs_by_seed_and_counts_never_as_worst():
     a = _runs([100, 200, None])
     b = _runs([150, None, None])
-    assert er.compare(a, b) == er.Comparison(2, 1, 0)
-    assert er.compare(b, a) == er.Comparison(0, 1, 2)
+    assert em.compare(a, b) == em.Comparison(2, 1, 0)
+    assert em.compare(b, a) == em.Comparison(0, 1, 2)
 
 
 def test_reach_counts_come_before_steps_and_steps_tie_within_ten_percent():
-    assert er.reach(_runs([100, 300, None, 200])) == er.Reach(3, 4, 200)
-    assert er.reach(_runs([100, 300, None])).text() == "2/3, 200"
-    assert er.reach(_runs([None, None])).text() == "0/2"
+    assert em.reach(_runs([100, 300, None, 200])) == em.Reach(3, 4, 200)
+    assert em.reach(_runs([100, 300, None])).text() == "2/3, 200"
+    assert em.reach(_runs([None, None])).text() == "0/2"
     # Fewer seeds is behind even with far fewer steps; 0/5 against 2/5 is never a tie.
-    fast_few = er.reach(_runs([10, 10, None, None, None]))
-    slow_all = er.reach(_runs([900] * 5))
-    assert er.verdict(fast_few, slow_all) == "behind"
-    assert er.verdict(slow_all, fast_few) == "ahead"
-    assert er.verdict(er.reach(_runs([None] * 5)), er.reach(_runs([50, 60, None, None, None]))) == (
+    fast_few = em.reach(_runs([10, 10, None, None, None]))
+    slow_all = em.reach(_runs([900] * 5))
+    assert em.verdict(fast_few, slow_all) == "behind"
+    assert em.verdict(slow_all, fast_few) == "ahead"
+    assert em.verdict(em.reach(_runs([None] * 5)), em.reach(_runs([50, 60, None, None, None]))) == (
         "behind"
     )
     # Equal counts: the median steps, within 10% level.
-    assert er.verdict(er.reach(_runs([100, 110])), er.reach(_runs([100, 115]))) == "level"
-    assert er.verdict(er.reach(_runs([100, 100])), er.reach(_runs([120, 120]))) == "ahead"
-    assert er.verdict(er.reach(_runs([120, 120])), er.reach(_runs([100, 100]))) == "behind"
-    assert er.verdict(er.reach(_runs([None])), er.reach(_runs([None]))) == "level"
+    assert em.verdict(em.reach(_runs([100, 110])), em.reach(_runs([100, 115]))) == "level"
+    assert em.verdict(em.reach(_runs([100, 100])), em.reach(_runs([120, 120]))) == "ahead"
+    assert em.verdict(em.reach(_runs([120, 120])), em.reach(_runs([100, 100]))) == "behind"
+    assert em.verdict(em.reach(_runs([None])), em.reach(_runs([None]))) == "level"
 
 
 def _cells(spec: dict) -> dict:
@@ -200,7 +202,7 @@ def test_gates_are_checked_per_workload_against_full_and_none():
             ("digit_sums", "failed", "full"): [400, None, None],
         }
     )
-    failed, healthy, still = er.gates(records, ["digit_sums", "digits"])
+    failed, healthy, still = em.gates(records, ["digit_sums", "digits"])
     assert failed.met is False  # digit_sums: 0/3 against full's 1/3.
     assert failed.details[0].startswith("digit_sums: soft 0/3 vs full 1/3, 400: behind")
     assert healthy.met is True and healthy.details == [
@@ -223,7 +225,7 @@ def test_open_choices_rank_by_seeds_then_steps():
         }
     )
     candidates = er.OPEN_CHOICES["batch-norm statistics after a soft reset"]
-    ranking = er.choice_ranking(records, ["digits"], candidates)
+    ranking = em.choice_ranking(records, ["digits"], candidates)
     assert [(name, total.reached) for _, name, total, _ in ranking] == [
         ("fresh", 4),
         ("keep", 3),
@@ -239,7 +241,7 @@ def test_median_curve_holds_a_stopped_runs_last_value():
         _record([(10, 0.4), (20, 0.5), (30, 0.7)], seed=1),
         _record([(10, None), (20, 0.3), (30, 0.6)], seed=2),
     ]
-    steps, med, low, high = er.median_curve(runs)
+    steps, med, low, high = ef.median_curve(runs)
     assert steps == [10, 20, 30]
     assert med == pytest.approx([0.3, 0.5, 0.7])
     assert low == [0.2, 0.3, 0.6] and high == [0.4, 0.95, 0.95]
@@ -286,7 +288,7 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
             row["workload"], row["scenario"], row["variant"], int(row["seed"]), True
         )
         record = result["records"][spec.key]
-        assert float(row["steps_to_target"]) == er.steps_to_target(record)
+        assert float(row["steps_to_target"]) == em.steps_to_target(record)
         assert int(row["resets"]) == len(record["resets"])
         # Runs end at the target or when the time budget (simulated clock) is spent.
         assert row["stop_reason"] in ("target_reached", "time_budget")

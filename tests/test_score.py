@@ -1,19 +1,19 @@
-"""AlgoPerf's scoring recipe applied to grid records (scripts/experiments/score.py)."""
+"""AlgoPerf's scoring recipe applied to grid records (scripts/experiments/profiles.py)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from scripts.experiments import score
+from scripts.experiments import profiles
 
 
 def test_median_time_counts_misses_as_the_largest():
-    assert score.median_time([3.0, 1.0, 2.0]) == 2.0
-    assert score.median_time([1.0, math.inf, 2.0]) == 2.0
-    assert score.median_time([1.0, math.inf, math.inf]) == math.inf
-    assert score.median_time([1.0, 3.0]) == 2.0
-    assert math.isnan(score.median_time([]))
+    assert profiles.median_time([3.0, 1.0, 2.0]) == 2.0
+    assert profiles.median_time([1.0, math.inf, 2.0]) == 2.0
+    assert profiles.median_time([1.0, math.inf, math.inf]) == math.inf
+    assert profiles.median_time([1.0, 3.0]) == 2.0
+    assert math.isnan(profiles.median_time([]))
 
 
 def test_ratios_against_the_best_with_never_beyond_four():
@@ -22,25 +22,25 @@ def test_ratios_against_the_best_with_never_beyond_four():
         "b": {"p": 20.0, "q": math.inf},
         "c": {"p": 45.0, "q": 25.0},
     }
-    r = score.ratios(times)
+    r = profiles.ratios(times)
     assert r["a"] == {"p": 1.0, "q": 2.0}
     assert r["b"] == {"p": 2.0, "q": math.inf}
     assert r["c"] == {"p": math.inf, "q": 1.0}  # 4.5x the best on p: never.
 
 
 def test_score_is_the_area_under_the_profile_over_one_to_four():
-    assert score.benchmark_score({"p": 1.0, "q": 1.0}) == pytest.approx(1.0)
-    assert score.benchmark_score({"p": math.inf}) == 0.0
+    assert profiles.benchmark_score({"p": 1.0, "q": 1.0}) == pytest.approx(1.0)
+    assert profiles.benchmark_score({"p": math.inf}) == 0.0
     # r = 2.5 on one problem of one: rho is 1 from 2.5 on; the trapezoid over 100 points
     # puts the step between two grid points.
-    assert score.benchmark_score({"p": 2.5}) == pytest.approx(0.5, abs=0.02)
-    half = score.benchmark_score({"p": 1.0, "q": math.inf})
+    assert profiles.benchmark_score({"p": 2.5}) == pytest.approx(0.5, abs=0.02)
+    half = profiles.benchmark_score({"p": 1.0, "q": math.inf})
     assert half == pytest.approx(0.5)
 
 
 def test_profile_is_a_fraction_of_problems():
     xs = np.array([1.0, 2.0, 3.0])
-    np.testing.assert_allclose(score.profile({"p": 1.0, "q": 2.5}, xs), [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(profiles.profile({"p": 1.0, "q": 2.5}, xs), [0.5, 0.5, 1.0])
 
 
 def test_score_table_from_records():
@@ -59,10 +59,10 @@ def test_score_table_from_records():
             ("none", "x", 2, None),
         ]
     }
-    lines, scores, r = score.score_table(records, ["soft", "none"], {"soft": "soft"})
+    lines, scores, r = profiles.score_table(records, ["soft", "none"], {"soft": "soft"})
     assert scores["soft"] == pytest.approx(1.0)
     assert scores["none"] == 0.0
     assert lines[2].startswith("| soft | 1.000 | 1.00 (2 s)")
     assert "never" in lines[3]
-    reach = score.reach_table(records, ["soft", "none"], {})
+    reach = profiles.reach_table(records, ["soft", "none"], {})
     assert reach[2] == "| soft | 2/3 | 2/3 |" and reach[3] == "| none | 1/3 | 1/3 |"

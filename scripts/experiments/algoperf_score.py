@@ -42,6 +42,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scripts.experiments.profiles import ratios
+
 MAX_TAU, NUM_POINTS = 4.0, 100  # As scoring/score_submissions.py calls it.
 COLUMNS = (
     "global_step",
@@ -215,11 +217,9 @@ def score_with_algoperf(
 
 
 def score_table(records, variants: Sequence[str], labels: Mapping[str, str], out: Path):
-    """`score.score_table`'s (lines, scores, ratios), the scores by AlgoPerf's scorer; None
+    """`profiles.score_table`'s (lines, scores, ratios), the scores by AlgoPerf's scorer; None
     without AlgoPerf. The ratios (table cells, the figure) are AlgoPerf's median times over
-    the best's, cut at 4x (`score.ratios`, our code)."""
-    from scripts.experiments import score
-
+    the best's, cut at 4x (`profiles.ratios`, our code)."""
     result = score_with_algoperf(records, variants, out)
     if result is None:
         return None
@@ -228,7 +228,7 @@ def score_table(records, variants: Sequence[str], labels: Mapping[str, str], out
         v: {names[p]: float(t) for p, t in per.items() if p in names}
         for v, per in result["times"].items()
     }
-    r = score.ratios(times)
+    r = ratios(times)
     scores = result["scores"]
     problems = sorted(names.values())
     head = ["variant", "score"] + [f"{w} {s}" for w, s in problems]

@@ -11,8 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from scripts.experiments.evidence_report import improvement_tolerance, judge_first_switch
-from scripts.experiments.score import median_time, time_to_target
+from scripts.experiments.evidence_measures import improvement_tolerance, judge_first_switch
+from scripts.experiments.profiles import median_time, time_to_target
 
 # The default may be this much slower than the baseline on a healthy problem.
 HEALTHY_SLACK = 1.05
