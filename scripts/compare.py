@@ -77,9 +77,20 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def _uses_tau(strategy: str) -> bool:
+    """Whether tau matters for this strategy (a contestant's name: no)."""
+    return strategy in reset_lib.STRATEGIES and reset_lib.make_strategy(strategy).uses_tau
+
+
+def run_strategy(config: Mapping[str, Any]) -> str:
+    """The run's reset strategy; for another AlgoPerf submission (no configuration of
+    ours), its name."""
+    return config["hyperparameters"].get("reset_strategy") or config.get("submission", "?")
+
+
 def variant_label(config: Mapping[str, Any]) -> str:
     """The strategy, then every other overridden hyperparameter as ``name=value``."""
-    strategy = config["hyperparameters"]["reset_strategy"]
+    strategy = run_strategy(config)
     others = {
         k: v
         for k, v in sorted(config.get("hyperparameter_overrides", {}).items())
@@ -137,7 +148,7 @@ def load_run(path: Path) -> Run:
         path=path,
         workload=config["workload"],
         variant=variant_label(config),
-        strategy=config["hyperparameters"]["reset_strategy"],
+        strategy=run_strategy(config),
         seed=int(config["seed"]),
         metric_name=metric_key.removeprefix("validation/"),
         target=float(config["target"]["value"]),
@@ -215,7 +226,7 @@ def run_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     """One row per run: target, resets (tau where the strategy uses it), plan run."""
     rows = []
     for (workload, variant), group in groups_of(runs).items():
-        show_tau = reset_lib.make_strategy(group[0].strategy).uses_tau
+        show_tau = _uses_tau(group[0].strategy)
         for run in group:
             resets = ", ".join(
                 f"{r.step}"
@@ -286,7 +297,7 @@ def figure_panels(runs: Sequence[Run]) -> list[tuple[str, str, float | None, lis
                         high=tuple(high),
                         seeds=len(group),
                         resets=tuple(r for run in group for r in run.resets),
-                        show_tau=reset_lib.make_strategy(group[0].strategy).uses_tau,
+                        show_tau=_uses_tau(group[0].strategy),
                     )
                 )
             panels.append((f"{workload}: validation {name}", f"validation {name}", target, bands))

@@ -12,6 +12,7 @@ from PIL import Image
 
 import hyperparameters
 from scripts import plot_algoperf, run
+from scripts.main_job import options, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_COLUMNS = {
@@ -285,15 +286,15 @@ def test_bad_option_exit_code_from_the_real_command(tmp_path):
 def test_value_parsing_and_hyperparameter_namedtuple():
     items = ["num_cycles=4", "cycle_lr_factors=[1, 2.5, 1, 1]", "early_switching=false"]
     items += ["grad_clip=None", "decay_shape=linear"]
-    assert run.parse_set_items(items, hyperparameters.NAMES) == {
+    assert options.parse_set_items(items, hyperparameters.NAMES) == {
         "num_cycles": 4,
         "cycle_lr_factors": (1.0, 2.5, 1.0, 1.0),
         "early_switching": False,
         "grad_clip": None,
         "decay_shape": "linear",
     }
-    assert run.as_hyperparameters({}) is None
-    hp = run.as_hyperparameters({"num_cycles": 4, "reset_strategy": "full"})
+    assert options.as_hyperparameters({}) is None
+    hp = options.as_hyperparameters({"num_cycles": 4, "reset_strategy": "full"})
     assert hp.num_cycles == 4 and hp._fields == ("num_cycles", "reset_strategy")
 
 
@@ -305,12 +306,42 @@ def test_budget_lines_say_what_happened_to_the_time_budget():
         {"event": "plan_refit", "step": 311, "seconds_per_step": 0.0101, "budget_spent": 0.24,
          "end": 1270},
     ]  # fmt: skip
-    lines = run.budget_lines(events, 13.5, 5.31, "target_reached")
+    lines = summary.budget_lines(events, 13.5, 5.31, "target_reached")
     assert (
         lines[0] == "Time budget: 5.31 s of 13.50 s submission time used (39%); stopped: "
         "target_reached."
     )
     assert "re-fitted to the budget 2 times: first at step 27" in lines[1]
     assert "last at step 311 (0.0101 s/step, 24% spent, ends at step 1270)" in lines[1]
-    over = run.budget_lines([], 1.0, 1.1, "time_budget")
+    over = summary.budget_lines([], 1.0, 1.1, "time_budget")
     assert "at evaluations only" in over[0] and "not re-fitted" in over[1]
+
+
+def test_run_takes_another_algoperf_submission(tmp_path):
+    """--submission nadamw_baseline (issue 21): the main job runs AlgoPerf's NAdamW
+    baseline through the same runner; evaluations only, no plan figures, to the end."""
+    out = tmp_path / "nadamw"
+    proc = cli(
+        "--submission",
+        "nadamw_baseline",
+        "--tiny",
+        "--max_steps",
+        "20",
+        "--eval_every_steps",
+        "10",
+        "--no_progress",
+        "--output_dir",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "submission nadamw_baseline" in proc.stdout
+    assert f"Run directory: {out}" in proc.stdout  # It reached the end.
+    rows = read_csv(out / "eval_measurements.csv")
+    assert [int(r["global_step"]) for r in rows] == [10, 20]
+    config = json.loads((out / "config.json").read_text())
+    assert config["submission"] == "nadamw_baseline" and config["hyperparameters"] == {}
+    assert not (out / "lr_schedule.png").exists() and (out / "validation_accuracy.png").exists()
+    ends = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert ends[-1]["event"] == "end" and ends[-1]["reason"] == "max_steps"
+    refused = cli("--submission", "nadamw_baseline", "--set", "num_cycles=2")
+    assert refused.returncode == 2 and "--set: options of our submission" in refused.stderr

@@ -15,6 +15,7 @@ import pytest
 from flax import serialization
 
 from scripts import compare, run
+from scripts.main_job import monitor, options, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # 600 planned steps (3 cycles of 200: cycle_budget_factor 10 x the tiny step_hint of 60)
@@ -51,7 +52,7 @@ def events(out):
 
 
 def final_params(out):
-    raw = serialization.msgpack_restore((out / run.CHECKPOINT_FILE).read_bytes())
+    raw = serialization.msgpack_restore((out / train.CHECKPOINT_FILE).read_bytes())
     return raw["global_step"], jax.tree.leaves(raw["model_params"])
 
 
@@ -93,7 +94,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_ctrl_c_ends_with_the_summary_so_far_and_exit_130(interrupted):
     out, stdout, stderr, code = interrupted
-    assert code == run.INTERRUPTED_EXIT_CODE, stderr[-3000:]
+    assert code == monitor.INTERRUPTED_EXIT_CODE, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "Ctrl-C: stopping after this step" in stderr
     end = events(out)[-1]
@@ -124,10 +125,10 @@ def test_resume_refuses_a_different_configuration(interrupted, capsys):
         err = capsys.readouterr().err
         assert named in err and "config.json" in err, err
     # The same configuration written out again is accepted (checked, not run here).
-    explicit = run.explicit_options(run.build_parser(), ["--resume", str(out), "--tiny"])
-    given = run.build_parser().parse_args(["--resume", str(out), "--tiny"])
+    explicit = resume.explicit_options(options.build_parser(), ["--resume", str(out), "--tiny"])
+    given = options.build_parser().parse_args(["--resume", str(out), "--tiny"])
     config = json.loads((out / "config.json").read_text())
-    assert run.resumed_args(config, given, explicit).tiny is True
+    assert resume.resumed_args(config, given, explicit).tiny is True
     assert (out / "events.jsonl").read_text() == before
 
 
@@ -174,14 +175,14 @@ def test_resume_refuses_a_folder_without_a_run_or_checkpoint(tmp_path, capsys):
 
 
 def test_strategies_by_default_and_by_option():
-    parser = run.build_parser()
-    assert run.strategies_to_run(parser.parse_args([]), {}) == ["soft", "none", "full"]
+    parser = options.build_parser()
+    assert options.strategies_to_run(parser.parse_args([]), {}) == ["soft", "none", "full"]
     args = parser.parse_args(["--reset_strategy", "full", "soft", "full"])
-    assert run.strategies_to_run(args, {}) == ["full", "soft"]
-    assert run.strategies_to_run(parser.parse_args([]), {"reset_strategy": "none"}) == ["none"]
+    assert options.strategies_to_run(args, {}) == ["full", "soft"]
+    assert options.strategies_to_run(parser.parse_args([]), {"reset_strategy": "none"}) == ["none"]
     # The default strategy is left out of the overrides: hyperparameters=None, self-tuning.
-    assert run.strategy_overrides({"reset_strategy": "soft"}, "soft") == {}
-    assert run.strategy_overrides({"num_cycles": 2}, "full") == {
+    assert options.strategy_overrides({"reset_strategy": "soft"}, "soft") == {}
+    assert options.strategy_overrides({"num_cycles": 2}, "full") == {
         "num_cycles": 2,
         "reset_strategy": "full",
     }
