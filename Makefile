@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make demo   creates .venv on first use, installs, runs the main job (scripts/run.py)
 #   make test   creates .venv on first use, installs the test extras, runs ruff and pytest
+#   make test-fast   the same without the tests marked slow (pyproject.toml): minutes
 # VENV and CONSTRAINTS select another environment, e.g. AlgoPerf 0.6's pinned versions:
 #   make test VENV=.venv-algoperf06 CONSTRAINTS=.ci/constraints-algoperf-0.6.txt
 
@@ -10,7 +11,7 @@ CONSTRAINTS ?=
 PIP_FLAGS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint format benchmark evidence package algoperf-checks clean
+.PHONY: demo test test-fast lint format benchmark evidence package algoperf-checks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .

@@ -31,6 +31,8 @@ import hyperparameters as hp  # noqa: E402
 import schedules  # noqa: E402
 import submission  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16
 PLAN_STEPS = 30  # T: three cycles of 10 steps.

@@ -30,6 +30,8 @@ from scripts.local import runner, workloads  # noqa: E402
 from scripts.local.contestants import algoperf_contestant, load_submission  # noqa: E402
 from scripts.local.contestants.nadamw_baseline import HPARAMS, nadamw  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
+
 # AlgoPerf's repository: the installed package is an editable install of its work tree.
 ALGOPERF_DIR = Path(algoperf.__file__).resolve().parents[1]
 

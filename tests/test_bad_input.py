@@ -475,6 +475,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_eight_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     env["JAX_PLATFORMS"] = "cpu"

@@ -83,6 +83,7 @@ def digits_run(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_algoperf_csv(digits_run):
     out, _ = digits_run
     rows = read_csv(out / "eval_measurements.csv")
@@ -96,6 +97,7 @@ def test_run_writes_algoperf_csv(digits_run):
     assert any(r.get("reset/cycle") == "1" for r in everything)
 
 
+@pytest.mark.slow
 def test_run_writes_events_config_and_plots(digits_run):
     out, stdout = digits_run
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
@@ -120,6 +122,7 @@ def test_run_writes_events_config_and_plots(digits_run):
     assert "Target (validation accuracy > 0.973538" in stdout  # calibration.json
 
 
+@pytest.mark.slow
 def test_plot_algoperf_reads_a_run_directory(digits_run, tmp_path):
     out, _ = digits_run
     assert plot_algoperf.main([str(out.parent), "--out", str(tmp_path)]) == 0
@@ -158,6 +161,7 @@ def test_plot_algoperf_on_runner_layout_without_resets(tmp_path):
     assert error.value.code == 2
 
 
+@pytest.mark.slow
 def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path, capsys):
     hparams = tmp_path / "hp.json"
     hparams.write_text(json.dumps({"num_cycles": 2, "learning_rate": 0.003}))
@@ -248,6 +252,7 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["max_steps"] == 3
 
 
+@pytest.mark.slow
 def test_help_states_each_default_once_and_the_header_names_the_device(digits_run, capsys):
     with pytest.raises(SystemExit):
         run.main(["--help"])
@@ -276,6 +281,7 @@ def test_loss_target_printed_once_and_the_last_cycle_ends_with_the_plan(tmp_path
     assert table and table[-1][1].endswith(f"-{final_step - 1}"), table
 
 
+@pytest.mark.slow
 def test_bad_option_exit_code_from_the_real_command(tmp_path):
     proc = cli("--set", "reset_strategy=sometimes", "--output_dir", str(tmp_path / "x"))
     assert proc.returncode == 2
@@ -317,6 +323,7 @@ def test_budget_lines_say_what_happened_to_the_time_budget():
     assert "at evaluations only" in over[0] and "not re-fitted" in over[1]
 
 
+@pytest.mark.slow
 def test_run_takes_another_algoperf_submission(tmp_path):
     """--submission nadamw_baseline (issue 21): the main job runs AlgoPerf's NAdamW
     baseline through the same runner; evaluations only, no plan figures, to the end."""

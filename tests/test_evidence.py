@@ -272,6 +272,7 @@ def small_grid(tmp_path_factory):
     return out, specs, lines, errors, report, result
 
 
+@pytest.mark.slow
 def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
     out, specs, lines, errors, report, result = small_grid
     assert errors == []
@@ -313,6 +314,7 @@ def test_small_grid_writes_records_csv_tables_figures_and_report(small_grid):
     assert "| failed first cycle | breast_cancer | **" in text
 
 
+@pytest.mark.slow
 def test_small_grid_resumes_without_redoing_finished_runs(small_grid):
     out, specs, *_ = small_grid
     stamps = {s.key: (out / "runs" / f"{s.key}.json").stat().st_mtime_ns for s in specs}
@@ -328,6 +330,7 @@ def test_small_grid_resumes_without_redoing_finished_runs(small_grid):
         assert (out / "runs" / f"{s.key}.json").stat().st_mtime_ns == stamps[s.key]
 
 
+@pytest.mark.slow
 def test_runs_are_reproducible_and_the_pool_gives_the_same_records(small_grid, tmp_path):
     out, specs, *_ = small_grid
     import json
@@ -346,6 +349,7 @@ def test_runs_are_reproducible_and_the_pool_gives_the_same_records(small_grid, t
                 assert fresh[field] == first[field]
 
 
+@pytest.mark.slow
 def test_failed_scenario_resets_with_a_large_tau(small_grid):
     _, _, _, _, _, result = small_grid
     failed = [
@@ -364,6 +368,7 @@ def test_failed_scenario_resets_with_a_large_tau(small_grid):
             assert ratio is None or ratio > 0
 
 
+@pytest.mark.slow
 def test_cli_aggregates_existing_records(small_grid, tmp_path, capsys):
     out, *_ = small_grid
     code = ev.main(

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
+
 GENERIC = ["submission", "hyperparameters", "algoperf_compat", "schedules", "reset"]
 GENERIC += ["early_switching", "scripts", "tests"]
 CODE = f"""

@@ -17,6 +17,8 @@ from flax import serialization
 from scripts import compare, run
 from scripts.main_job import monitor, options, resume, train
 
+pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
+
 ROOT = Path(__file__).resolve().parents[1]
 # 600 planned steps (3 cycles of 200: cycle_budget_factor 10 x the tiny step_hint of 60)
 # in a budget of 15 x the tiny workload's (1.8 s of the reference clock: 900 steps, the

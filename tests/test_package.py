@@ -21,6 +21,8 @@ import yaml
 
 from scripts import package_submission
 
+pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "cyclic_test"
 OWN_TOP_LEVEL = tuple(m.removesuffix(".py") for m in package_submission.MODULES) + tuple(

@@ -20,6 +20,8 @@ import submission
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
+pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
+
 ROOT = Path(__file__).resolve().parents[1]
 # Cycle 1's peak is 10x: its loss rises and the detector ends it at step 150, where its
 # params norm has grown by 6.5%: with kappa 1.05 the cycle failed (rule (b)) and is rolled

@@ -130,6 +130,7 @@ def test_an_untraceable_init_falls_back_to_a_plain_call(caplog):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_reset_peaks_at_most_one_params_copy_above_a_step():
     """XLA's accounting of the compiled step and reset (scripts/benchmark_memory.py):
     the fresh initialisation is made inside the reset, the state and the start it

@@ -33,124 +33,19 @@ import dataclasses
 import inspect
 import math
 import os
-import time
-from collections.abc import Callable, Collection, Iterator
-from pathlib import Path
+from collections.abc import Callable, Collection
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import numpy as np
-from flax import serialization
 
 from algoperf_compat import spec
 from scripts.local import workloads
+from scripts.local.checkpoints import Checkpoint, CountingQueue, restore_checkpoint, save_checkpoint
+from scripts.local.clocks import SimulatedClock, WallClock
+from scripts.local.clocks import reference_clock as reference_clock  # For runner.reference_clock.
 
 SELF_TUNING_BUDGET_FACTOR = 1.5
-
-
-class WallClock:
-    """Real time (``time.time``), as AlgoPerf's runner reads it."""
-
-    simulated = False
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
-
-    def after_step(self, global_step: int, resets: int) -> None:
-        """Nothing: the step's time has passed by itself."""
-
-    def after_eval(self) -> None:
-        """Nothing: the evaluation's time has passed by itself."""
-
-
-@dataclasses.dataclass
-class SimulatedClock:
-    """A clock that advances by what the hardware it plays would take, and only then.
-
-    Step k (0-based) takes ``seconds_per_step`` x exp(noise x z_k), z_k ~ N(0, 1) drawn
-    from (seed, k) so that a resumed run draws the same; plus ``compile_seconds`` at step
-    0 and ``seconds_per_reset`` for each reset the submission made in it. An evaluation
-    takes ``seconds_per_eval`` (untimed by the runner, but it delays the next one, as in
-    AlgoPerf). ``time`` starts at an epoch-like 1e9 s: AlgoPerf's runner starts
-    ``last_eval_time`` at 0, so its first evaluation follows the first step, and this
-    clock keeps that.
-    """
-
-    seconds_per_step: float
-    seconds_per_eval: float = 0.0
-    seconds_per_reset: float = 0.0
-    compile_seconds: float = 0.0
-    noise: float = 0.0
-    seed: int = 0
-    time: float = 1.0e9
-
-    simulated = True
-
-    def __post_init__(self) -> None:
-        for name in (
-            "seconds_per_step",
-            "seconds_per_eval",
-            "seconds_per_reset",
-            "compile_seconds",
-        ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"SimulatedClock.{name} must be a number >= 0, got {value!r}.")
-        if not self.seconds_per_step > 0:
-            raise ValueError(
-                f"SimulatedClock.seconds_per_step must be > 0, got {self.seconds_per_step!r}."
-            )
-        if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise ValueError(f"SimulatedClock.noise must be a number >= 0, got {self.noise!r}.")
-
-    def now(self) -> float:
-        """The simulated seconds since the epoch."""
-        return self.time
-
-    def step_seconds(self, global_step: int, resets: int) -> float:
-        """What step ``global_step`` (0-based) took, with ``resets`` resets in it."""
-        factor = 1.0
-        if self.noise:
-            z = np.random.default_rng((self.seed, global_step)).standard_normal()
-            factor = math.exp(self.noise * z)
-        compile_ = self.compile_seconds if global_step == 0 else 0.0
-        return self.seconds_per_step * factor + compile_ + resets * self.seconds_per_reset
-
-    def after_step(self, global_step: int, resets: int) -> None:
-        """Advance by step ``global_step``'s seconds."""
-        self.time += self.step_seconds(global_step, resets)
-
-    def after_eval(self) -> None:
-        """Advance by one evaluation's seconds."""
-        self.time += self.seconds_per_eval
-
-
-def reference_clock(
-    workload: Any,
-    speed: float = 1.0,
-    *,
-    compile_steps: float = 10.0,
-    reset_steps: float = 2.0,
-    noise: float = 0.0,
-    seed: int = 0,
-) -> SimulatedClock:
-    """The simulated clock of hardware ``speed`` times as fast as the reference that a
-    workload's budget was set for: s = max_allowed_runtime_sec / step_hint / speed seconds
-    per step (AlgoPerf sets a budget from the steps a reference run takes in it), the
-    first step's compilation ``compile_steps`` x s, a reset ``reset_steps`` x s,
-    evaluations untimed and instantaneous, step times x exp(noise x N(0, 1))."""
-    if not (math.isfinite(speed) and speed > 0):
-        raise ValueError(f"speed must be a number > 0, got {speed!r}.")
-    seconds = float(workload.max_allowed_runtime_sec) / float(workload.step_hint) / speed
-    return SimulatedClock(
-        seconds_per_step=seconds,
-        seconds_per_reset=reset_steps * seconds,
-        compile_seconds=compile_steps * seconds,
-        noise=noise,
-        seed=seed,
-    )
 
 
 def _cycle(submission_module: Any, optimizer_state: Any) -> int:
@@ -322,94 +217,6 @@ def initial_train_state() -> dict[str, Any]:
         "accumulated_logging_time": 0,
         "last_step_end_time": None,
     }
-
-
-class CountingQueue(Iterator[Any]):
-    """The runner's input queue, counting the batches drawn (for checkpoints)."""
-
-    def __init__(self, queue: Any, drawn: int = 0) -> None:
-        self._queue = iter(queue)
-        self.drawn = drawn
-
-    def __next__(self) -> Any:
-        batch = next(self._queue)
-        self.drawn += 1
-        return batch
-
-
-class Checkpoint(NamedTuple):
-    """What a checkpoint holds: AlgoPerf's fields (its ``optimizer_state`` is the whole
-    pair here; only ``optimizer_state[0]`` is written), the number of batches drawn from
-    the input queue, so that a resumed run sees the batches it would have, and a simulated
-    clock's time (nan for the wall clock)."""
-
-    optimizer_state: Any
-    params: Any
-    model_state: Any
-    train_state: dict[str, Any]
-    eval_results: list
-    global_step: int
-    preemption_count: int
-    input_batches: int
-    clock_time: float = math.nan
-
-
-def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
-    """Write what AlgoPerf's runner checkpoints (flax msgpack), atomically.
-
-    The keys are AlgoPerf's (``model_params``, ``optimizer_state`` = ``optimizer_state[0]``
-    only, never ``[1]``, ``model_state``, ``train_state``, ``eval_results`` as a tuple,
-    ``global_step``, ``preemption_count``) plus ``input_batches`` and ``clock_time``.
-    """
-    c = checkpoint
-    state = {
-        "model_params": jax.device_get(c.params),
-        "optimizer_state": jax.device_get(c.optimizer_state[0]),
-        "model_state": jax.device_get(c.model_state),
-        "train_state": dict(c.train_state),
-        "eval_results": tuple(c.eval_results),
-        "global_step": int(c.global_step),
-        "preemption_count": int(c.preemption_count),
-        "input_batches": int(c.input_batches),
-        "clock_time": float(c.clock_time),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(serialization.msgpack_serialize(serialization.to_state_dict(state)))
-    os.replace(partial, path)
-
-
-def restore_checkpoint(
-    path: str | os.PathLike,
-    optimizer_state: Any,
-    params: Any,
-    model_state: Any,
-    train_state: dict[str, Any],
-) -> Checkpoint:
-    """Restore a checkpoint onto fresh targets, as AlgoPerf's ``maybe_restore_checkpoint``.
-
-    ``optimizer_state[1]`` stays the fresh one's; eval_results come back in the shape
-    AlgoPerf's restore gives them today, ``[({'0': step, '1': metrics}, '0'),
-    ({'0': step, '1': metrics}, '1'), ...]`` (the flax state dict of each saved
-    ``(step, metrics)`` and its index, oldest first), and the preemption count goes up
-    by one. A checkpoint without ``input_batches`` (AlgoPerf's own) counts one batch per
-    step.
-    """
-    raw = serialization.msgpack_restore(Path(path).read_bytes())
-    global_step = int(raw["global_step"])
-    return Checkpoint(
-        optimizer_state=(serialization.from_state_dict(optimizer_state[0], raw["optimizer_state"]),)
-        + tuple(optimizer_state[1:]),
-        params=serialization.from_state_dict(params, raw["model_params"]),
-        model_state=serialization.from_state_dict(model_state, raw["model_state"]),
-        train_state=serialization.from_state_dict(train_state, raw["train_state"]),
-        eval_results=[(value, key) for key, value in (raw["eval_results"] or {}).items()],
-        global_step=global_step,
-        preemption_count=int(raw["preemption_count"]) + 1,
-        input_batches=int(raw.get("input_batches", global_step)),
-        clock_time=float(raw.get("clock_time", math.nan)),
-    )
 
 
 def train_once(
