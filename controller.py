@@ -30,6 +30,7 @@ The rules (METHOD.md sections 3-5):
 """
 
 import math
+import typing
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -332,31 +333,26 @@ def start(plan: CyclePlan, seed) -> Controller:
     )
 
 
+def _scalars_as_host(record):
+    """A NamedTuple with each field annotated `int` or `float` made a Python int or float
+    (a checkpoint gives them back as arrays); other fields as they are."""
+    hints = typing.get_type_hints(type(record))
+    kinds = {int: int, float: float}
+    return record._make(
+        kinds[hints[name]](value) if hints[name] in kinds else value
+        for name, value in zip(record._fields, record, strict=True)
+    )
+
+
 def as_host(controller: Controller) -> Controller:
     """The controller as host numbers: itself, unless restored from a checkpoint (where
-    its numbers come back as arrays)."""
+    its numbers come back as arrays). Scalars by their annotations; the arrays below."""
     if type(controller.cycle) is int and type(controller.plan.boundaries) is np.ndarray:
         return controller
-    detector = controller.detector
-    return Controller(
+    return _scalars_as_host(controller)._replace(
         plan=CyclePlan(*(np.asarray(x) for x in controller.plan)),
-        cycle=int(controller.cycle),
-        evals_seen=int(controller.evals_seen),
-        last_eval_step=int(controller.last_eval_step),
-        last_metric=float(controller.last_metric),
-        cycle_best_metric=float(controller.cycle_best_metric),
-        detector=early_switching.DetectorState(
-            int(detector.num_evals),
-            float(detector.smoothed),
-            float(detector.trend),
-            float(detector.best),
-            int(detector.best_index),
-        ),
+        detector=_scalars_as_host(controller.detector),
         seed=np.asarray(controller.seed, dtype=np.uint32),
-        first_metric=float(controller.first_metric),
-        cycle_start_metric=float(controller.cycle_start_metric),
-        cycle_evals=int(controller.cycle_evals),
-        previous_start_metric=float(controller.previous_start_metric),
         time_samples=np.asarray(controller.time_samples, dtype=np.float64).reshape(-1, 2),
     )
 

@@ -513,10 +513,17 @@ def reset_strategy(config: Config) -> reset.ResetStrategy:
     return strategy._replace(reestimates_model_state=reestimate)
 
 
+# Each failure rule's switch in the schema, by the rule's name (`reset.FAILURE_RULES`).
+FAILURE_RULE_FLAGS = {
+    "non_finite": "fail_on_non_finite",
+    "norm": "fail_on_norm",
+    "no_improvement": "fail_on_no_improvement",
+}
+
+
 def failure_rules(config: Config) -> tuple[str, ...]:
-    """The enabled failure rules (`reset.FAILURE_RULES` names)."""
-    flags = (config.fail_on_non_finite, config.fail_on_norm, config.fail_on_no_improvement)
-    return tuple(rule for rule, on in zip(reset.FAILURE_RULES, flags, strict=True) if on)
+    """The enabled failure rules (`reset.FAILURE_RULES` names, in that order)."""
+    return tuple(r for r in reset.FAILURE_RULES if getattr(config, FAILURE_RULE_FLAGS[r]))
 
 
 def to_json(config: Config) -> dict[str, Any]:
