@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
 
 GENERIC = ["submission", "hyperparameters", "algoperf_compat", "schedules", "reset"]
-GENERIC += ["early_switching", "scripts", "tests"]
+GENERIC += ["early_switching", "scripts", "tests", "controller", "steps", "compile_ahead"]
 CODE = f"""
 import importlib.util, json
 claimed = [n for n in {GENERIC!r} if importlib.util.find_spec(n) is not None]
