@@ -265,6 +265,13 @@ class Config:
         "reset does not wait for XLA",
     )
     early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
+    switch_signal: str = _hp(
+        "loss",
+        "choice",
+        "what the detector smooths: the validation `loss` (METHOD.md §5), or the target "
+        "`metric` as a loss (−y where higher is better; what the benchmark scores, §7 v3)",
+        choices=controller.SWITCH_SIGNALS,
+    )
     switch_lambda: float = _hp(
         0.7,
         "float",
@@ -491,6 +498,7 @@ def controller_settings(
         tau_metric=config.tau_metric,
         tau_formula=config.tau_formula,
         improvement_scale=config.no_improvement_scale,
+        switch_signal=config.switch_signal,
         budget=budget,
     )
 

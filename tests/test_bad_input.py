@@ -123,6 +123,8 @@ HP_ROWS = [
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"norm_rule": 1}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),
     ("range", {"norm_rule": "both"}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),  # noqa: E501
+    ("type", {"switch_signal": 1}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
+    ("range", {"switch_signal": "accuracy"}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
     ("type", {"failed_cycle_lr_factor": "0.5"}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("range", {"failed_cycle_lr_factor": 0.0}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501

@@ -136,6 +136,21 @@ VARIANTS: dict[str, Variant] = {
                 (*V3_STEPS, ("num_cycles", 1)),
             ),
             ("v3-2cycle", "v3, two cycles", (*V3_STEPS, ("num_cycles", 2))),
+            (
+                "v3-1cycle-nadamw",
+                "v3, one cycle ending at 1.0x the runtime, NAdamW (the baseline's cycle)",
+                (*V3_STEPS, ("num_cycles", 1), ("optimizer", "nadamw")),
+            ),
+            (
+                "v3-1cycle-nadamw-metric",
+                "v3, one NAdamW cycle, the detector on the target metric",
+                (
+                    *V3_STEPS,
+                    ("num_cycles", 1),
+                    ("optimizer", "nadamw"),
+                    ("switch_signal", "metric"),
+                ),
+            ),
             ("v3-noswitch", "v3, early switching off", (*V3_STEPS, ("early_switching", False))),
         )
     },
