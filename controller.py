@@ -75,7 +75,22 @@ class Settings(NamedTuple):
     tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
     tau_formula: str = "thesis"  # "thesis" or "relative" (reset.TAU_FORMULAS)
     improvement_scale: str = "gap"  # rule (c)'s margin: of the gap to the target, or the value
+    switch_signal: str = "loss"  # what the detector smooths: SWITCH_SIGNALS
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
+
+
+# What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
+# target metric as a loss (lower is better: -y for a metric where higher is better), which
+# is what the benchmark scores (METHOD.md section 7, v3).
+SWITCH_SIGNALS = ("loss", "metric")
+
+
+def switch_value(evaluation: Evaluation, settings: Settings) -> float:
+    """L(t) for the detector: the evaluation's validation loss, or its target metric y as a
+    loss (-y where higher is better, y otherwise)."""
+    if settings.switch_signal == "metric":
+        return -evaluation.metric if settings.higher_is_better else evaluation.metric
+    return evaluation.loss
 
 
 class Controller(NamedTuple):
@@ -389,7 +404,7 @@ def observe(
         if not can_follow(controller, settings):
             continue
         detector, fired, reason = early_switching.update(
-            detector, evaluation.loss, settings.detector
+            detector, switch_value(evaluation, settings), settings.detector
         )
         if fired:
             plan = replan_after_switch(plan, evaluation.step)

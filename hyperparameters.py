@@ -120,7 +120,7 @@ class Config:
         **_POSITIVE,
     )
     optimizer: str = _hp(
-        "adamw", "choice", "AdamW, or NAdamW (Nesterov momentum)", choices=OPTIMIZERS
+        "nadamw", "choice", "AdamW, or NAdamW (Nesterov momentum)", choices=OPTIMIZERS
     )
     moment_weights: bool = _hp(
         True,
@@ -129,7 +129,7 @@ class Config:
         "(METHOD.md §4 v2); false: optax's 1 − β^n (v1, an ablation)",
     )
     num_cycles: int = _hp(
-        3,
+        1,
         "int",
         "N, the cycles in the plan; per-cycle lists not given become all ones when N "
         "differs from their default length",
@@ -142,10 +142,10 @@ class Config:
         None, "list", "relative cycle lengths (null: equal lengths)", null="equal"
     )
     cycle_lr_factors: tuple[float, ...] | None = _hp(
-        (1.0, 1.0, 1.0), "list", "r_i: cycle i peaks at `learning_rate` × r_i"
+        (1.0,), "list", "r_i: cycle i peaks at `learning_rate` × r_i"
     )
     cycle_warmup_factors: tuple[float, ...] | None = _hp(
-        (1.0, 1.0, 1.0),
+        (1.0,),
         "list",
         "q_i: cycle i warms up for `warmup_factor` × q_i of its steps",
     )
@@ -184,7 +184,7 @@ class Config:
         choices=reset.TAU_METRICS,
     )
     tau_formula: str = _hp(
-        "thesis",
+        "expected",
         "choice",
         "τ from the target alone, max(y* − y, 0)/y* (`thesis`), or the share of the way from "
         "the run's first evaluation y0 to the target still missing, "
@@ -209,7 +209,7 @@ class Config:
     )
     failure_kappa: float = _hp(3.0, "float", "κ of failure rule (b)", low=1.0, low_open=True)
     norm_rule: str = _hp(
-        "alone",
+        "confirmed",
         "choice",
         "failure rule (b) decides `alone`, or only `confirmed` by an early switch of the "
         "same cycle (a cycle that learned while its norm grew from a small init is not failed; "
@@ -217,7 +217,7 @@ class Config:
         choices=reset.NORM_RULES,
     )
     failed_cycle_lr_factor: float = _hp(
-        1.0,
+        0.5,
         "float",
         "after a failed cycle every later cycle's peak is multiplied by this (the next cycle "
         "must not repeat the failure; 1: the same peaks)",
@@ -264,6 +264,13 @@ class Config:
         "reset does not wait for XLA",
     )
     early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
+    switch_signal: str = _hp(
+        "metric",
+        "choice",
+        "what the detector smooths: the validation `loss` (METHOD.md §5), or the target "
+        "`metric` as a loss (−y where higher is better; what the benchmark scores, §7 v3)",
+        choices=controller.SWITCH_SIGNALS,
+    )
     switch_lambda: float = _hp(
         0.7,
         "float",
@@ -313,7 +320,7 @@ class Config:
         **_POSITIVE,
     )
     budget_fill: float = _hp(
-        0.95,
+        1.0 / 1.5,
         "float",
         "the last planned cycle ends its decay where this fraction of B is spent (the plan "
         "is re-fitted at evaluations from the runner's `train_state`)",
@@ -490,6 +497,7 @@ def controller_settings(
         tau_metric=config.tau_metric,
         tau_formula=config.tau_formula,
         improvement_scale=config.no_improvement_scale,
+        switch_signal=config.switch_signal,
         budget=budget,
     )
 

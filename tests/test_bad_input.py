@@ -123,6 +123,8 @@ HP_ROWS = [
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"norm_rule": 1}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),
     ("range", {"norm_rule": "both"}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),  # noqa: E501
+    ("type", {"switch_signal": 1}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
+    ("range", {"switch_signal": "accuracy"}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
     ("type", {"failed_cycle_lr_factor": "0.5"}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("range", {"failed_cycle_lr_factor": 0.0}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
@@ -158,13 +160,13 @@ HP_ROWS = [
     ("name", {"lr": 0.1}, ValueError, r"unknown hyperparameter\(s\) \['lr'\]; known names: \['beta2', .*'learning_rate', .*'weight_decay'\]\.$"),  # noqa: E501
     ("name", {"learning_rate": 0.01, "momentum": 0.9, "beta_2": 0.99}, ValueError, r"unknown hyperparameter\(s\) \['beta_2', 'momentum'\]; known names: \[.*'switch_m'"),  # noqa: E501
     # Per-cycle lists whose length disagrees with num_cycles.
-    ("length", {"cycle_lr_factors": [1.0, 2.0]}, ValueError, r"cycle_lr_factors has 2 entries but num_cycles is 3: give exactly one positive number per cycle"),  # noqa: E501
+    ("length", {"num_cycles": 3, "cycle_lr_factors": [1.0, 2.0]}, ValueError, r"cycle_lr_factors has 2 entries but num_cycles is 3: give exactly one positive number per cycle"),  # noqa: E501
     ("length", {"num_cycles": 2, "cycle_warmup_factors": [1, 1, 1]}, ValueError, r"cycle_warmup_factors has 3 entries but num_cycles is 2"),  # noqa: E501
     ("length", {"num_cycles": 4, "cycle_length_factors": [1, 2, 1]}, ValueError, r"cycle_length_factors has 3 entries but num_cycles is 4"),  # noqa: E501
-    ("length", {"cycle_lr_factors": []}, ValueError, r"cycle_lr_factors has 0 entries but num_cycles is 3"),  # noqa: E501
+    ("length", {"num_cycles": 3, "cycle_lr_factors": []}, ValueError, r"cycle_lr_factors has 0 entries but num_cycles is 3"),  # noqa: E501
     # Values valid alone that do not fit together.
-    ("cross", {"warmup_factor": 0.5, "cycle_warmup_factors": [1, 2, 1]}, ValueError, r"warmup_factor \* cycle_warmup_factors must stay below 1"),  # noqa: E501
-    ("cross", {"cycle_length_factors": [1, 1e-9, 1]}, ValueError, r"cycle_length_factors .* give a cycle of no steps"),  # noqa: E501
+    ("cross", {"num_cycles": 3, "warmup_factor": 0.5, "cycle_warmup_factors": [1, 2, 1]}, ValueError, r"warmup_factor \* cycle_warmup_factors must stay below 1"),  # noqa: E501
+    ("cross", {"num_cycles": 3, "cycle_length_factors": [1, 1e-9, 1]}, ValueError, r"cycle_length_factors .* give a cycle of no steps"),  # noqa: E501
 ]  # fmt: skip
 
 CONTAINER_ROWS = [

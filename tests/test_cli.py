@@ -61,7 +61,8 @@ def read_csv(path: Path):
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    """One real CLI run on tiny digits: 3 cycles of 20 steps, stopped at step 30."""
+    """One real CLI run on tiny digits: 3 cycles of 20 steps (v2's plan; the default has
+    one), stopped at step 30."""
     out = tmp_path_factory.mktemp("cli") / "run"
     proc = cli(
         "--workload",
@@ -76,6 +77,8 @@ def digits_run(tmp_path_factory):
         "--run_past_target",
         "--set",
         "early_switching=false",
+        "--set",
+        "num_cycles=3",  # The cyclic machinery: v2's plan of 3 cycles.
         "--output_dir",
         str(out),
     )
@@ -112,7 +115,7 @@ def test_run_writes_events_config_and_plots(digits_run):
     config = json.loads((out / "config.json").read_text())
     assert config["hyperparameters"]["reset_strategy"] == "soft"
     assert config["hyperparameters"]["early_switching"] is False
-    assert config["hyperparameter_overrides"] == {"early_switching": False}
+    assert config["hyperparameter_overrides"] == {"early_switching": False, "num_cycles": 3}
     assert config["initial_plan"]["boundaries"] == [0, 20, 40, 60]
     assert config["seed"] == 0 and config["workload"] == "digits"
     for name in ("lr_schedule_planned", "lr_schedule", "validation_accuracy", "validation_loss"):
@@ -164,7 +167,9 @@ def test_plot_algoperf_on_runner_layout_without_resets(tmp_path):
 @pytest.mark.slow
 def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path, capsys):
     hparams = tmp_path / "hp.json"
-    hparams.write_text(json.dumps({"num_cycles": 2, "learning_rate": 0.003}))
+    hparams.write_text(
+        json.dumps({"num_cycles": 2, "learning_rate": 0.003, "cycle_lr_factors": [1.0, 1.0]})
+    )
     code = run.main(
         [
             "--workload",
@@ -193,7 +198,6 @@ def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path
         out = tmp_path / "bc" / f"seed{seed}"
         config = json.loads((out / "config.json").read_text())
         assert config["hyperparameters"]["num_cycles"] == 2
-        # The tuned per-cycle peaks do not fit 2 cycles: resolved to ones, said, never null.
         assert config["hyperparameters"]["cycle_lr_factors"] == [1.0, 1.0]
         assert config["hyperparameters"]["reset_strategy"] == "full"
         assert config["initial_plan"]["boundaries"] == [0, 30, 60]
@@ -203,7 +207,10 @@ def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path
         rows = read_csv(out / "eval_measurements.csv")
         assert "validation/error_rate" in rows[0]
     assert "best loss" in printed and "full seed 1" in printed and "target step" in printed
-    assert "note: num_cycles=2 differs from the 3 entries of the default cycle_lr_factors" in (
+    # cycle_warmup_factors was not given: its default's 1 entry does not fit 2 cycles,
+    # resolved to ones and said (never null).
+    assert config["hyperparameters"]["cycle_warmup_factors"] == [1.0, 1.0]
+    assert "num_cycles=2 differs from the 1 entries of the default cycle_warmup_factors" in (
         printed
     )
 
@@ -270,7 +277,14 @@ def test_loss_target_printed_once_and_the_last_cycle_ends_with_the_plan(tmp_path
     a run ended by its plan (T, re-fitted to the time budget) shows its last cycle ending
     at T, not at the final evaluation's step T + 1."""
     args = ["--workload", "breast_cancer", "--tiny", "--run_past_target", "--no_progress"]
-    args += ["--reset_strategy", "soft", "--set", "stop_when_plan_ends=true"]
+    args += [
+        "--reset_strategy",
+        "soft",
+        "--set",
+        "stop_when_plan_ends=true",
+        "--set",
+        "num_cycles=3",
+    ]
     assert run.main([*args, "--output_dir", str(tmp_path / "bc")]) == 0
     printed = capsys.readouterr().out
     eval_lines = [line for line in printed.splitlines() if "| val loss" in line]

@@ -92,6 +92,24 @@ def test_rising_loss_switches_early_and_replans():
     assert controller.detector == early_switching.initial_state()
 
 
+def test_switch_signal_metric_watches_the_target_metric_not_the_loss():
+    """Overfitting: the validation loss rises while the accuracy still improves. The loss
+    signal switches; the metric signal (-y, higher is better) does not, and switches when
+    the accuracy falls."""
+    improving = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.7, 2.0)]}
+    metric = SETTINGS._replace(switch_signal="metric")
+    assert _run(_start(), range(8), improving)[1][0][1].switch.step == 6  # Loss: switches.
+    assert _run(_start(), range(8), improving, metric)[1] == []
+    falling = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.2, 0.9)]}
+    (step, decision), *_ = _run(_start(), range(8), falling, metric)[1]
+    assert decision.switch == control.Switch(6, early_switching.RISING, 0.9)
+    lower = control.Settings(target=0.1, higher_is_better=False, detector=EAGER)
+    lower = lower._replace(switch_signal="metric")
+    assert control.switch_value(Evaluation(1, 0.3, 5.0), lower) == 0.3
+    assert control.switch_value(Evaluation(1, 0.3, 5.0), metric) == -0.3
+    assert control.switch_value(Evaluation(1, 0.3, 5.0), SETTINGS) == 5.0
+
+
 def test_an_evaluation_on_a_boundary_belongs_to_the_planned_reset():
     evals = {3: [Evaluation(3, 0.5, 1.0)], 10: [Evaluation(10, 0.4, 9.0)]}
     controller, log = _run(_start(), range(12), evals)

@@ -97,9 +97,9 @@ def test_coerce_accepts_exactly_the_range(name, value, ok):
 
 def test_cross_field_rules_are_checked_without_building_a_plan():
     with pytest.raises(ValueError, match="cycle_lr_factors has 2 entries but num_cycles is 3"):
-        hp.resolve({"cycle_lr_factors": [1.0, 2.0]})
+        hp.resolve({"num_cycles": 3, "cycle_lr_factors": [1.0, 2.0]})
     with pytest.raises(ValueError, match="warmup_factor \\* cycle_warmup_factors"):
-        hp.resolve({"warmup_factor": 0.6, "cycle_warmup_factors": [1, 2, 1]})
+        hp.resolve({"num_cycles": 3, "warmup_factor": 0.6, "cycle_warmup_factors": [1, 2, 1]})
     # Per-cycle lists that were not given follow num_cycles (METHOD.md section 3).
     config = hp.resolve({"num_cycles": 4})
     assert config.cycle_lr_factors == config.cycle_warmup_factors == (1.0,) * 4

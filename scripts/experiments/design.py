@@ -23,7 +23,7 @@ class Variant(NamedTuple):
     ablation of one decision, a plan family, a v3 candidate), or another submission
     (`scripts.local.contestants`: AlgoPerf's NAdamW baseline), which takes none."""
 
-    group: str  # "strategy", "ablation", "plan", "v3" or "contestant"
+    group: str  # "strategy", "ablation", "plan", "v3", "default" or "contestant"
     label: str
     overrides: Mapping[str, Any]
     submission: str = "ours"
@@ -37,6 +37,20 @@ THESIS_PEAK_FACTORS = (1.0, 1.5727, 0.4289)
 # the target ("soft-rule-c-gap", the default since: METHOD.md section 4). They are pinned
 # to it, so that this design reproduces the recorded runs.
 AS_RUN = {"no_improvement_scale": "value"}
+
+# Method v2's defaults where v3 changed them (docs/METHOD.md section 7). Every variant of
+# the v2 studies (strategies, ablations, plan families) and every v3 candidate (each a
+# step from v2) is pinned to them, so that this design reproduces the recorded runs and
+# their keys keep their meaning; "default" and its strategies run the current defaults.
+V2_DEFAULTS = {
+    "num_cycles": 3,
+    "optimizer": "adamw",
+    "budget_fill": 0.95,
+    "norm_rule": "alone",
+    "tau_formula": "thesis",
+    "failed_cycle_lr_factor": 1.0,
+    "switch_signal": "loss",
+}
 
 # The v3 candidates' decisions, in the order they are added (see VARIANTS).
 V3_STEPS = (
@@ -101,7 +115,7 @@ VARIANTS: dict[str, Variant] = {
     "plan-2-stop": Variant(
         "plan", "2 cycles, no cycle after the plan", {"num_cycles": 2, "stop_when_plan_ends": True}
     ),
-    "plan-3": Variant("plan", "3 equal cycles (the default)", {}),
+    "plan-3": Variant("plan", "3 equal cycles (v2's default)", {}),
     "plan-3-short-first": Variant(
         "plan", "3 cycles, T0 = 0.5 step_hint (a shorter first cycle)", {"cycle_budget_factor": 0.5}
     ),
@@ -136,12 +150,44 @@ VARIANTS: dict[str, Variant] = {
                 (*V3_STEPS, ("num_cycles", 1)),
             ),
             ("v3-2cycle", "v3, two cycles", (*V3_STEPS, ("num_cycles", 2))),
+            (
+                "v3-1cycle-nadamw",
+                "v3, one cycle ending at 1.0x the runtime, NAdamW (the baseline's cycle)",
+                (*V3_STEPS, ("num_cycles", 1), ("optimizer", "nadamw")),
+            ),
+            (
+                "v3-1cycle-nadamw-metric",
+                "v3, one NAdamW cycle, the detector on the target metric",
+                (
+                    *V3_STEPS,
+                    ("num_cycles", 1),
+                    ("optimizer", "nadamw"),
+                    ("switch_signal", "metric"),
+                ),
+            ),
             ("v3-noswitch", "v3, early switching off", (*V3_STEPS, ("early_switching", False))),
         )
     },
 }
+VARIANTS.update(
+    {
+        # The submission as it ships, its strategies, and v2's default: the score's contestants.
+        "default": Variant("default", "the default (v3: one NAdamW cycle, then rescues)", {}),
+        "default-none": Variant(
+            "default", "none (no reset), the default plan", {"reset_strategy": "none"}
+        ),
+        "default-full": Variant(
+            "default", "full resets, the default plan", {"reset_strategy": "full"}
+        ),
+        "v2-default": Variant("default", "v2's default: 3 equal AdamW cycles, soft", V2_DEFAULTS),
+    }
+)
 VARIANTS = {
-    name: v._replace(overrides={**AS_RUN, **v.overrides}) if v.group == "ablation" else v
+    name: v._replace(
+        overrides={**V2_DEFAULTS, **(AS_RUN if v.group == "ablation" else {}), **v.overrides}
+    )
+    if v.group in ("strategy", "ablation", "plan", "v3")
+    else v
     for name, v in VARIANTS.items()
 }
 STRATEGY_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "strategy")
@@ -270,7 +316,7 @@ SCORE_PROBLEMS = (
     ("digit_sums", "noisy"),
     ("digits", "failed"),
 )
-SCORE_VARIANTS = ("baseline", "plan-3", "none", "full", "plan-1")
+SCORE_VARIANTS = ("baseline", "default", "default-none", "default-full", "v2-default")
 V3_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "v3")
 SCORE_SEEDS = 10
 

@@ -1,8 +1,9 @@
 """The method's gates (docs/METHOD.md section 7, v3), read from the calibrated score grid.
 
 Do no harm first, rescue second, judged as the benchmark judges: every gate compares the
-default with AlgoPerf's NAdamW baseline (or `full`) on the same problems and seeds, by the
-seeds reaching the target and the median submission time to it.
+default with AlgoPerf's NAdamW baseline (or the default with `full` resets) on the same
+problems and seeds, by the seeds reaching the target and the median submission time to it,
+and no problem but the injected failure may see a cycle rolled back that improved.
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ def gates(
     problems: Sequence[tuple[str, str]],
     default: str,
     scores: Mapping[str, float],
+    full: str = "default-full",
 ) -> list[Gate]:
-    """Issue 22's gates for `default` over the grid's `problems`."""
+    """Issue 22's gates for `default` over the grid's `problems`; `full`: the default's plan
+    with full resets (the rescue to beat after a failed first cycle)."""
     out = []
     for workload, scenario in problems:
         name = f"{workload} {scenario}"
@@ -96,17 +99,24 @@ def gates(
             numbers = f"ours {_fmt(ours)}; baseline {_fmt(base)}; ratio {ratio:.2f}"
             out.append(Gate("healthy: reach >= baseline, time <= 1.05x", name, numbers, holds))
         elif scenario == "failed":
-            full = reach_and_median(runs_of(records, workload, scenario, "full"))
-            numbers = f"ours {_fmt(ours)}; full {_fmt(full)}"
-            out.append(Gate("failed first cycle: reach >= full", name, numbers, ours[0] >= full[0]))
+            rescue = reach_and_median(runs_of(records, workload, scenario, full))
+            numbers = f"ours {_fmt(ours)}; {full} {_fmt(rescue)}"
+            out.append(
+                Gate("failed first cycle: reach >= full", name, numbers, ours[0] >= rescue[0])
+            )
         else:
             numbers = f"ours {_fmt(ours)}; baseline {_fmt(base)}"
             out.append(Gate("held-out: reach >= baseline", name, numbers, ours[0] >= base[0]))
+        if scenario == "failed":
+            # The injected failure is exempt: a 1000x cycle collapses, then its decay brings
+            # it back above its start into a basin that plateaus short of the target; its
+            # rollback is the rescue (docs/METHOD.md section 7).
+            continue
         learners = sum(
             rolled_back_learners(r) for r in runs_of(records, workload, scenario, default)
         )
-        if learners:
-            out.append(Gate("no rollback of a cycle that improved", name, f"{learners}", False))
+        numbers = f"{learners} cycles rolled back although they improved"
+        out.append(Gate("no rollback of a cycle that improved", name, numbers, learners == 0))
     if scores:
         best = max(scores, key=scores.get)
         numbers = f"ours {scores.get(default, math.nan):.3f}; best {best} {scores[best]:.3f}"

@@ -1,0 +1,86 @@
+"""The method's gates (docs/METHOD.md section 7) on hand-made records of the score grid."""
+
+import pytest
+
+from scripts.experiments import gates
+
+
+def _record(variant, scenario, seed, time, evals=(), resets=(), workload="digits"):
+    return {
+        "spec": {"workload": workload, "scenario": scenario, "variant": variant, "seed": seed},
+        "target": {"metric": "validation/accuracy", "value": 0.9, "higher_is_better": True},
+        "target_time": time,
+        "evals": [{"step": s, "metric": m} for s, m in evals],
+        "resets": list(resets),
+    }
+
+
+def _records(*records):
+    return {f"{i}": r for i, r in enumerate(records)}
+
+
+def _by_name(gate_list):
+    return {(g.name.split(":")[0], g.problem): g for g in gate_list}
+
+
+def test_healthy_gate_asks_reach_and_time_within_five_percent():
+    fast = [_record("baseline", "healthy", s, 10.0) for s in range(3)]
+    ok = [_record("default", "healthy", s, 10.4) for s in range(3)]
+    slow = [_record("default", "healthy", s, 10.6) for s in range(3)]
+    (held, *_) = gates.gates(_records(*fast, *ok), [("digits", "healthy")], "default", {})
+    assert held.holds and "ratio 1.04" in held.numbers
+    (failed, *_) = gates.gates(_records(*fast, *slow), [("digits", "healthy")], "default", {})
+    assert not failed.holds and "ratio 1.06" in failed.numbers
+    fewer = [*ok[:2], _record("default", "healthy", 2, None)]
+    (failed, *_) = gates.gates(_records(*fast, *fewer), [("digits", "healthy")], "default", {})
+    assert not failed.holds  # 2/3 against 3/3, though its median is faster.
+
+
+def test_held_out_gate_counts_seeds_and_rolled_back_learners():
+    learned = _record(
+        "default",
+        "lr300x",
+        0,
+        None,
+        evals=[(1, 0.1), (10, 0.5), (20, 0.8)],
+        resets=[{"step": 20, "rolled_back": True, "early_switch": True}],
+    )
+    collapsed = _record(
+        "default",
+        "lr300x",
+        1,
+        5.0,
+        evals=[(1, 0.1), (10, 0.1), (20, 0.104)],  # Within 1% of the target: not learning.
+        resets=[{"step": 20, "rolled_back": True, "early_switch": True}],
+    )
+    base = [_record("baseline", "lr300x", s, None if s else 3.0) for s in range(2)]
+    found = _by_name(
+        gates.gates(_records(learned, collapsed, *base), [("digits", "lr300x")], "default", {})
+    )
+    assert found[("held-out", "digits lr300x")].holds  # 1/2 against 1/2.
+    rollback = found[("no rollback of a cycle that improved", "digits lr300x")]
+    assert not rollback.holds and rollback.numbers.startswith("1 cycles")
+    assert gates.rolled_back_learners(learned) == 1
+    assert gates.rolled_back_learners(collapsed) == 0
+
+
+def test_failed_first_cycle_is_judged_against_full_and_exempt_from_the_rollback_gate():
+    rescued = _record(
+        "default",
+        "failed",
+        0,
+        2.0,
+        evals=[(1, 0.1), (10, 0.6), (20, 0.1), (30, 0.85)],
+        resets=[{"step": 30, "rolled_back": True, "early_switch": False}],
+    )
+    full = _record("default-full", "failed", 0, None)
+    found = gates.gates(_records(rescued, full), [("digits", "failed")], "default", {})
+    assert [g.name for g in found] == ["failed first cycle: reach >= full"]
+    assert found[0].holds and "default-full 0/1" in found[0].numbers
+
+
+@pytest.mark.parametrize(("ours", "holds"), [(0.70, True), (0.67, False)])
+def test_score_within_two_hundredths_of_the_best(ours, holds):
+    scores = {"default": ours, "baseline": 0.71}
+    (gate,) = gates.gates({}, [], "default", scores)
+    assert gate.holds is holds and "best baseline 0.710" in gate.numbers
