@@ -226,6 +226,7 @@ def test_lower_is_better_workload_full_reset_two_seeds_and_hparams_file(tmp_path
         (["--set", "warmup_shape=wavy"], ["warmup_shape", "linear", "cosine"]),
         (["--set", "novalue"], ["KEY=VALUE"]),
         (["--max_steps", "0"], ["--max_steps", ">= 1"]),
+        (["--param_scale", "0"], ["--param_scale", "> 0"]),
         (["--hparams_file", "/nonexistent/hp.json"], ["cannot read"]),
     ],
 )
@@ -366,3 +367,23 @@ def test_run_takes_another_algoperf_submission(tmp_path):
     assert ends[-1]["event"] == "end" and ends[-1]["reason"] == "max_steps"
     refused = cli("--submission", "nadamw_baseline", "--set", "num_cycles=2")
     assert refused.returncode == 2 and "--set: options of our submission" in refused.stderr
+
+
+def test_param_scale_runs_a_held_out_variant(tmp_path, capsys):
+    """--param_scale C: the same function at init, every Adam step moves w C times further;
+    recorded in config.json, so that --resume rebuilds the same workload."""
+    args = ["--workload", "digits", "--tiny", "--max_steps", "10", "--no_progress"]
+    args += ["--reset_strategy", "soft", "--eval_every_steps", "5", "--run_past_target"]
+    for scale in (1.0, 300.0):
+        out = tmp_path / f"c{scale:g}"
+        assert run.main([*args, "--param_scale", str(scale), "--output_dir", str(out)]) == 0
+        assert json.loads((out / "config.json").read_text())["options"]["param_scale"] == scale
+    capsys.readouterr()
+    losses = {
+        scale: [
+            float(r["validation/loss"])
+            for r in read_csv(tmp_path / f"c{scale:g}" / "eval_measurements.csv")
+        ]
+        for scale in (1.0, 300.0)
+    }
+    assert losses[1.0] != losses[300.0]  # The same seed, another run: the rate acts 300x.

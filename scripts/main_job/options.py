@@ -29,6 +29,7 @@ TIME_BASED_CHECKPOINT_STEPS = 100  # Checkpoint period when evaluations are time
 RUN_OPTIONS = (
     "workload",
     "tiny",
+    "param_scale",
     "max_steps",
     "max_runtime_sec",
     "eval_every_steps",
@@ -143,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tiny",
         action="store_true",
         help="tiny, fast version of the workload (smoke tests)",
+    )
+    parser.add_argument(
+        "--param_scale",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="a held-out variant: weights w = C v with v initialised at init / C, so a fixed "
+        "learning rate acts C times too high (C > 1) or low (the score's lr30x ... lr0.1x)",
     )
     parser.add_argument(
         "--run_past_target",
@@ -290,6 +299,8 @@ def validate_options(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]
         raise ValueError(f"--speed must be a number > 0, got {args.speed}.")
     if args.speed != 1.0 and args.clock != "reference":
         raise ValueError("--speed needs --clock reference (the wall clock runs at its own).")
+    if not (math.isfinite(args.param_scale) and args.param_scale > 0):
+        raise ValueError(f"--param_scale must be a number > 0, got {args.param_scale}.")
     if args.max_runtime_sec is not None and not args.max_runtime_sec > 0:
         raise ValueError(f"--max_runtime_sec must be > 0, got {args.max_runtime_sec}.")
     if not is_ours(args.submission):

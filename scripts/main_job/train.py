@@ -97,6 +97,8 @@ def run_one(
     ``interrupted`` after Ctrl-C). ``resume`` is the monitor state saved with the
     run's last checkpoint: the run continues from that checkpoint."""
     options = workloads.tiny_overrides(args.workload) if args.tiny else {}
+    if args.param_scale != 1.0:  # 1 multiplies nothing: the workload as registered.
+        options["param_scale"] = args.param_scale
     workload = workloads.make_workload(args.workload, **options)
     batch_size, _ = batch_size_for(args.workload, args.batch_size)
     eval_every = args.eval_every_steps  # None: every eval_period_time_sec of the clock.
