@@ -336,6 +336,8 @@ def test_budget_lines_say_what_happened_to_the_time_budget():
     assert "last at step 311 (0.0101 s/step, 24% spent, ends at step 1270)" in lines[1]
     over = summary.budget_lines([], 1.0, 1.1, "time_budget")
     assert "at evaluations only" in over[0] and "not re-fitted" in over[1]
+    once = summary.budget_lines(events[:1], 13.5, 5.31, "target_reached")
+    assert "re-fitted to the budget once: first at step 27" in once[1]
 
 
 @pytest.mark.slow

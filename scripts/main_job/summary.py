@@ -125,10 +125,13 @@ def budget_lines(
         + (" (The runner checks the budget at evaluations only.)" if spent > budget else "")
     ]
     if not refits:
-        return lines + ["Plan not re-fitted (no evaluation with a known step time)."]
+        return lines + [
+            "Plan not re-fitted (a re-fit moves only cycles not yet started, once the step "
+            "time is known: a plan of one cycle keeps its step_hint steps)."
+        ]
     first, last = refits[0], refits[-1]
     return lines + [
-        f"Plan re-fitted to the budget {len(refits)} times: first at step {first['step']} "
+        f"Plan re-fitted to the budget {_times(len(refits))}: first at step {first['step']} "
         f"({first['seconds_per_step']:.3g} s/step, ends at step {first['end']}), last at step "
         f"{last['step']} ({last['seconds_per_step']:.3g} s/step, {last['budget_spent']:.0%} "
         f"spent, ends at step {last['end']})."
@@ -147,3 +150,7 @@ def print_run_summary(
         print(
             f"{label:<16} {step:>11}  {time_s:>19}  {result.global_step:>5}  {result.stop_reason}"
         )
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
