@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,20 @@ else:  # From the project root.
     import schedules
 
 OPTIMIZERS = ("adamw", "nadamw")
+
+# Method v2's values where v3 changed the defaults (docs/METHOD.md section 7): v2's plan of
+# 3 equal AdamW cycles and its rules. `{**V2_DEFAULTS, ...}` as hyperparameters runs v2.
+V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "num_cycles": 3,
+        "optimizer": "adamw",
+        "budget_fill": 0.95,
+        "norm_rule": "alone",
+        "tau_formula": "thesis",
+        "failed_cycle_lr_factor": 1.0,
+        "switch_signal": "loss",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -243,7 +243,7 @@ def test_plan_end_stops_with_final_eval_and_logs_resets():
     result = local_runner.train_once(
         tiny(),
         submission,
-        {"early_switching": False, "stop_when_plan_ends": True},
+        {"early_switching": False, "stop_when_plan_ends": True, "num_cycles": 3},
         0,
         global_batch_size=64,
         eval_every_steps=4,

@@ -192,9 +192,11 @@ def test_strategies_by_default_and_by_option():
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
-    """The default story (soft, none, full) on tiny digits, 30 steps past a reset."""
+    """The default story (soft, none, full) on tiny digits, 30 steps past a reset: a plan
+    of 3 cycles (the default has one planned cycle; its variants are labelled so)."""
     out = tmp_path_factory.mktemp("story") / "story"
     args = ["--workload", "digits", "--tiny", "--max_steps", "30", "--eval_every_steps", "5"]
+    args += ["--set", "num_cycles=3"]
     code = run.main([*args, "--run_past_target", "--no_progress", "--output_dir", str(out)])
     assert code == 0
     return out
@@ -209,21 +211,21 @@ def test_default_runs_the_three_strategies_into_one_figure(story, capsys):
         assert [e["step"] for e in resets] == [20]
     assert (story / compare.FIGURE).stat().st_size > 5_000
     table = (story / compare.TABLE).read_text()
-    assert table.index("| digits | soft |") < table.index("| digits | none |")
+    assert table.index("| digits | soft num_cycles=3 |") < table.index("| digits | none num")
 
 
 def test_compare_tables_show_tau_only_where_the_strategy_uses_it(story, tmp_path, capsys):
     assert compare.main([str(story / "soft"), str(story / "full"), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     rows = {
-        r["variant"]: r
+        r["variant"].split()[0]: r
         for r in compare.run_rows([compare.load_run(story / s) for s in ("soft", "none", "full")])
     }
     assert "tau" in rows["soft"]["resets at step"]
     assert rows["full"]["resets at step"] == rows["none"]["resets at step"] == "20"
     assert (
         rows["soft"]["cycles run"] == "0-20, 20-30"
-        and rows["soft"]["final plan"] == "0 20 48 75"  # Re-fitted to the budget.
+        and rows["soft"]["final plan"] == "0 20 35 50"  # Re-fitted to the budget.
     )
     assert "0/1" in printed and "never" in printed
     assert (tmp_path / compare.FIGURE).is_file() and (tmp_path / compare.TABLE).is_file()
@@ -247,7 +249,7 @@ def test_compare_pools_seeds_into_a_median_and_a_band(story):
     top = fig.axes[0]
     labels = top.get_legend().get_texts()
     assert any("median of 2 seeds, min-max shaded" in t.get_text() for t in labels)
-    assert any("soft: reset at a planned boundary" in t.get_text() for t in labels)
+    assert any("soft num_cycles=3: reset at a planned boundary" in t.get_text() for t in labels)
     assert top.get_title() == "digits: validation accuracy"
 
 

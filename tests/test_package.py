@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+import hyperparameters as hp
 from scripts import package_submission
 
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
@@ -170,7 +171,7 @@ from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
 workload = TinyWorkload(step_hint=30, batch_norm=True)
-result = runner.train_once(workload, module, None, 0, global_batch_size=32, eval_every_steps=5,
+result = runner.train_once(workload, module, {hparams!r}, 0, global_batch_size=32, eval_every_steps=5,
                            max_global_steps=15)
 assert result.stop_reason == "max_steps" and len(result.eval_results) == 3
 leaves = jax.tree.leaves(jax.device_get((result.params, result.model_state)))
@@ -191,7 +192,8 @@ json.dump({{
 def _start(mode, module_name, cwd, pythonpath, out):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
     env.update(PYTHONPATH=os.pathsep.join(map(str, pythonpath)), JAX_PLATFORMS="cpu")
-    script = _TRAIN.format(own=OWN_TOP_LEVEL, root=str(ROOT))
+    # v2's plan of 3 cycles: a reset inside 15 steps (the default plans one cycle).
+    script = _TRAIN.format(own=OWN_TOP_LEVEL, root=str(ROOT), hparams=dict(hp.V2_DEFAULTS))
     return subprocess.Popen(
         [sys.executable, "-c", script, mode, module_name, str(out)],
         cwd=cwd,

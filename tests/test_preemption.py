@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+import hyperparameters as hp
 import submission
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
@@ -26,7 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # Cycle 1's peak is 10x: its loss rises and the detector ends it at step 150, where its
 # params norm has grown by 6.5%: with kappa 1.05 the cycle failed (rule (b)) and is rolled
 # back, so the checkpoints after it cover a rollback.
-HYPERPARAMETERS = {"cycle_lr_factors": [1.0, 10.0, 1.0], "failure_kappa": 1.05}
+# v2's plan of 3 cycles and its rules (the default since v3 has one planned cycle).
+HYPERPARAMETERS = {
+    **hp.V2_DEFAULTS,
+    "cycle_lr_factors": [1.0, 10.0, 1.0],
+    "failure_kappa": 1.05,
+}
 NUM_STEPS = 300
 EARLY_SWITCH = 150
 RUN = dict(global_batch_size=64, eval_every_steps=10, max_global_steps=NUM_STEPS)

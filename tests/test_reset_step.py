@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import hyperparameters as hp
 import submission
 from compile_ahead import CompileAhead
 from scripts.local import runner
@@ -66,7 +67,7 @@ def _run(workload, hyperparameters, accuracies, stop_at=RESET + 1, on_step=None)
     result = runner.train_once(
         workload,
         submission,
-        {"early_switching": False, **(hyperparameters or {})},
+        {**hp.V2_DEFAULTS, "early_switching": False, **(hyperparameters or {})},
         0,
         global_batch_size=64,
         eval_every_steps=NEVER,

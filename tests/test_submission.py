@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import hyperparameters as hp
 import reset
 import schedules
 import submission
@@ -47,7 +48,8 @@ def _train(workload, hyperparameters=None, *, on_step=None, stop_at=None, **kwar
     result = runner.train_once(
         workload,
         submission,
-        hyperparameters,
+        # The mechanics of cycles: v2's plan of 3 cycles and its rules (v3 plans one).
+        {**hp.V2_DEFAULTS, **(hyperparameters or {})},
         0,
         hooks=runner.RunnerHooks(after_step=after_step),
         **kwargs,

@@ -142,7 +142,7 @@ def test_past_the_plan_a_cycle_runs_to_the_end_of_the_budget():
 def test_time_budget_from_the_schema():
     config = hp.resolve({})
     budget = hp.time_budget(config, 100.0, step_hint=300)
-    assert budget == schedules.Budget(seconds=150.0, fill=0.95, min_steps=25)
+    assert budget == schedules.Budget(seconds=150.0, fill=1.0 / 1.5, min_steps=75)
     assert hp.time_budget(config, None, 300) is None
     assert hp.time_budget(hp.resolve({"time_budget_factor": 3.0}), 10, 30).seconds == 30.0
 
@@ -162,8 +162,10 @@ def test_submission_seconds_reads_only_what_the_runner_gives():
 # digits with a small network, an unreachable target and no early switch: the run goes on
 # until the budget, and the plan alone decides where cycles end.
 OPTIONS = {**workloads.tiny_overrides("digits"), "step_hint": 120, "eval_every_steps": 6}
-HYPERPARAMETERS = {"early_switching": False}
-N = hp.DEFAULTS["num_cycles"]  # The last planned cycle ends at boundaries[N].
+# v2's plan of 3 cycles re-fitted to 0.95 of the budget (the default since v3 has one
+# planned cycle, which a re-fit never moves).
+HYPERPARAMETERS = {**hp.V2_DEFAULTS, "early_switching": False}
+N = HYPERPARAMETERS["num_cycles"]  # The last planned cycle ends at boundaries[N].
 
 
 def _workload(**options):
@@ -286,7 +288,7 @@ def test_detector_decides_on_evaluations_whatever_their_spacing(shape):
 def test_a_failed_cycle_is_caught_when_evaluations_are_irregular():
     """A first cycle at 1000x the learning rate, evaluations every 4 to 8 steps (a noisy
     clock): the cycle is judged failed and rolled back, and the next one learns."""
-    hyperparameters = {"cycle_lr_factors": [1000.0, 1.0, 1.0]}
+    hyperparameters = {**hp.V2_DEFAULTS, "cycle_lr_factors": [1000.0, 1.0, 1.0]}
     result, _, _ = _run(1.0, noise=0.5, hyperparameters=hyperparameters, max_global_steps=100)
     resets = [m for _, m, _ in result.metrics_logger.records if "reset/cycle" in m]
     assert resets[0]["reset/failed"] == 1.0

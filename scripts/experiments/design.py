@@ -42,15 +42,7 @@ AS_RUN = {"no_improvement_scale": "value"}
 # the v2 studies (strategies, ablations, plan families) and every v3 candidate (each a
 # step from v2) is pinned to them, so that this design reproduces the recorded runs and
 # their keys keep their meaning; "default" and its strategies run the current defaults.
-V2_DEFAULTS = {
-    "num_cycles": 3,
-    "optimizer": "adamw",
-    "budget_fill": 0.95,
-    "norm_rule": "alone",
-    "tau_formula": "thesis",
-    "failed_cycle_lr_factor": 1.0,
-    "switch_signal": "loss",
-}
+V2_DEFAULTS = dict(hyperparameters.V2_DEFAULTS)
 
 # The v3 candidates' decisions, in the order they are added (see VARIANTS).
 V3_STEPS = (

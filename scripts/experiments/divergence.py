@@ -12,6 +12,7 @@ import numpy as np
 import reset
 import submission
 from controller import ResetRecord, resets_in
+from scripts.experiments.design import V2_DEFAULTS
 from scripts.local import runner
 from scripts.local.workloads.log_regression import STEP_HINT, TARGET_MSE, RegressionWorkload
 
@@ -65,7 +66,8 @@ def train(workload, hyperparameters, *, seed=SEED, stop_at_target=True, eval_eve
     result = runner.train_once(
         workload,
         submission,
-        {**hyperparameters, "stop_when_plan_ends": True},  # The budget of the study: T.
+        # A v2 study (3 cycles, the v2 method), and its budget: T.
+        {**V2_DEFAULTS, **hyperparameters, "stop_when_plan_ends": True},
         seed,
         global_batch_size=64,
         eval_every_steps=eval_every,
