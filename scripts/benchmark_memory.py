@@ -49,7 +49,8 @@ def analysis(jitted, *args):
 def measure(workload, on_host: bool, batch_size: int) -> dict[str, float]:
     rng = jax.random.PRNGKey(0)
     params, model_state = workload.init_model_fn(rng)
-    hp = {"snapshot_on_host": on_host}
+    # A plan of 3 cycles, so that there is a reset into cycle 1 to measure.
+    hp = {"snapshot_on_host": on_host, "num_cycles": 3}
     optimizer_state = submission.init_optimizer_state(workload, params, model_state, hp, rng)
     state, runtime = optimizer_state
     batch = next(workload._build_input_queue(rng, "train", None, batch_size))

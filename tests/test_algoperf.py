@@ -88,8 +88,10 @@ def test_steps_on_algoperf_mnist_workload_cross_resets_and_end_the_plan(tmp_path
 
     rng = jax.random.PRNGKey(0)
     params, model_state = workload.init_model_fn(rng)
-    # The plan in steps (train_state = {}: no step time) ending the run at its end.
+    # v2's plan of 3 cycles and its rules (the default plans one cycle), in steps
+    # (train_state = {}: no step time), ending the run at its end.
     hyperparameters = {
+        **hp.V2_DEFAULTS,
         "cycle_budget_factor": PLAN_STEPS / workload.step_hint,
         "stop_when_plan_ends": True,
     }

@@ -388,7 +388,7 @@ import submission
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint=60, batch_norm=True)
-r = runner.train_once(w, submission, None, 0, global_batch_size=64, eval_every_steps=10,
+r = runner.train_once(w, submission, {hparams!r}, 0, global_batch_size=64, eval_every_steps=10,
                       max_global_steps=45)
 leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(r.params)]
 print(json.dumps({{
@@ -402,7 +402,7 @@ print(json.dumps({{
 def _train_on_devices(n: int) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
     env["JAX_PLATFORMS"] = "cpu"
-    script = _DEVICE_SCRIPT.format(root=str(ROOT))
+    script = _DEVICE_SCRIPT.format(root=str(ROOT), hparams=dict(hp.V2_DEFAULTS))  # 3 cycles.
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )

@@ -253,9 +253,10 @@ def test_evaluations_follow_the_clock_not_the_step_count():
 
 
 def _switch_index(eval_steps, losses):
-    """The index of the evaluation at which the default detector ends cycle 0, with the
-    evaluations at `eval_steps` (None: no switch)."""
-    settings = hp.controller_settings(hp.resolve({}), target=0.99, higher_is_better=True)
+    """The index of the evaluation at which the default detector, on the validation loss,
+    ends cycle 0, with the evaluations at `eval_steps` (None: no switch)."""
+    config = hp.resolve({"switch_signal": "loss"})
+    settings = hp.controller_settings(config, target=0.99, higher_is_better=True)
     c = control.start(schedules.make_plan(10_000, 3), np.zeros(2, np.uint32))
     seen = []
     for step, loss in zip(eval_steps, losses, strict=True):

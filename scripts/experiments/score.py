@@ -71,8 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         r, scores, labels, out / "figures" / "score_profile.png", _title(args.seeds), default
     )
     print("\n".join(lines))
+    scorer = (
+        "Profiles and scores by AlgoPerf's own `scoring/performance_profile.py` "
+        "(`scripts/experiments/algoperf_score.py`)."
+        if scored
+        else "Profiles and scores by this project's copy of AlgoPerf's recipe "
+        "(`scripts/experiments/profiles.py`; AlgoPerf was not installed)."
+    )
     sections = [
         *lines,
+        "",
+        scorer,
         "",
         "Seeds reaching the target:",
         "",
