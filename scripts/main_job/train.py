@@ -206,7 +206,9 @@ def finish_run(
     print(target_line(result, workload, reached, monitor.config["options"].get("clock", "wall")))
     budget = monitor.config["max_runtime_sec"]
     spent = result.train_state["accumulated_submission_time"]
-    print("\n".join(budget_lines(monitor.events, budget, spent, result.stop_reason)))
+    lines = budget_lines(monitor.events, budget, spent, result.stop_reason)
+    # A submission without a plan of ours has nothing to re-fit: only the budget's line.
+    print("\n".join(lines if monitor.snapshots else lines[:1]))
     print(f"Run directory: {out_dir}", flush=True)
     if result.stop_reason == "interrupted":
         print(
