@@ -18,7 +18,16 @@ from controller import Evaluation
 PLAN = schedules.make_plan(total_steps=30, num_cycles=3, learning_rate=1.0)
 EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)
 EAGER = EAGER._replace(relative=False)
-SETTINGS = control.Settings(target=0.9, higher_is_better=True, detector=EAGER)
+# The v2 rules these tests were written for: the plan's end stops the run, tau from the
+# target alone, the detector on the validation loss.
+SETTINGS = control.Settings(
+    target=0.9,
+    higher_is_better=True,
+    detector=EAGER,
+    stop_when_plan_ends=True,
+    tau_formula="thesis",
+    switch_signal="loss",
+)
 
 
 def _start(plan=PLAN):

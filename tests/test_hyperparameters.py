@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import controller
 import hyperparameters as hp
 import schedules
 
@@ -151,3 +152,17 @@ def test_json_round_trip_resolves_to_the_same_config():
     assert written["cycle_length_factors"] == [1.0, 3.0]
     assert written["cycle_lr_factors"] == [1.0, 1.0]  # Resolved, not null.
     assert hp.resolve({k: v for k, v in written.items() if v is not None}) == config
+
+
+def test_controller_settings_default_to_the_schema():
+    """controller.Settings' own defaults are the schema's (one place decides them)."""
+    pairs = {
+        "early_switching": "early_switching",
+        "stop_when_plan_ends": "stop_when_plan_ends",
+        "tau_metric": "tau_metric",
+        "tau_formula": "tau_formula",
+        "improvement_scale": "no_improvement_scale",
+        "switch_signal": "switch_signal",
+    }
+    for field, name in pairs.items():
+        assert controller.Settings._field_defaults[field] == hp.DEFAULTS[name], field
