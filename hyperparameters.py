@@ -9,6 +9,7 @@ detector's by `early_switching.validate_config`: one check each, where the math 
 """
 
 import dataclasses
+import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,8 +29,7 @@ else:  # From the project root.
 
 OPTIMIZERS = ("adamw", "nadamw")
 
-# Method v2's values where v3 changed the defaults (docs/METHOD.md section 7): v2's plan of
-# 3 equal AdamW cycles and its rules. `{**V2_DEFAULTS, ...}` as hyperparameters runs v2.
+# v2's values where v3 changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}` runs v2.
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         "num_cycles": 3,
@@ -351,6 +351,7 @@ NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in FIELDS}
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 _PER_CYCLE = tuple(n for n, s in SPECS.items() if s.kind == "list")
+_PLAN_NAMES = tuple(inspect.signature(schedules.make_plan).parameters)[1:]  # After T.
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -421,17 +422,9 @@ def resolve(hyperparameters: Any = None) -> Config:
 
 
 def plan_settings(config: Config) -> dict[str, Any]:
-    """The keyword arguments of `schedules.make_plan` that a config fixes (all but T)."""
-    return {
-        "num_cycles": config.num_cycles,
-        "learning_rate": config.learning_rate,
-        "warmup_factor": config.warmup_factor,
-        "cycle_length_factors": config.cycle_length_factors,
-        "cycle_lr_factors": config.cycle_lr_factors,
-        "cycle_warmup_factors": config.cycle_warmup_factors,
-        "warmup_shape": config.warmup_shape,
-        "decay_shape": config.decay_shape,
-    }
+    """The keyword arguments of `schedules.make_plan` that a config fixes (all but T), read
+    from its signature: the schema names them alike."""
+    return {name: getattr(config, name) for name in _PLAN_NAMES}
 
 
 def total_planned_steps(config: Config, step_hint: int) -> int:
