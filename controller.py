@@ -70,13 +70,14 @@ class Settings(NamedTuple):
     target: float  # y*, the workload's validation target
     higher_is_better: bool  # the target metric's direction
     detector: early_switching.DetectorConfig
-    # The schema's defaults (hyperparameters.Config; a test keeps them equal).
-    early_switching: bool = True
-    stop_when_plan_ends: bool = False
-    tau_metric: str = "latest"  # "latest" or "best" (reset.TAU_METRICS)
-    tau_formula: str = "expected"  # reset.TAU_FORMULAS
-    improvement_scale: str = "gap"  # rule (c)'s margin: of the gap to the target, or the value
-    switch_signal: str = "metric"  # what the detector smooths: SWITCH_SIGNALS
+    # No defaults: the schema (hyperparameters.Config) states them, `controller_settings` there
+    # passes each.
+    early_switching: bool
+    stop_when_plan_ends: bool
+    tau_metric: str  # "latest" or "best" (reset.TAU_METRICS)
+    tau_formula: str  # reset.TAU_FORMULAS
+    improvement_scale: str  # rule (c)'s margin: of the gap to the target, or the value
+    switch_signal: str  # what the detector smooths: SWITCH_SIGNALS
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
 
 

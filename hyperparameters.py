@@ -9,7 +9,6 @@ detector's by `early_switching.validate_config`: one check each, where the math 
 """
 
 import dataclasses
-import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -94,6 +93,11 @@ def _hp(default: Any, kind: str, description: str, **spec: Any) -> Any:
 _POSITIVE = {"low": 0.0, "low_open": True}
 _UNIT_OPEN = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
 _UNIT_HALF_OPEN = {"low": 0.0, "high": 1.0}
+_UNIT_UPPER = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": False}
+# The defaults that the libraries' own records state (METHOD.md sections 3 and 5): read
+# from there, so that each number is written once.
+_PLAN = schedules.PlanSettings._field_defaults
+_DETECTOR = early_switching.DetectorConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +119,7 @@ class Config:
         0.08121616522670176, "float", "decoupled (AdamW) weight decay", low=0.0
     )
     warmup_factor: float = _hp(
-        0.02,
+        _PLAN["warmup_factor"],
         "float",
         "fraction of a cycle spent warming up (× `cycle_warmup_factors[i]`; the product "
         "must stay below 1)",
@@ -165,13 +169,13 @@ class Config:
         "q_i: cycle i warms up for `warmup_factor` × q_i of its steps",
     )
     warmup_shape: str = _hp(
-        "linear",
+        _PLAN["warmup_shape"],
         "choice",
         "shape of the rise from 0 to the cycle's peak",
         choices=schedules.WARMUP_SHAPES,
     )
     decay_shape: str = _hp(
-        "cosine",
+        _PLAN["decay_shape"],
         "choice",
         "shape of the fall from the peak to 0 at the cycle's end",
         choices=schedules.DECAY_SHAPES,
@@ -236,10 +240,7 @@ class Config:
         "float",
         "after a failed cycle every later cycle's peak is multiplied by this (the next cycle "
         "must not repeat the failure; 1: the same peaks)",
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=False,
+        **_UNIT_UPPER,
     )
     fail_on_no_improvement: bool = _hp(
         True,
@@ -287,37 +288,34 @@ class Config:
         choices=controller.SWITCH_SIGNALS,
     )
     switch_lambda: float = _hp(
-        0.7,
-        "float",
-        "λ, the EMA weight of the newest validation loss",
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=False,
+        _DETECTOR.lambda_, "float", "λ, the EMA weight of the newest validation loss", **_UNIT_UPPER
     )
     switch_eps1: float = _hp(
-        0.01, "float", "switch when the smoothed loss rises by at least this", **_POSITIVE
+        _DETECTOR.eps1, "float", "switch when the smoothed loss rises by at least this", **_POSITIVE
     )
     switch_eps2: float = _hp(
-        0.01, "float", "tolerance above the best smoothed loss in the stall test", low=0.0
+        _DETECTOR.eps2, "float", "tolerance above the best smoothed loss in the stall test", low=0.0
     )
     switch_m: int = _hp(
-        9, "int", "m, evaluations the trend is extrapolated ahead in the stall test", low=1
+        _DETECTOR.m,
+        "int",
+        "m, evaluations the trend is extrapolated ahead in the stall test",
+        low=1,
     )
     switch_k: int = _hp(
-        9,
+        _DETECTOR.k,
         "int",
         "k, evaluations past the best smoothed loss before the stall test can fire",
         low=1,
     )
     switch_grace_evals: int = _hp(
-        2,
+        _DETECTOR.grace_evals,
         "int",
         "evaluations at the start of each cycle during which the detector only records",
         low=0,
     )
     switch_relative: bool = _hp(
-        True,
+        _DETECTOR.relative,
         "bool",
         "`switch_eps1`/`switch_eps2` relative to the loss's magnitude (else absolute)",
     )
@@ -339,10 +337,7 @@ class Config:
         "float",
         "the last planned cycle ends its decay where this fraction of B is spent (the plan "
         "is re-fitted at evaluations from the runner's `train_state`)",
-        low=0.0,
-        high=1.0,
-        low_open=True,
-        high_open=False,
+        **_UNIT_UPPER,
     )
 
 
@@ -351,7 +346,6 @@ NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in FIELDS}
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 _PER_CYCLE = tuple(n for n, s in SPECS.items() if s.kind == "list")
-_PLAN_NAMES = tuple(inspect.signature(schedules.make_plan).parameters)[1:]  # After T.
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -416,15 +410,15 @@ def resolve(hyperparameters: Any = None) -> Config:
         if name not in given and default is not None and len(default) != values["num_cycles"]:
             values[name] = (1.0,) * values["num_cycles"]
     config = Config(**values)
-    schedules.check_plan_settings(**plan_settings(config))
+    schedules.check_plan_settings(plan_settings(config))
     detector_config(config)
     return config
 
 
-def plan_settings(config: Config) -> dict[str, Any]:
-    """The keyword arguments of `schedules.make_plan` that a config fixes (all but T), read
-    from its signature: the schema names them alike."""
-    return {name: getattr(config, name) for name in _PLAN_NAMES}
+def plan_settings(config: Config) -> schedules.PlanSettings:
+    """The plan's settings (all but T): the schema names `schedules.PlanSettings`' fields
+    alike."""
+    return schedules.PlanSettings(*(getattr(config, f) for f in schedules.PlanSettings._fields))
 
 
 def total_planned_steps(config: Config, step_hint: int) -> int:
@@ -434,9 +428,7 @@ def total_planned_steps(config: Config, step_hint: int) -> int:
 
 def make_plan(config: Config, step_hint: int) -> schedules.CyclePlan:
     """The first plan: T0 steps (`total_planned_steps`), re-fitted to time later."""
-    return schedules.make_plan(
-        total_steps=total_planned_steps(config, step_hint), **plan_settings(config)
-    )
+    return schedules.make_plan(total_planned_steps(config, step_hint), plan_settings(config))
 
 
 def detector_config(config: Config) -> early_switching.DetectorConfig:

@@ -29,7 +29,8 @@ NON_FINITE = "non_finite"
 
 
 class DetectorConfig(NamedTuple):
-    """Detector settings; METHOD.md's defaults."""
+    """Detector settings; METHOD.md's defaults, which the schema (`hyperparameters.Config`,
+    the `switch_*` fields) reads from here."""
 
     lambda_: float = 0.7
     eps1: float = 0.01

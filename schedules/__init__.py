@@ -11,6 +11,7 @@ from .optax_schedule import (
 )
 from .plan import (
     CyclePlan,
+    PlanSettings,
     check_plan_settings,
     cycle_at,
     cycle_window,
@@ -33,6 +34,7 @@ __all__ = [
     "WARMUP",
     "WARMUP_SHAPES",
     "CyclePlan",
+    "PlanSettings",
     "check_plan_settings",
     "CyclicSchedule",
     "CyclicScheduleState",

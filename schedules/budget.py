@@ -36,13 +36,14 @@ class Budget(NamedTuple):
     """The time budget of a run and how the plan should use it.
 
     seconds: B, the submission seconds the runner allows.
-    fill: the fraction of B at which the last planned cycle should end its decay.
+    fill: the fraction of B at which the last planned cycle should end its decay (no
+      default here: the schema's `budget_fill` states it).
     min_steps: the fewest steps a re-fitted cycle gets (a shorter one cannot learn after
       its reset; it then runs into the budget instead).
     """
 
     seconds: float
-    fill: float = 0.95
+    fill: float
     min_steps: int = 1
 
 

@@ -75,71 +75,63 @@ def equal_lengths(total_steps: int, num_cycles: int) -> np.ndarray:
     return np.array([base + (i < extra) for i in range(num_cycles)], dtype=np.int64)
 
 
-def check_plan_settings(
-    num_cycles: int = 3,
-    learning_rate: float = 1.0,
-    warmup_factor: float = 0.02,
-    cycle_length_factors: Sequence[float] | None = None,
-    cycle_lr_factors: Sequence[float] | None = None,
-    cycle_warmup_factors: Sequence[float] | None = None,
-    warmup_shape: str = "linear",
-    decay_shape: str = "cosine",
-) -> None:
-    """Raises ValueError naming the field for settings no plan can have, whatever T.
+class PlanSettings(NamedTuple):
+    """What a plan is made of besides its length T (METHOD.md section 3): N cycles, the
+    base peak eta, the warm-up factor w, the per-cycle factors f_i (lengths), r_i (peaks)
+    and q_i (warm-ups), None meaning all ones, and the warm-up and decay shapes.
+
+    N and eta have no default here: the schema (`hyperparameters.Config`) states them. The
+    other defaults are the schema's too: it reads them from this record.
+    """
+
+    num_cycles: int
+    learning_rate: float
+    warmup_factor: float = 0.02
+    cycle_length_factors: Sequence[float] | None = None
+    cycle_lr_factors: Sequence[float] | None = None
+    cycle_warmup_factors: Sequence[float] | None = None
+    warmup_shape: str = "linear"
+    decay_shape: str = "cosine"
+
+
+def check_plan_settings(settings: PlanSettings) -> PlanSettings:
+    """The settings unchanged if some plan can have them, whatever T; ValueError naming the
+    field otherwise.
 
     N >= 1; eta > 0; warm-up factor w in (0, 1); per-cycle lists of N positive numbers;
     every warm-up fraction w q_i < 1 (a cycle needs decay steps); known shape names.
     """
-    if isinstance(num_cycles, bool) or not isinstance(num_cycles, int | np.integer):
-        raise ValueError(f"num_cycles must be a positive integer, got {num_cycles!r}.")
-    if num_cycles < 1:
-        raise ValueError(f"num_cycles must be a positive integer, got {num_cycles}.")
-    if not (is_real(learning_rate) and np.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    if not (is_real(warmup_factor) and 0 < warmup_factor < 1):
-        raise ValueError(f"warmup_factor must be a number in (0, 1), got {warmup_factor!r}.")
-    _per_cycle(cycle_lr_factors, num_cycles, "cycle_lr_factors")
-    warmup_fractions = warmup_factor * _per_cycle(
-        cycle_warmup_factors, num_cycles, "cycle_warmup_factors"
-    )
+    n, eta, w = settings.num_cycles, settings.learning_rate, settings.warmup_factor
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise ValueError(f"num_cycles must be a positive integer, got {n!r}.")
+    if n < 1:
+        raise ValueError(f"num_cycles must be a positive integer, got {n}.")
+    if not (is_real(eta) and np.isfinite(eta) and eta > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {eta!r}.")
+    if not (is_real(w) and 0 < w < 1):
+        raise ValueError(f"warmup_factor must be a number in (0, 1), got {w!r}.")
+    _per_cycle(settings.cycle_lr_factors, n, "cycle_lr_factors")
+    warmup_fractions = w * _per_cycle(settings.cycle_warmup_factors, n, "cycle_warmup_factors")
     if np.any(warmup_fractions >= 1):
         raise ValueError(
             "warmup_factor * cycle_warmup_factors must stay below 1 (a cycle needs "
             f"decay steps), got {warmup_fractions.tolist()}."
         )
-    _per_cycle(cycle_length_factors, num_cycles, "cycle_length_factors")
-    _shape_index(warmup_shape, WARMUP_SHAPES, "warmup_shape")
-    _shape_index(decay_shape, DECAY_SHAPES, "decay_shape")
+    _per_cycle(settings.cycle_length_factors, n, "cycle_length_factors")
+    _shape_index(settings.warmup_shape, WARMUP_SHAPES, "warmup_shape")
+    _shape_index(settings.decay_shape, DECAY_SHAPES, "decay_shape")
+    return settings
 
 
-def make_plan(
-    total_steps: int,
-    num_cycles: int = 3,
-    learning_rate: float = 1.0,
-    warmup_factor: float = 0.02,
-    cycle_length_factors: Sequence[float] | None = None,
-    cycle_lr_factors: Sequence[float] | None = None,
-    cycle_warmup_factors: Sequence[float] | None = None,
-    warmup_shape: str = "linear",
-    decay_shape: str = "cosine",
-) -> CyclePlan:
-    """Builds a plan of num_cycles cycles over total_steps = T steps.
+def make_plan(total_steps: int, settings: PlanSettings) -> CyclePlan:
+    """Builds a plan of N = settings.num_cycles cycles over total_steps = T steps.
 
     Boundaries: b_i = round(T * sum_{j<i} f_j / sum_j f_j) for length factors f (equal
-    lengths when None). Peaks eta_i = learning_rate * r_i, warm-up fractions
-    w_i = warmup_factor * q_i. Raises ValueError naming the field for invalid input
-    (`check_plan_settings`, then T >= N and no cycle of zero steps).
+    lengths when None). Peaks eta_i = eta * r_i, warm-up fractions w_i = w * q_i. Raises
+    ValueError naming the field for invalid input (`check_plan_settings`, then T >= N and
+    no cycle of zero steps).
     """
-    check_plan_settings(
-        num_cycles,
-        learning_rate,
-        warmup_factor,
-        cycle_length_factors,
-        cycle_lr_factors,
-        cycle_warmup_factors,
-        warmup_shape,
-        decay_shape,
-    )
+    num_cycles, learning_rate, warmup_factor, *_ = check_plan_settings(settings)
     if isinstance(total_steps, bool) or not isinstance(total_steps, int | np.integer):
         raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
     if total_steps < num_cycles:
@@ -147,13 +139,13 @@ def make_plan(
             f"total_steps must be at least num_cycles ({num_cycles}) so that every "
             f"cycle gets a step, got {total_steps}."
         )
-    r = _per_cycle(cycle_lr_factors, num_cycles, "cycle_lr_factors")
-    q = _per_cycle(cycle_warmup_factors, num_cycles, "cycle_warmup_factors")
-    if cycle_length_factors is None:
+    r = _per_cycle(settings.cycle_lr_factors, num_cycles, "cycle_lr_factors")
+    q = _per_cycle(settings.cycle_warmup_factors, num_cycles, "cycle_warmup_factors")
+    if settings.cycle_length_factors is None:
         lengths = equal_lengths(total_steps, num_cycles)
         boundaries = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     else:
-        f = _per_cycle(cycle_length_factors, num_cycles, "cycle_length_factors")
+        f = _per_cycle(settings.cycle_length_factors, num_cycles, "cycle_length_factors")
         cum = np.concatenate([[0.0], np.cumsum(f)]) / np.sum(f)
         boundaries = np.round(cum * total_steps).astype(np.int64)
         if np.any(np.diff(boundaries) < 1):
@@ -165,8 +157,8 @@ def make_plan(
         boundaries=boundaries,
         peak_learning_rates=learning_rate * r,
         warmup_fractions=warmup_factor * q,
-        warmup_shapes=np.full(num_cycles, WARMUP_SHAPES.index(warmup_shape), dtype=np.int32),
-        decay_shapes=np.full(num_cycles, DECAY_SHAPES.index(decay_shape), dtype=np.int32),
+        warmup_shapes=np.full(num_cycles, WARMUP_SHAPES.index(settings.warmup_shape), np.int32),
+        decay_shapes=np.full(num_cycles, DECAY_SHAPES.index(settings.decay_shape), np.int32),
     )
 
 

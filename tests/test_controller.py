@@ -15,7 +15,7 @@ import early_switching
 import schedules
 from controller import Evaluation
 
-PLAN = schedules.make_plan(total_steps=30, num_cycles=3, learning_rate=1.0)
+PLAN = schedules.make_plan(30, schedules.PlanSettings(num_cycles=3, learning_rate=1.0))
 EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)
 EAGER = EAGER._replace(relative=False)
 # The v2 rules these tests were written for: the plan's end stops the run, tau from the
@@ -24,8 +24,11 @@ SETTINGS = control.Settings(
     target=0.9,
     higher_is_better=True,
     detector=EAGER,
+    early_switching=True,
     stop_when_plan_ends=True,
+    tau_metric="latest",
     tau_formula="thesis",
+    improvement_scale="gap",
     switch_signal="loss",
 )
 
@@ -112,8 +115,7 @@ def test_switch_signal_metric_watches_the_target_metric_not_the_loss():
     falling = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.2, 0.9)]}
     (step, decision), *_ = _run(_start(), range(8), falling, metric)[1]
     assert decision.switch == control.Switch(6, early_switching.RISING, 0.9)
-    lower = control.Settings(target=0.1, higher_is_better=False, detector=EAGER)
-    lower = lower._replace(switch_signal="metric")
+    lower = SETTINGS._replace(target=0.1, higher_is_better=False, switch_signal="metric")
     assert control.switch_value(Evaluation(1, 0.3, 5.0), lower) == 0.3
     assert control.switch_value(Evaluation(1, 0.3, 5.0), metric) == -0.3
     assert control.switch_value(Evaluation(1, 0.3, 5.0), SETTINGS) == 5.0

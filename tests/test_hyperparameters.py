@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import controller
+import early_switching
 import hyperparameters as hp
 import schedules
 
@@ -154,15 +156,22 @@ def test_json_round_trip_resolves_to_the_same_config():
     assert hp.resolve({k: v for k, v in written.items() if v is not None}) == config
 
 
-def test_controller_settings_default_to_the_schema():
-    """controller.Settings' own defaults are the schema's (one place decides them)."""
-    pairs = {
-        "early_switching": "early_switching",
-        "stop_when_plan_ends": "stop_when_plan_ends",
-        "tau_metric": "tau_metric",
-        "tau_formula": "tau_formula",
-        "improvement_scale": "no_improvement_scale",
-        "switch_signal": "switch_signal",
-    }
-    for field, name in pairs.items():
-        assert controller.Settings._field_defaults[field] == hp.DEFAULTS[name], field
+def test_library_defaults_are_the_schemas():
+    """Each default that a library's record still carries is the schema's: the records the
+    schema builds from its defaults hold the records' own defaults, and a plan made from
+    `PlanSettings`' defaults is the schema's default plan (None there means all ones)."""
+    for config in (hp.Config(), hp.resolve(dict(hp.V2_DEFAULTS))):
+        built = {
+            early_switching.DetectorConfig: hp.detector_config(config),
+            controller.Settings: hp.controller_settings(config, 0.5, True),
+            schedules.Budget: hp.time_budget(config, 100.0, 1000)._replace(min_steps=1),
+            schedules.PlanSettings: hp.plan_settings(config),
+        }
+        for record, value in built.items():
+            for field, default in record._field_defaults.items():
+                if default is not None:
+                    assert getattr(value, field) == default, (record.__name__, field)
+        assert schedules.Budget._field_defaults.keys() == {"min_steps"}  # Not the schema's.
+        own = schedules.PlanSettings(config.num_cycles, config.learning_rate)
+        for a, b in zip(schedules.make_plan(1000, own), hp.make_plan(config, 1000), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -17,7 +17,7 @@ import importlib.util, json
 claimed = [n for n in {GENERIC!r} if importlib.util.find_spec(n) is not None]
 import cyclic_soft_reset.submission as submission
 from cyclic_soft_reset import reset, schedules
-plan = schedules.make_plan(total_steps=30, num_cycles=3)
+plan = schedules.make_plan(30, schedules.PlanSettings(num_cycles=3, learning_rate=1.0))
 print(json.dumps({{"claimed": claimed, "schema": submission.schema.__name__,
                    "strategy": reset.soft(alpha=0.5).name, "T": schedules.total_steps(plan)}}))
 """

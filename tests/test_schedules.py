@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schedules
-from schedules import make_plan
+from schedules import PlanSettings, make_plan
 
 KAPPA = 5.0
 WARMUP_NAMES = ("linear", "cosine", "exponential")
@@ -102,9 +102,15 @@ WORKED_STEPS = [
 @pytest.mark.parametrize(("warmup_shape", "decay_shape"), SHAPE_PAIRS)
 def test_worked_values_against_closed_form(warmup_shape, decay_shape):
     plan = make_plan(
-        1000, 3, learning_rate=0.002, warmup_factor=0.1,
-        warmup_shape=warmup_shape, decay_shape=decay_shape,
-    )  # fmt: skip
+        1000,
+        PlanSettings(
+            3,
+            learning_rate=0.002,
+            warmup_factor=0.1,
+            warmup_shape=warmup_shape,
+            decay_shape=decay_shape,
+        ),
+    )
     np.testing.assert_array_equal(plan.boundaries, [0, 334, 667, 1000])
     peak = 0.002
     values = lr_at(WORKED_STEPS, plan)
@@ -128,7 +134,7 @@ def test_worked_literals():
     peak = 0.01
 
     def lr(step, w, d):
-        plan = make_plan(900, 3, peak, 0.1, warmup_shape=w, decay_shape=d)
+        plan = make_plan(900, PlanSettings(3, peak, 0.1, warmup_shape=w, decay_shape=d))
         return float(lr_at([step], plan)[0])
 
     # Half-way through the warm-up (s = 15 of W = 30).
@@ -154,10 +160,17 @@ def test_worked_literals():
 @pytest.mark.parametrize(("warmup_shape", "decay_shape"), SHAPE_PAIRS)
 def test_cycles_start_and_end_at_exactly_zero(warmup_shape, decay_shape):
     plan = make_plan(
-        1000, 3, 0.002, 0.1, cycle_length_factors=[1.0, 2.0, 1.5],
-        cycle_lr_factors=[1.0, 1.5727, 0.4289],
-        warmup_shape=warmup_shape, decay_shape=decay_shape,
-    )  # fmt: skip
+        1000,
+        PlanSettings(
+            3,
+            0.002,
+            0.1,
+            cycle_length_factors=[1.0, 2.0, 1.5],
+            cycle_lr_factors=[1.0, 1.5727, 0.4289],
+            warmup_shape=warmup_shape,
+            decay_shape=decay_shape,
+        ),
+    )
     b = [int(x) for x in plan.boundaries]
     # The first step of each cycle is the previous cycle's end boundary: exactly 0.
     values = lr_at(b[:-1], plan)
@@ -174,25 +187,25 @@ def test_cycles_start_and_end_at_exactly_zero(warmup_shape, decay_shape):
 
 
 def test_proportional_lengths():
-    plan = make_plan(1000, 3, cycle_length_factors=[1, 2, 1])
+    plan = make_plan(1000, PlanSettings(3, 1.0, cycle_length_factors=[1, 2, 1]))
     np.testing.assert_array_equal(plan.boundaries, [0, 250, 750, 1000])
-    plan = make_plan(100, 2, cycle_length_factors=[3.0, 1.0])
+    plan = make_plan(100, PlanSettings(2, 1.0, cycle_length_factors=[3.0, 1.0]))
     np.testing.assert_array_equal(plan.boundaries, [0, 75, 100])
     # Uneven split: each length is within one step of T f_i / sum f.
     f = [0.3, 1.7, 1.1, 0.9]
-    plan = make_plan(997, 4, cycle_length_factors=f)
+    plan = make_plan(997, PlanSettings(4, 1.0, cycle_length_factors=f))
     lengths = np.diff(plan.boundaries)
     assert lengths.sum() == 997 and plan.boundaries[0] == 0
     assert np.all(np.abs(lengths - 997 * np.asarray(f) / sum(f)) <= 1)
     # Equal lengths by default; the first cycles take the extra steps.
-    np.testing.assert_array_equal(make_plan(11, 3).boundaries, [0, 4, 8, 11])
+    np.testing.assert_array_equal(make_plan(11, PlanSettings(3, 1.0)).boundaries, [0, 4, 8, 11])
     np.testing.assert_array_equal(schedules.equal_lengths(11, 3), [4, 4, 3])
 
 
 def test_peak_multipliers():
     eta = 0.0017486387539278373
     r = [1.0, 1.5727, 0.4289]
-    plan = make_plan(900, 3, eta, 0.1, cycle_lr_factors=r, decay_shape="linear")
+    plan = make_plan(900, PlanSettings(3, eta, 0.1, cycle_lr_factors=r, decay_shape="linear"))
     np.testing.assert_allclose(plan.peak_learning_rates, [eta * x for x in r], rtol=1e-15)
     # Each cycle peaks at its own eta_i at the warm-up end (W = 30).
     values = lr_at([30, 330, 630], plan)
@@ -205,7 +218,7 @@ def test_peak_multipliers():
 
 def test_warmup_multipliers():
     q = [1.0, 2.0, 0.5]
-    plan = make_plan(900, 3, 1.0, 0.1, cycle_warmup_factors=q)
+    plan = make_plan(900, PlanSettings(3, 1.0, 0.1, cycle_warmup_factors=q))
     np.testing.assert_allclose(plan.warmup_fractions, [0.1, 0.2, 0.05], rtol=1e-15)
     # W_i = 30, 60, 15 steps: linear warm-up reaches the peak exactly there.
     for start, w in ((0, 30), (300, 60), (600, 15)):
@@ -216,10 +229,18 @@ def test_warmup_multipliers():
 
 def test_cycle_window_matches_full_plan():
     plan = make_plan(
-        1000, 3, 0.003, 0.05, cycle_length_factors=[2, 1, 1.5],
-        cycle_lr_factors=[1.0, 0.5, 2.0], cycle_warmup_factors=[1.0, 3.0, 0.5],
-        warmup_shape="cosine", decay_shape="exponential",
-    )  # fmt: skip
+        1000,
+        PlanSettings(
+            3,
+            0.003,
+            0.05,
+            cycle_length_factors=[2, 1, 1.5],
+            cycle_lr_factors=[1.0, 0.5, 2.0],
+            cycle_warmup_factors=[1.0, 3.0, 0.5],
+            warmup_shape="cosine",
+            decay_shape="exponential",
+        ),
+    )
     steps = np.arange(-2, 1003)
     full = lr_at(steps, plan)
     for i in range(3):
@@ -240,7 +261,7 @@ def test_cycle_window_matches_full_plan():
 
 
 def test_cycle_at_and_plan_used_up():
-    plan = make_plan(1000, 3)
+    plan = make_plan(1000, PlanSettings(3, 1.0))
     cases = {-5: 0, 0: 0, 333: 0, 334: 1, 666: 1, 667: 2, 999: 2, 1000: 2, 5000: 2}
     for step, i in cases.items():
         assert schedules.cycle_at(plan, step) == i, step
@@ -251,7 +272,9 @@ def test_cycle_at_and_plan_used_up():
 
 
 def test_replan_splits_rest_equally():
-    plan = make_plan(1000, 3, cycle_lr_factors=[1.0, 2.0, 3.0], warmup_shape="cosine")
+    plan = make_plan(
+        1000, PlanSettings(3, 1.0, cycle_lr_factors=[1.0, 2.0, 3.0], warmup_shape="cosine")
+    )
     new = schedules.replan_after_switch(plan, 100)  # in cycle 0: 900 steps left for 2 cycles
     np.testing.assert_array_equal(new.boundaries, [0, 100, 550, 1000])
     np.testing.assert_array_equal(new.peak_learning_rates, [1.0, 2.0, 3.0])
@@ -276,11 +299,11 @@ def test_replan_never_gives_an_empty_cycle():
     (With a valid plan, T - step >= the number of following cycles always holds, so the
     'drop cycles that cannot get a step' branch cannot trigger; nothing is dropped.)
     """
-    plan = make_plan(5, 4)  # lengths 2, 1, 1, 1
+    plan = make_plan(5, PlanSettings(4, 1.0))  # lengths 2, 1, 1, 1
     np.testing.assert_array_equal(plan.boundaries, [0, 2, 3, 4, 5])
     new = schedules.replan_after_switch(plan, 1)
     np.testing.assert_array_equal(new.boundaries, [0, 1, 3, 4, 5])
-    plan = make_plan(6, 3, cycle_length_factors=[4, 1, 1])
+    plan = make_plan(6, PlanSettings(3, 1.0, cycle_length_factors=[4, 1, 1]))
     np.testing.assert_array_equal(plan.boundaries, [0, 4, 5, 6])
     new = schedules.replan_after_switch(plan, 3)
     np.testing.assert_array_equal(new.boundaries, [0, 3, 5, 6])
@@ -288,7 +311,9 @@ def test_replan_never_gives_an_empty_cycle():
 
 
 def test_replan_in_last_cycle_appends_a_cycle():
-    plan = make_plan(1000, 3, cycle_lr_factors=[1.0, 2.0, 3.0], cycle_warmup_factors=[1, 2, 3])
+    plan = make_plan(
+        1000, PlanSettings(3, 1.0, cycle_lr_factors=[1.0, 2.0, 3.0], cycle_warmup_factors=[1, 2, 3])
+    )
     new = schedules.replan_after_switch(plan, 800)
     np.testing.assert_array_equal(new.boundaries, [0, 334, 667, 800, 1133])
     np.testing.assert_array_equal(new.peak_learning_rates, [1.0, 2.0, 3.0, 3.0])
@@ -297,7 +322,7 @@ def test_replan_in_last_cycle_appends_a_cycle():
 
 
 def test_replan_rejects_steps_outside_or_on_a_boundary():
-    plan = make_plan(1000, 3)
+    plan = make_plan(1000, PlanSettings(3, 1.0))
     for step in (0, -1, 1000, 1001):
         with pytest.raises(ValueError, match="strictly inside"):
             schedules.replan_after_switch(plan, step)
@@ -307,7 +332,9 @@ def test_replan_rejects_steps_outside_or_on_a_boundary():
 
 
 def test_extend_plan():
-    plan = make_plan(1000, 3, cycle_lr_factors=[1.0, 2.0, 3.0], decay_shape="linear")
+    plan = make_plan(
+        1000, PlanSettings(3, 1.0, cycle_lr_factors=[1.0, 2.0, 3.0], decay_shape="linear")
+    )
     ext = schedules.extend_plan(plan)
     np.testing.assert_array_equal(ext.boundaries, [0, 334, 667, 1000, 1333])
     np.testing.assert_array_equal(ext.peak_learning_rates, [1.0, 2.0, 3.0, 3.0])
@@ -364,17 +391,17 @@ INVALID = [
 
 @pytest.mark.parametrize(("overrides", "message"), INVALID)
 def test_invalid_plans_raise_naming_the_field(overrides, message):
-    kwargs = dict(total_steps=100, num_cycles=3)
+    kwargs = dict(total_steps=100, num_cycles=3, learning_rate=1.0)
     kwargs.update(overrides)
     with pytest.raises(ValueError, match=message):
-        make_plan(**kwargs)
+        make_plan(kwargs.pop("total_steps"), PlanSettings(**kwargs))
 
 
 def test_valid_edge_plans():
-    plan = make_plan(1, 1, warmup_factor=0.999)
+    plan = make_plan(1, PlanSettings(1, 1.0, warmup_factor=0.999))
     np.testing.assert_array_equal(plan.boundaries, [0, 1])
     assert float(lr_at([0], plan)[0]) == 0.0
-    plan = make_plan(3, 3)
+    plan = make_plan(3, PlanSettings(3, 1.0))
     np.testing.assert_array_equal(plan.boundaries, [0, 1, 2, 3])
     assert np.all(lr_at([0, 1, 2, 3], plan) == 0.0)  # one-step cycles never move params
 
@@ -389,14 +416,16 @@ def plans(draw, max_cycles=5):
     factor = st.floats(0.5, 2.0)
     return make_plan(
         total,
-        n,
-        learning_rate=draw(st.floats(1e-5, 10.0)),
-        warmup_factor=draw(st.floats(1e-3, 0.45)),
-        cycle_length_factors=draw(st.lists(factor, min_size=n, max_size=n)),
-        cycle_lr_factors=draw(st.lists(factor, min_size=n, max_size=n)),
-        cycle_warmup_factors=draw(st.lists(factor, min_size=n, max_size=n)),
-        warmup_shape=draw(st.sampled_from(WARMUP_NAMES)),
-        decay_shape=draw(st.sampled_from(DECAY_NAMES)),
+        PlanSettings(
+            n,
+            learning_rate=draw(st.floats(1e-5, 10.0)),
+            warmup_factor=draw(st.floats(1e-3, 0.45)),
+            cycle_length_factors=draw(st.lists(factor, min_size=n, max_size=n)),
+            cycle_lr_factors=draw(st.lists(factor, min_size=n, max_size=n)),
+            cycle_warmup_factors=draw(st.lists(factor, min_size=n, max_size=n)),
+            warmup_shape=draw(st.sampled_from(WARMUP_NAMES)),
+            decay_shape=draw(st.sampled_from(DECAY_NAMES)),
+        ),
     )
 
 
@@ -466,14 +495,19 @@ def test_learning_rate_jit_traces_once_for_many_plans():
 
     jitted = jax.jit(counted)
     direct = jax.jit(schedules.learning_rate)
-    base = make_plan(1000, 3, 0.002, 0.1)
+    base = make_plan(1000, PlanSettings(3, 0.002, 0.1))
     mixed = base._replace(
         warmup_shapes=np.array([0, 1, 2], np.int32), decay_shapes=np.array([2, 0, 1], np.int32)
     )
     plans_ = [
         base,
-        make_plan(2000, 3, 0.5, 0.3, cycle_length_factors=[1, 3, 2], warmup_shape="exponential"),
-        make_plan(1500, 3, 1e-4, 0.02, cycle_lr_factors=[1, 2, 0.1], decay_shape="linear"),
+        make_plan(
+            2000,
+            PlanSettings(3, 0.5, 0.3, cycle_length_factors=[1, 3, 2], warmup_shape="exponential"),
+        ),
+        make_plan(
+            1500, PlanSettings(3, 1e-4, 0.02, cycle_lr_factors=[1, 2, 0.1], decay_shape="linear")
+        ),
         schedules.replan_after_switch(base, 123),
         mixed,
     ]
@@ -498,7 +532,7 @@ def test_learning_rate_jit_traces_once_for_many_plans():
 
 
 def test_cyclic_schedule_is_an_optax_stateful_schedule():
-    plan = make_plan(300, 3, 0.01, 0.1, cycle_lr_factors=[1.0, 2.0, 0.5])
+    plan = make_plan(300, PlanSettings(3, 0.01, 0.1, cycle_lr_factors=[1.0, 2.0, 0.5]))
     schedule = schedules.cyclic_schedule(plan)
     assert isinstance(schedule, optax.schedules.StatefulSchedule)
     state = schedule.init()
@@ -519,11 +553,11 @@ def test_cyclic_schedule_is_an_optax_stateful_schedule():
 @pytest.mark.parametrize("cycle", [-1, 3, 1.0, True, "1"])
 def test_cyclic_schedule_rejects_bad_cycle(cycle):
     with pytest.raises(ValueError, match=r"cycle must be an integer in \[0, 2\]"):
-        schedules.cyclic_schedule(make_plan(300, 3), cycle=cycle)
+        schedules.cyclic_schedule(make_plan(300, PlanSettings(3, 1.0)), cycle=cycle)
 
 
 def test_enter_cycle_errors():
-    plan = make_plan(300, 3)
+    plan = make_plan(300, PlanSettings(3, 1.0))
     params = {"w": jnp.ones(2)}
     window = schedules.cycle_window(plan, 1)
     with pytest.raises(ValueError, match="holds no CyclicScheduleState"):
@@ -553,7 +587,9 @@ def test_inject_hyperparams_follows_the_plan_bitwise_and_never_recompiles():
     # Three cycles; the first ends early (a switch at step 13): the plan moves, the
     # compiled step and enter_cycle do not recompile, and at every step the optimizer
     # uses exactly learning_rate(step, window of that cycle).
-    plan = make_plan(60, 3, 0.05, 0.2, cycle_lr_factors=[1.0, 1.6, 0.4], decay_shape="linear")
+    plan = make_plan(
+        60, PlanSettings(3, 0.05, 0.2, cycle_lr_factors=[1.0, 1.6, 0.4], decay_shape="linear")
+    )
     params, grads = _toy_problem()
     kwargs = dict(b1=0.9, b2=0.99, weight_decay=0.08)
     tx = optax.inject_hyperparams(optax.adamw)(
@@ -601,7 +637,7 @@ def test_inject_hyperparams_follows_the_plan_bitwise_and_never_recompiles():
 def test_enter_cycle_after_a_fresh_init():
     # A fresh tx.init (a full reset) restarts the schedule at cycle 0, step 0;
     # enter_cycle puts it at the new cycle and the current step, wherever it sits.
-    plan = make_plan(300, 3, 0.01, 0.1)
+    plan = make_plan(300, PlanSettings(3, 0.01, 0.1))
     params, _ = _toy_problem()
     inner = lambda learning_rate: optax.chain(  # noqa: E731
         optax.clip_by_global_norm(1.0), optax.adamw(learning_rate)

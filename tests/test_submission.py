@@ -164,7 +164,9 @@ def test_rising_validation_loss_switches_early_and_replans():
     assert summary["boundaries"] == [0, 50, 175, 300]
     assert summary["cycle"] == 1
     assert lrs[50] == 0.0
-    new_plan = schedules.make_plan(125, 1, 0.0017486387539278373, 0.02)  # Equal peaks.
+    new_plan = schedules.make_plan(
+        125, schedules.PlanSettings(1, 0.0017486387539278373, 0.02)
+    )  # Equal peaks.
     np.testing.assert_allclose(
         lrs[50:60], schedules.learning_rate(np.arange(10), new_plan), rtol=1e-5
     )

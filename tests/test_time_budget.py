@@ -39,7 +39,9 @@ def test_seconds_per_step_ignores_compilation_resets_and_evaluations():
 
 def test_the_controller_state_has_no_empty_array():
     """AlgoPerf's checkpointing refuses to save arrays of zero size."""
-    c = control.start(schedules.make_plan(30, 3), np.zeros(2, np.uint32))
+    c = control.start(
+        schedules.make_plan(30, schedules.PlanSettings(3, 1.0)), np.zeros(2, np.uint32)
+    )
     assert all(np.asarray(leaf).size > 0 for leaf in jax.tree.leaves(c))
     assert c.time_samples.tolist() == [[0.0, 0.0]]
 
@@ -57,7 +59,9 @@ def test_add_sample_keeps_a_bounded_window_in_step_order():
 
 
 def test_fit_plan_keeps_the_current_cycle_and_the_relative_lengths():
-    plan = schedules.make_plan(300, 3, cycle_length_factors=[1, 1, 2])  # 0 75 150 300
+    plan = schedules.make_plan(
+        300, schedules.PlanSettings(3, 1.0, cycle_length_factors=[1, 1, 2])
+    )  # 0 75 150 300
     stretched, changed = tb.fit_plan(plan, cycle=0, end=600)
     assert changed
     assert stretched.boundaries.tolist() == [0, 75, 250, 600]  # 525 shared 1 : 2.
@@ -85,6 +89,10 @@ SETTINGS = control.Settings(
     detector=DetectorConfig(),
     early_switching=False,
     stop_when_plan_ends=False,
+    tau_metric="latest",
+    tau_formula="expected",
+    improvement_scale="gap",
+    switch_signal="metric",
     budget=tb.Budget(seconds=100.0, fill=0.9, min_steps=5),
 )
 
@@ -94,7 +102,7 @@ def _evals(steps):
 
 
 def test_controller_refits_at_evaluations_and_a_restored_one_refits_the_same():
-    plan = schedules.make_plan(300, 3)  # 0 100 200 300
+    plan = schedules.make_plan(300, schedules.PlanSettings(3, 1.0))  # 0 100 200 300
     c = control.start(plan, np.zeros(2, np.uint32))
     # Evaluations at steps 10, 20, 30; 0.2 s per step after 10 s of compilation.
     times = {10: 12.0, 20: 14.0, 30: 16.0}
@@ -127,7 +135,7 @@ def msgpack_round_trip(controller):
 
 
 def test_past_the_plan_a_cycle_runs_to_the_end_of_the_budget():
-    plan = schedules.make_plan(30, 3)
+    plan = schedules.make_plan(30, schedules.PlanSettings(3, 1.0))
     c = control.start(plan, np.zeros(2, np.uint32))
     c = c._replace(time_samples=np.array([[1, 5.0], [11, 6.0], [21, 7.0]]), cycle=2)
     c, d = control.decide(c, None, 30, SETTINGS, 8.0)
@@ -257,7 +265,9 @@ def _switch_index(eval_steps, losses):
     ends cycle 0, with the evaluations at `eval_steps` (None: no switch)."""
     config = hp.resolve({"switch_signal": "loss"})
     settings = hp.controller_settings(config, target=0.99, higher_is_better=True)
-    c = control.start(schedules.make_plan(10_000, 3), np.zeros(2, np.uint32))
+    c = control.start(
+        schedules.make_plan(10_000, schedules.PlanSettings(3, 1.0)), np.zeros(2, np.uint32)
+    )
     seen = []
     for step, loss in zip(eval_steps, losses, strict=True):
         seen.append(control.Evaluation(step, 0.5, loss))
