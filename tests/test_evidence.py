@@ -127,6 +127,14 @@ def test_steps_recovery_and_missed_switches():
     assert em.steps_to_target(reached) == 100
 
 
+def test_a_contestant_without_our_hyperparameters_misses_no_switch():
+    """The baseline's record holds no hyperparameters (it is told none): it has no detector,
+    so it misses no switch, and its row of the report is built."""
+    baseline = {**_record([(50, 0.3), (100, 0.3)], variant="baseline"), "hyperparameters": None}
+    assert em.missed_switches(baseline) == 0
+    assert em.run_row({**baseline, "stop_reason": "budget"}, {})["missed_switches"] == 0
+
+
 def test_first_switch_judged_against_the_run_without_switching():
     twin_evals = [(50, 0.3), (60, 0.35), (70, 0.4), (100, 0.7), (150, 0.72)]
     twin = _record(twin_evals, variant=design.COUNTERFACTUAL, early_switching=False)

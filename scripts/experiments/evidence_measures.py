@@ -132,9 +132,11 @@ def missed_switches(record: Mapping) -> int:
     A cycle failed when its last evaluation is not better than its first one by the
     improvement tolerance (it learnt nothing), or any of its evaluations is not finite.
     Only cycles that could switch count: a later cycle followed, and the cycle ran to a
-    reset (not to the target).
+    reset (not to the target). A contestant other than ours (its record's hyperparameters
+    are None: it is told none) has no detector and misses none.
     """
-    if not record["hyperparameters"].get("early_switching", True):
+    hyperparameters = record["hyperparameters"]
+    if hyperparameters is None or not hyperparameters.get("early_switching", True):
         return 0
     higher = record["target"]["higher_is_better"]
     tolerance = improvement_tolerance(record)
