@@ -195,14 +195,18 @@ class Decision(NamedTuple):
 # submission logs `to_metrics()`, every reader (console, plots, evidence) `from_metrics`.
 
 
-def _number(value) -> float:
-    """A float from a logged value (a number, or a CSV cell's text); nan when empty/absent."""
+def logged_number(value) -> float:
+    """A float from a logged value (a number, or a CSV cell's text); nan when empty/absent
+    or not a number. Every reader of logged numbers (the records below, compare) uses it."""
     if value is None or value == "":
         return math.nan
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+_number = logged_number  # The records' short name for it.
 
 
 def _flag(value) -> bool:

@@ -62,16 +62,26 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_real(x) -> bool:
+def _is_finite_python_number(x) -> bool:
+    """A finite Python int or float, not a bool: what the schema hands the detector (unlike
+    reset.strategies' `_is_real`, which takes numpy's numbers too)."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def validate_config(config: DetectorConfig) -> DetectorConfig:
     """Returns config unchanged or raises ValueError naming the field and its range."""
     checks = (
-        ("lambda_", _is_real(config.lambda_) and 0 < config.lambda_ <= 1, "a number in (0, 1]"),
-        ("eps1", _is_real(config.eps1) and config.eps1 > 0, "a positive number"),
-        ("eps2", _is_real(config.eps2) and config.eps2 >= 0, "a non-negative number"),
+        (
+            "lambda_",
+            _is_finite_python_number(config.lambda_) and 0 < config.lambda_ <= 1,
+            "a number in (0, 1]",
+        ),
+        ("eps1", _is_finite_python_number(config.eps1) and config.eps1 > 0, "a positive number"),
+        (
+            "eps2",
+            _is_finite_python_number(config.eps2) and config.eps2 >= 0,
+            "a non-negative number",
+        ),
         ("m", _is_int(config.m) and config.m >= 1, "an integer >= 1"),
         ("k", _is_int(config.k) and config.k >= 1, "an integer >= 1"),
         (

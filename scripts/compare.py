@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import reset as reset_lib
+from controller import logged_number
 from scripts.local import plots
 
 FIGURE = "compare.png"
@@ -99,14 +100,6 @@ def variant_label(config: Mapping[str, Any]) -> str:
     return " ".join([strategy, *(f"{k}={json.dumps(v)}" for k, v in others.items())])
 
 
-def _number(text: str | None) -> float:
-    """A CSV cell as a float (NaN when empty or not a number)."""
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
 def load_run(path: Path) -> Run:
     """Read one run folder: config.json, eval_measurements.csv and events.jsonl."""
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -133,7 +126,7 @@ def load_run(path: Path) -> Run:
     reached = next((e for e in events if e.get("event") == "target_reached"), None)
     ends = [e for e in events if e.get("event") == "end"]
     end = ends[-1] if ends else None
-    steps = tuple(int(_number(r["global_step"])) for r in rows)
+    steps = tuple(int(logged_number(r["global_step"])) for r in rows)
     end_step = end["step"] if end else (steps[-1] if steps else 0)
     boundaries = next(
         (
@@ -153,8 +146,8 @@ def load_run(path: Path) -> Run:
         metric_name=metric_key.removeprefix("validation/"),
         target=float(config["target"]["value"]),
         steps=steps,
-        metric=tuple(_number(r.get(metric_key)) for r in rows),
-        loss=tuple(_number(r.get("validation/loss")) for r in rows),
+        metric=tuple(logged_number(r.get(metric_key)) for r in rows),
+        loss=tuple(logged_number(r.get("validation/loss")) for r in rows),
         resets=resets,
         cycles=tuple(zip(starts, [*starts[1:], end_step], strict=True)),
         final_boundaries=tuple(boundaries),

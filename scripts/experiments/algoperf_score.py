@@ -172,12 +172,15 @@ def _read_times(path: Path) -> dict[str, dict[str, Any]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return {
-        row["submission"]: {k: _number(v) for k, v in row.items() if k != "submission"}
+        row["submission"]: {k: _json_time(v) for k, v in row.items() if k != "submission"}
         for row in rows
     }
 
 
-def _number(text: str) -> float | str:
+def _json_time(text: str) -> float | str:
+    """A time cell of AlgoPerf's CSV for the JSON this prints: a float, nan when empty, the
+    text "inf" for a missed target (strict JSON has no infinity; `score_table`'s float()
+    reads it back)."""
     value = float(text) if text else math.nan
     return "inf" if math.isinf(value) else value
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ from scripts.experiments.design import (
     grid,
 )
 from scripts.experiments.evidence_report import aggregate
+from scripts.main_job.files import write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,16 +89,16 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     evals = [
         {
             "step": step,
-            "metric": _number(metrics[metric_key]),
-            "loss": _number(metrics["validation/loss"]),
-            "time": _number(metrics["accumulated_submission_time"]),
+            "metric": _json_number(metrics[metric_key]),
+            "loss": _json_number(metrics["validation/loss"]),
+            "time": _json_number(metrics["accumulated_submission_time"]),
         }
         for step, metrics in result.eval_results
     ]
     # Each reset with the failure check of the cycle it ended (v2: rules (a)-(c)).
     numbers = ("tau", "metric", "param_norm_ratio")
     resets = [
-        {k: _number(v) if k in numbers else v for k, v in record._asdict().items()}
+        {k: _json_number(v) if k in numbers else v for k, v in record._asdict().items()}
         for record in resets_in(recorder.records)
     ]
     return {
@@ -127,7 +127,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def _number(value: Any) -> float | None:
+def _json_number(value: Any) -> float | None:
     """A float for JSON: None for nan/inf (JSON has neither)."""
     value = float(value)
     return value if math.isfinite(value) else None
@@ -190,7 +190,7 @@ def run_grid(
             errors.append(f"{spec.key}: {error}")
             line = f"FAILED {error}"
         else:
-            _write_json(runs_dir / f"{spec.key}.json", record)
+            write_json(runs_dir / f"{spec.key}.json", record)
             reached = record["target_step"]
             line = f"target at step {reached}" if reached is not None else "target not reached"
             line += f", {record['wall_time']:.0f} s"
@@ -218,12 +218,6 @@ def run_grid(
         else:
             os.environ["XLA_FLAGS"] = env_before
     return errors
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -74,8 +74,11 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Pretty JSON (non-finite floats as null)."""
-    path.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
+    """Pretty JSON (non-finite floats as null), written whole or not at all: a reader (the
+    run monitor, a resumed grid) never finds half a file, whenever the writer is stopped."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def json_safe(value: Any) -> Any:
