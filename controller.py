@@ -47,7 +47,7 @@ if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cycli
         total_steps,
     )
     from .schedules.shapes import DECAY_SHAPES, WARMUP_SHAPES
-else:  # Run from the project root: top-level modules and packages.
+else:  # Run from the project root.
     import early_switching
     import reset
     from schedules import budget as time_budget
