@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -174,10 +175,22 @@ def ended_by_budget(trial: Path, budget: float) -> float:
     return scores[-1]
 
 
-def resets_logged(trial: Path) -> list[int]:
-    """The steps of the reset rows our submission logged in the runner's measurements.csv."""
-    rows = read_rows(trial / "measurements.csv")
-    return [int(float(r["global_step"])) for r in rows if r.get("reset/cycle")]
+# The resets are read by controller.ResetRecord (`resets_in`), the one reader of the
+# "reset/..." columns, in AlgoPerf's venv: controller needs numpy and jax, and this script
+# runs on the standard library alone.
+_RESETS = (
+    "import csv, sys; from controller import resets_in;"
+    "rows = csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'));"
+    "print([r.step for r in resets_in((int(float(row['global_step'])), row) for row in rows)])"
+)
+
+
+def resets_logged(env: Env, trial: Path) -> list[int]:
+    """The steps of the resets our submission logged in the runner's measurements.csv."""
+    path = trial / "measurements.csv"
+    read_rows(path)  # CheckFailed if it was not written.
+    out = env.run(["-c", _RESETS, str(path)], f"resets-{trial.parent.parent.name}-{trial.name}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def runner_self_tuning(env: Env) -> str:
@@ -186,7 +199,7 @@ def runner_self_tuning(env: Env) -> str:
     _runner(env, "self", budget, ["--tuning_ruleset=self", "--nosave_intermediate_checkpoints"])
     trial = env.work / "experiments" / "self" / "mnist_jax" / "trial_1"
     score = ended_by_budget(trial, 1.5 * SELF_BUDGET)
-    resets = resets_logged(trial)
+    resets = resets_logged(env, trial)
     if not resets:
         raise CheckFailed(f"no reset/* rows in {trial / 'measurements.csv'}")
     return f"score {score:.0f} s of {1.5 * SELF_BUDGET:.0f}, resets at steps {resets}"
@@ -208,7 +221,7 @@ def runner_external(env: Env) -> str:
         if not (trial / "hparams.json").exists():
             raise CheckFailed(f"{trial / 'hparams.json'} was not written")
         score = ended_by_budget(trial, EXTERNAL_BUDGET)
-        out.append(f"trial {n}: score {score:.0f} s, resets at {resets_logged(trial)}")
+        out.append(f"trial {n}: score {score:.0f} s, resets at {resets_logged(env, trial)}")
     return "; ".join(out)
 
 
