@@ -2,13 +2,12 @@
 
 It implements the parts of AlgoPerf's Workload interface the submission and the local
 runner (``scripts/local/runner.py``) use. The data are Gaussian clusters drawn once from a
-fixed seed (nothing is downloaded); the model is a flax MLP with dropout and, optionally,
-batch norm (so that resets have a model state to act on).
+fixed seed (nothing is downloaded); the model is `models.MLP` (two hidden layers, dropout and,
+optionally, batch norm, so that resets have a model state to act on).
 """
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,7 @@ from algoperf_compat import spec
 
 from .base import seed_from_key
 from .losses import correct_sum, softmax_cross_entropy
+from .models import MLP
 
 NUM_CLASSES = 4
 NUM_FEATURES = 16
@@ -29,21 +29,6 @@ def make_data(seed: int, n: int, noise: float = 1.6):
     labels = rng.integers(0, NUM_CLASSES, size=n)
     inputs = centres[labels] + noise * rng.normal(size=(n, NUM_FEATURES))
     return inputs.astype(np.float32), labels.astype(np.int32)
-
-
-class MLP(nn.Module):
-    width: int = 64
-    batch_norm: bool = False
-
-    @nn.compact
-    def __call__(self, x, train: bool, dropout_rate: float = 0.0):
-        for _ in range(2):
-            x = nn.Dense(self.width)(x)
-            if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-            x = nn.relu(x)
-            x = nn.Dropout(rate=dropout_rate, deterministic=not train)(x)
-        return nn.Dense(NUM_CLASSES)(x)
 
 
 class GeneratedDataWorkload:
@@ -165,7 +150,7 @@ class TinyWorkload(GeneratedDataWorkload):
         assert target_metric in ("accuracy", "loss")
         default_target = 0.8 if target_metric == "accuracy" else 0.6
         super().__init__(
-            MLP(width=width, batch_norm=batch_norm),
+            MLP((width, width), NUM_CLASSES, use_batch_norm=batch_norm),
             make_data(1, num_train),
             make_data(2, num_validation),
             target_metric,
