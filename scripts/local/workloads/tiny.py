@@ -2,7 +2,7 @@
 
 It implements the parts of AlgoPerf's Workload interface the submission and the local
 runner (``scripts/local/runner.py``) use. The data are Gaussian clusters drawn once from a
-fixed seed (nothing is downloaded); the model is `models.MLP` (two hidden layers, dropout and,
+fixed seed (nothing is downloaded); the model is ``models.MLP`` (two hidden layers, dropout and,
 optionally, batch norm, so that resets have a model state to act on).
 """
 
