@@ -39,6 +39,7 @@ V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "tau_formula": "thesis",
         "failed_cycle_lr_factor": 1.0,
         "switch_signal": "loss",
+        "rollback_to": "start",
     }
 )
 
@@ -213,6 +214,13 @@ class Config:
         "bool",
         "`soft` starts the cycle after a failed one from where the failed one started, with "
         "fresh moments (METHOD.md §4 v2); false: blend its end (v1)",
+    )
+    rollback_to: str = _hp(
+        "best",
+        "choice",
+        "what a rollback restores: the cycle's `start`, or its `best` evaluated state (kept at "
+        "each evaluation that improves on it; a rollback never discards what a cycle learned)",
+        choices=controller.ROLLBACK_TARGETS,
     )
     fail_on_non_finite: bool = _hp(
         True, "bool", "failure rule (a): a non-finite value in the params, statistics or moments"
@@ -418,6 +426,7 @@ def resolve(hyperparameters: Any = None) -> Config:
     config = Config(**values)
     schedules.check_plan_settings(**plan_settings(config))
     detector_config(config)
+    make_optimizer(config, make_plan(config, 100))  # Its cross-field checks, now.
     return config
 
 
@@ -506,6 +515,7 @@ def controller_settings(
         tau_formula=config.tau_formula,
         improvement_scale=config.no_improvement_scale,
         switch_signal=config.switch_signal,
+        rollback_to=config.rollback_to,
         budget=budget,
     )
 
