@@ -78,6 +78,7 @@ class Settings(NamedTuple):
     tau_formula: str  # reset.TAU_FORMULAS
     improvement_scale: str  # rule (c)'s margin: of the gap to the target, or the value
     switch_signal: str  # what the detector smooths: SWITCH_SIGNALS
+    rollback_to: str  # what a rollback restores: ROLLBACK_TARGETS
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
 
 
@@ -85,6 +86,13 @@ class Settings(NamedTuple):
 # target metric as a loss (lower is better: -y for a metric where higher is better), which
 # is what the benchmark scores (METHOD.md section 7, v3).
 SWITCH_SIGNALS = ("loss", "metric")
+
+
+# What a rollback restores (METHOD.md section 7, v3): the state the failed cycle started
+# from, or the best state it reached (kept at each evaluation that improved on the one
+# before; so a rollback never discards learning, as training logs restore the last good
+# checkpoint).
+ROLLBACK_TARGETS = ("start", "best")
 
 
 def switch_value(evaluation: Evaluation, settings: Settings) -> float:
@@ -110,7 +118,10 @@ class Controller(NamedTuple):
     cycle_start_metric: what the current cycle must improve on: the last evaluation
       before it began, else the run's first (nan before any).
     cycle_evals: evaluations read in the current cycle.
-    previous_start_metric: the ending cycle's start metric, for `after_reset`.
+    kept_metric: the target metric of the state a rollback of the current cycle restores
+      (its start, or with `rollback_to = "best"` its best evaluated state; nan before any).
+    previous_start_metric: the ending cycle's `kept_metric`, for `after_reset`.
+    start_norm: the global norm of the params the current cycle started from.
     time_samples: (step, submission seconds) at the evaluations read so far, k x 2, after
       the origin (0, 0) (`schedules.budget.add_sample`), from which the plan is re-fitted.
     """
@@ -127,6 +138,8 @@ class Controller(NamedTuple):
     cycle_start_metric: float = math.nan
     cycle_evals: int = 0
     previous_start_metric: float = math.nan
+    kept_metric: float = math.nan
+    start_norm: float = 1.0  # ||params|| where the current cycle started: rule (b)
     # The run's origin (0 steps, 0 s) to begin with: never an empty array, which AlgoPerf's
     # checkpointing refuses to save.
     time_samples: np.ndarray = np.zeros((1, 2))
@@ -181,167 +194,20 @@ class Refit(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """What to do before this step: `resets` in order, then train; or stop (`stop` is the
-    reason, the resets are then moot). `refit`: the plan was re-fitted (for the log)."""
+    """What to do before this step: `keep` the current state as the cycle's rollback point,
+    then `resets` in order, then train; or stop (`stop` is the reason, the resets are then
+    moot). `refit`: the plan was re-fitted (for the log)."""
 
     resets: tuple[Reset, ...] = ()
     stop: str | None = None
     switch: Switch | None = None
     refit: Refit | None = None
+    keep: bool = False
 
 
-# --- the records of events, as AlgoPerf's metrics logger holds them ---------------------
-# The one place that writes and reads the "reset/..." and "plan/..." metric names: the
-# submission logs `to_metrics()`, every reader (console, plots, evidence) `from_metrics`.
-
-
-def logged_number(value) -> float:
-    """A float from a logged value (a number, or a CSV cell's text); nan when empty/absent
-    or not a number. Every reader of logged numbers (the records below, compare) uses it."""
-    if value is None or value == "":
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-_number = logged_number  # The records' short name for it.
-
-
-def _flag(value) -> bool:
-    """A logged 0.0/1.0 flag (nan or absent: False)."""
-    number = _number(value)
-    return bool(number) if not math.isnan(number) else False
-
-
-class ResetRecord(NamedTuple):
-    """One reset as it happened: the controller's `Reset` (cycle, tau, metric, early switch)
-    and the device's failure check of the cycle it ended (`reset.FailureCheck`), with
-    whether the strategy rolled that cycle back.
-
-    failure_rule: the name (`reset.FAILURE_RULES`) of the first enabled rule that held,
-    None when the cycle did not fail. param_norm_ratio: ||params_end|| / ||params_start||.
-    """
-
-    step: int
-    cycle: int
-    tau: float
-    metric: float
-    early_switch: bool
-    non_finite: bool = False
-    failed: bool = False
-    failure_rule: str | None = None
-    param_norm_ratio: float = math.nan
-    rolled_back: bool = False
-
-    @property
-    def reason(self) -> str:
-        """``early switch`` or ``planned``."""
-        return "early switch" if self.early_switch else "planned"
-
-    def to_metrics(self) -> dict:
-        """The scalars AlgoPerf's metrics logger takes (logged at `step`): flags as 0.0/1.0,
-        the rule as its index in `reset.FAILURE_RULES` (-1 when none failed)."""
-        rule = -1 if self.failure_rule is None else reset.FAILURE_RULES.index(self.failure_rule)
-        return {
-            "reset/cycle": self.cycle,
-            "reset/tau": self.tau,
-            "reset/metric": self.metric,
-            "reset/early_switch": float(self.early_switch),
-            "reset/non_finite": float(self.non_finite),
-            "reset/failed": float(self.failed),
-            "reset/failure_rule": float(rule),
-            "reset/param_norm_ratio": float(self.param_norm_ratio),
-            "reset/rolled_back": float(self.rolled_back),
-        }
-
-    @classmethod
-    def from_metrics(cls, step: int, metrics) -> "ResetRecord | None":
-        """The reset in one logged metrics dict (numbers, or a CSV row's text), None if it
-        holds none. Keys a v1 log lacks read as "did not fail"."""
-        cycle = _number(metrics.get("reset/cycle"))
-        if math.isnan(cycle):
-            return None
-        failed = _flag(metrics.get("reset/failed"))
-        rule = _number(metrics.get("reset/failure_rule"))
-        known = failed and not math.isnan(rule) and 0 <= int(rule) < len(reset.FAILURE_RULES)
-        return cls(
-            step=int(step),
-            cycle=int(cycle),
-            tau=_number(metrics.get("reset/tau")),
-            metric=_number(metrics.get("reset/metric")),
-            early_switch=_flag(metrics.get("reset/early_switch")),
-            non_finite=_flag(metrics.get("reset/non_finite")),
-            failed=failed,
-            failure_rule=reset.FAILURE_RULES[int(rule)] if known else None,
-            param_norm_ratio=_number(metrics.get("reset/param_norm_ratio")),
-            rolled_back=_flag(metrics.get("reset/rolled_back")),
-        )
-
-
-def reset_record(action: Reset, check, rolled_back: bool) -> ResetRecord:
-    """The record of the reset `action` once the device has done it: `check` is the
-    `reset.FailureCheck` read back to the host (failed, finite, ratio, rule index)."""
-    failed, finite, ratio, rule = check
-    return ResetRecord(
-        step=action.step,
-        cycle=action.cycle,
-        tau=action.tau,
-        metric=action.metric,
-        early_switch=action.early,
-        non_finite=not finite,
-        failed=bool(failed),
-        failure_rule=reset.FAILURE_RULES[rule] if failed else None,
-        param_norm_ratio=float(ratio),
-        rolled_back=bool(rolled_back),
-    )
-
-
-def resets_in(records) -> list[ResetRecord]:
-    """Every reset in `(step, metrics, ...)` logger records, in step order."""
-    found = (ResetRecord.from_metrics(r[0], r[1]) for r in records)
-    return sorted((r for r in found if r is not None), key=lambda r: r.step)
-
-
-class RefitRecord(NamedTuple):
-    """A plan re-fit as logged: at `step`, `seconds_per_step` measured, `budget_spent` the
-    fraction of the time budget spent; the plan now ends at step `end`."""
-
-    step: int
-    seconds_per_step: float
-    end: int
-    budget_spent: float
-
-    @classmethod
-    def of(cls, refit: Refit, budget: time_budget.Budget) -> "RefitRecord":
-        """The record of `refit` against the run's time budget."""
-        return cls(refit.step, refit.seconds_per_step, refit.end, refit.seconds / budget.seconds)
-
-    def to_metrics(self) -> dict:
-        """The scalars AlgoPerf's metrics logger takes (logged at `step`)."""
-        return {
-            "plan/seconds_per_step": self.seconds_per_step,
-            "plan/end": self.end,
-            "plan/budget_spent": self.budget_spent,
-        }
-
-    @classmethod
-    def from_metrics(cls, step: int, metrics) -> "RefitRecord | None":
-        """The re-fit in one logged metrics dict, None if it holds none."""
-        end = _number(metrics.get("plan/end"))
-        if math.isnan(end):
-            return None
-        return cls(
-            int(step),
-            _number(metrics.get("plan/seconds_per_step")),
-            int(end),
-            _number(metrics.get("plan/budget_spent")),
-        )
-
-
-def start(plan: CyclePlan, seed) -> Controller:
-    """The controller of a new run: cycle 0 of `plan`, nothing evaluated yet."""
+def start(plan: CyclePlan, seed, start_norm: float = 1.0) -> Controller:
+    """The controller of a new run: cycle 0 of `plan` from params of norm `start_norm`,
+    nothing evaluated yet."""
     return Controller(
         plan=plan,
         cycle=0,
@@ -351,6 +217,7 @@ def start(plan: CyclePlan, seed) -> Controller:
         cycle_best_metric=math.nan,
         detector=early_switching.initial_state(),
         seed=np.asarray(seed, dtype=np.uint32),
+        start_norm=float(start_norm),
     )
 
 
@@ -424,9 +291,25 @@ def observe(
         cycle_best_metric=best,
         first_metric=first,
         cycle_start_metric=start,
+        kept_metric=start if math.isnan(controller.kept_metric) else controller.kept_metric,
         cycle_evals=controller.cycle_evals + count,
     )
     return controller, switch
+
+
+def keep_best(controller: Controller, step: int, settings: Settings) -> tuple[Controller, bool]:
+    """Whether the state before training step `step` becomes the cycle's rollback point:
+    with `rollback_to = "best"`, when the newest evaluation was of exactly this state (at
+    `step`, inside the current cycle) and its target metric is better than the kept one's."""
+    metric, kept = controller.last_metric, controller.kept_metric
+    if settings.rollback_to != "best" or controller.last_eval_step != step:
+        return controller, False
+    if step <= controller.plan.boundaries[controller.cycle] or not math.isfinite(metric):
+        return controller, False
+    better = metric > kept if settings.higher_is_better else metric < kept
+    if math.isfinite(kept) and not better:
+        return controller, False
+    return controller._replace(kept_metric=metric), True
 
 
 def next_cycle(
@@ -452,15 +335,16 @@ def next_cycle(
         settings.target if settings.improvement_scale == "gap" else None,
     )
     cycle = controller.cycle + 1
+    last = controller.last_metric
+    start_metric = last if math.isfinite(last) else controller.first_metric
     controller = controller._replace(
         cycle=cycle,
         cycle_best_metric=math.nan,
         detector=early_switching.initial_state(),
         cycle_evals=0,
-        previous_start_metric=controller.cycle_start_metric,
-        cycle_start_metric=controller.last_metric
-        if math.isfinite(controller.last_metric)
-        else controller.first_metric,
+        previous_start_metric=controller.kept_metric,
+        cycle_start_metric=start_metric,
+        kept_metric=start_metric,
     )
     end = int(controller.plan.boundaries[cycle + 1])
     reason = "planned" if switch is None else switch.reason
@@ -469,12 +353,21 @@ def next_cycle(
 
 
 def after_reset(
-    controller: Controller, rolled_back: bool, failed: bool = False, lr_factor: float = 1.0
+    controller: Controller,
+    rolled_back: bool,
+    failed: bool = False,
+    lr_factor: float = 1.0,
+    start_norm: float = 1.0,
 ) -> Controller:
-    """The state once the device has reset: a cycle rolled back to where the failed one
-    started must improve on what that one had to; after a failed cycle the peaks of the
-    new cycle and all later ones are multiplied by `lr_factor` (the device entered the
-    new cycle with its peak lowered alike)."""
+    """The state once the device has reset: a cycle rolled back to the failed one's kept
+    state (its start, or its best) must improve on that state's metric; after a failed
+    cycle the peaks of the new cycle and all later ones are multiplied by `lr_factor` (the
+    device lowered the new cycle's alike). `start_norm`: the new cycle's params' norm, rule
+    (b)'s next reference, unless the cycle was rolled back: then the failed cycle's
+    reference stands (a rollback to its best state must not make a norm grown by the
+    failure the new normal)."""
+    if not rolled_back:
+        controller = controller._replace(start_norm=float(start_norm))
     if failed and lr_factor != 1.0:
         peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
         peaks[controller.cycle :] *= lr_factor
@@ -482,7 +375,8 @@ def after_reset(
         controller = controller._replace(plan=plan)
     if not rolled_back:
         return controller
-    return controller._replace(cycle_start_metric=controller.previous_start_metric)
+    restored = controller.previous_start_metric
+    return controller._replace(cycle_start_metric=restored, kept_metric=restored)
 
 
 def refit(
@@ -532,14 +426,17 @@ def decide(
     when the caller knows nothing new arrived: the number seen is unchanged) and the
     submission seconds spent so far (None when the runner does not say).
 
-    New evaluations are read (an early switch may end the cycle at once) and, with a time
+    New evaluations are read (an early switch may end the cycle at once; an evaluation of
+    this very state that is the cycle's best makes it the rollback point) and, with a time
     budget, the plan is re-fitted to it; then, while `step` has reached the current
     cycle's end, the next cycle starts with a reset, or the run stops when the plan is used
     up and `stop_when_plan_ends`.
     """
     switch = fitted = None
+    keep = False
     if evaluations is not None:
         controller, switch = observe(controller, evaluations, settings)
+        controller, keep = keep_best(controller, step, settings)
         if settings.budget is not None and seconds is not None:
             controller, fitted = refit(controller, step, seconds, settings.budget)
     resets = []
@@ -548,14 +445,14 @@ def decide(
         if controller.cycle + 1 == num_cycles(plan):
             if settings.stop_when_plan_ends:
                 reason = f"the cycle plan ended at step {total_steps(plan)}."
-                return controller, Decision(tuple(resets), reason, switch, fitted)
+                return controller, Decision(tuple(resets), reason, switch, fitted, keep)
             controller = extend(controller, step, seconds, settings)
         # The boundary an early switch just moved (to the evaluation's step) ends the cycle.
         ends = int(plan.boundaries[controller.cycle + 1])
         early = switch if switch is not None and ends == switch.step else None
         controller, new_reset = next_cycle(controller, step, early, settings)
         resets.append(new_reset)
-    return controller, Decision(tuple(resets), None, switch, fitted)
+    return controller, Decision(tuple(resets), None, switch, fitted, keep)
 
 
 def summary(controller: Controller) -> dict:

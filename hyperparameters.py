@@ -4,8 +4,8 @@
 else derives from it: validation (`resolve`), the README's table (`markdown_table`), the
 check of `tuning_search_space.json` (`check_search_space`), the local CLI's
 `--set name=value` parsing (`parse_cli_value`) and the JSON a run writes (`to_json`).
-Cross-field rules of the cycle plan are checked by `schedules.check_plan_settings`, the
-detector's by `early_switching.validate_config`: one check each, where the math lives.
+Cross-field rules are checked where the math lives: `schedules.check_plan_settings`,
+`early_switching.validate_config`, `reset.adamw`.
 """
 
 import dataclasses
@@ -30,15 +30,9 @@ OPTIMIZERS = ("adamw", "nadamw")
 
 # v2's values where v3 changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}` runs v2.
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {
-        "num_cycles": 3,
-        "optimizer": "adamw",
-        "budget_fill": 0.95,
-        "norm_rule": "alone",
-        "tau_formula": "thesis",
-        "failed_cycle_lr_factor": 1.0,
-        "switch_signal": "loss",
-    }
+    dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
+    | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
+    | dict(rollback_to="start")
 )
 
 
@@ -217,6 +211,13 @@ class Config:
         "bool",
         "`soft` starts the cycle after a failed one from where the failed one started, with "
         "fresh moments (METHOD.md §4 v2); false: blend its end (v1)",
+    )
+    rollback_to: str = _hp(
+        "best",
+        "choice",
+        "a rollback restores the cycle's `start`, or its `best` evaluated state (it never "
+        "discards what the cycle learned; METHOD.md §7 v3)",
+        choices=controller.ROLLBACK_TARGETS,
     )
     fail_on_non_finite: bool = _hp(
         True, "bool", "failure rule (a): a non-finite value in the params, statistics or moments"
@@ -412,12 +413,12 @@ def resolve(hyperparameters: Any = None) -> Config:
     config = Config(**values)
     schedules.check_plan_settings(plan_settings(config))
     detector_config(config)
+    make_optimizer(config, make_plan(config, 100))
     return config
 
 
 def plan_settings(config: Config) -> schedules.PlanSettings:
-    """The plan's settings (all but T): the schema names `schedules.PlanSettings`' fields
-    alike."""
+    """The plan's settings (all but T), `schedules.PlanSettings`' fields by name."""
     return schedules.PlanSettings(*(getattr(config, f) for f in schedules.PlanSettings._fields))
 
 
@@ -498,6 +499,7 @@ def controller_settings(
         tau_formula=config.tau_formula,
         improvement_scale=config.no_improvement_scale,
         switch_signal=config.switch_signal,
+        rollback_to=config.rollback_to,
         budget=budget,
     )
 

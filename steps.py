@@ -78,9 +78,12 @@ class Cycle(NamedTuple):
     no_improvement: Any
     window: schedules.CyclePlan
     step: Any
+    start_norm: Any  # ||params|| where the ending cycle started: failure rule (b)'s reference
 
 
-def cycle_args(plan, index, tau=0.0, switched=False, no_improvement=False, step=0) -> Cycle:
+def cycle_args(
+    plan, index, tau=0.0, switched=False, no_improvement=False, step=0, start_norm=1.0
+) -> Cycle:
     """The traced numbers of a reset into cycle `index`, in the dtypes it compiles for."""
     return Cycle(
         np.float32(tau),
@@ -88,6 +91,7 @@ def cycle_args(plan, index, tau=0.0, switched=False, no_improvement=False, step=
         np.bool_(no_improvement),
         schedules.cycle_window(plan, index),
         np.int32(step),
+        np.float32(start_norm),
     )
 
 
@@ -129,13 +133,14 @@ def reset_step(
 
     The fresh initialisation `make_fresh(source) -> (params, model state)` runs only when
     the strategy reads it (`strategy.uses_init`, a `lax.cond`: not for `none`, tau = 0 or
-    a rollback); the fresh optimizer state is `tx.init`, which reads only shapes. Returns
-    the new state, a copy of its params and model state for the next cycle's start (None
-    with `snapshot_on_host`) and the `reset.FailureCheck`.
+    a rollback); the fresh optimizer state is `tx.init`, which reads only shapes. `start`
+    is the state a rollback restores (the cycle's start, or its best). Returns the new
+    state, a copy of its params and model state for the next cycle's start (None with
+    `snapshot_on_host`), the `reset.FailureCheck` and the new params' global norm.
     """
     check = reset.check_cycle(
         current,
-        start.params,
+        cycle.start_norm,
         cycle.no_improvement,
         config.failure_kappa,
         schema.failure_rules(config),
@@ -170,7 +175,7 @@ def reset_step(
     new = new._replace(opt_state=opt_state)
     # A separate buffer (jit never aliases two outputs): the train step donates `new`.
     start = None if config.snapshot_on_host else reset.TrainState(new.params, new.model_state, None)
-    return new, start, check
+    return new, start, check, reset.global_norm(new.params)
 
 
 class ResetStep:
@@ -211,13 +216,21 @@ class ResetStep:
         if self.ahead.future is None:
             self.ahead.start(self.traced, self.example_args(current, start, plan, seed, batch, rng))
 
-    def __call__(self, current, start, action, plan, seed, batch, rng):
-        """The reset `action` (a `controller.Reset`) into its cycle of `plan`: `traced`, or
-        `given` with a plain call's result for a workload whose init cannot be traced
+    def __call__(self, current, start, action, controller, batch, rng):
+        """The reset `action` (a `controller.Reset`) into its cycle of the controller's plan
+        (its seed keys the fresh init; its `start_norm` is rule (b)'s reference): `traced`,
+        or `given` with a plain call's result for a workload whose init cannot be traced
         (decided at the first reset, logged once). Returns (new state, new start,
-        `reset.FailureCheck`)."""
+        `reset.FailureCheck`, the new params' norm)."""
+        plan, seed = controller.plan, controller.seed
         cycle = cycle_args(
-            plan, action.cycle, action.tau, action.early, action.no_improvement, action.step
+            plan,
+            action.cycle,
+            action.tau,
+            action.early,
+            action.no_improvement,
+            action.step,
+            controller.start_norm,
         )
         index = action.cycle
         seed_and_cycle = init_source(seed, index)

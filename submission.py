@@ -30,11 +30,12 @@ if __package__:  # Packaged: imported as submissions.self_tuning.<name>.submissi
     from . import algoperf_compat as compat
     from . import controller as control
     from . import hyperparameters as schema
-    from . import reset, schedules, steps
+    from . import records, reset, schedules, steps
 else:  # Run from the project root: --submission_path=submission.py.
     import algoperf_compat as compat
     import controller as control
     import hyperparameters as schema
+    import records
     import reset
     import schedules
     import steps
@@ -48,8 +49,9 @@ def get_batch_size(workload_name: str) -> int:
 class SubmissionState(NamedTuple):
     """optimizer_state[0]: all that a checkpoint must hold.
 
-    start: the params and model state the current cycle started from (a
-    `reset.TrainState` without optimizer state), for failure rule (b) and a rollback; on
+    start: the params and model state a rollback of the current cycle restores (a
+    `reset.TrainState` without optimizer state): where the cycle started, or with
+    `rollback_to = "best"` its best evaluated state; also failure rule (b)'s reference. On
     the device, or in host memory with `snapshot_on_host`.
     """
 
@@ -117,30 +119,32 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
         plan.peak_learning_rates.tolist(),
         config.reset_strategy,
     )
-    start = _snapshot(reset.TrainState(model_params, model_state, None), config, runtime)
-    return SubmissionState(opt_state, control.start(plan, key), start), runtime
+    start = _snapshot(model_params, model_state, runtime)
+    norm = float(reset.global_norm(model_params))  # Failure rule (b)'s first reference.
+    return SubmissionState(opt_state, control.start(plan, key, norm), start), runtime
 
 
-def _snapshot(state: reset.TrainState, config, runtime) -> reset.TrainState:
+def _snapshot(params, model_state, runtime) -> reset.TrainState:
     """A copy of params and model state that later steps cannot donate away: in host
     memory (numpy) with `snapshot_on_host`, else on the device."""
-    if config.snapshot_on_host:
+    state = reset.TrainState(params, model_state, None)
+    if runtime.config.snapshot_on_host:
         return jax.device_get(state)
     return jax.tree.map(jnp.copy, jax.device_put(state, runtime.replicated))
 
 
 def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     """The device work of a reset the controller decided: the strategy applied to the
-    current state, the cycle's start and a fresh initialisation keyed by (seed, cycle)."""
-    config = runtime.config
+    current state, the kept state (the cycle's start, or its best) and a fresh
+    initialisation keyed by (seed, cycle)."""
     current = reset.TrainState(params, model_state, state.opt_state)
     controller = state.controller
-    new, start, check = runtime.reset_step(
-        current, state.start, action, controller.plan, controller.seed, batch, rng
+    new, start, check, norm = runtime.reset_step(
+        current, state.start, action, controller, batch, rng
     )
-    check = jax.device_get(check)  # One small read, at resets only.
+    check, norm = jax.device_get((check, norm))  # One small read, at resets only.
     rolled_back = runtime.strategy.rolls_back(bool(check.failed))
-    record = control.reset_record(action, check, rolled_back)
+    record = records.reset_record(action, check, rolled_back, controller.previous_start_metric)
     logging.info(
         "%s, strategy %s, params norm x%.3g%s%s%s",
         control.describe(action),
@@ -153,17 +157,16 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     if workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(record.to_metrics(), action.step)
     controller = control.after_reset(
-        controller, record.rolled_back, record.failed, config.failed_cycle_lr_factor
+        controller, record.rolled_back, record.failed, runtime.config.failed_cycle_lr_factor, norm
     )
-    if config.snapshot_on_host:
-        start = jax.device_get(reset.TrainState(new.params, new.model_state, None))
+    start = _snapshot(new.params, new.model_state, runtime) if start is None else start
     state = state._replace(opt_state=new.opt_state, controller=controller, start=start)
     return state, new.params, new.model_state
 
 
 def _log_refit(workload, refit: control.Refit, budget) -> None:
     """The plan re-fitted to the time budget: to the log and the metrics logger."""
-    record = control.RefitRecord.of(refit, budget)
+    record = records.RefitRecord.of(refit, budget)
     logging.info(
         "plan re-fitted at step %d (%.4g s per step, %.0f%% of the budget spent): ends at step %d",
         record.step,
@@ -229,6 +232,8 @@ def update_params(
     if not _is_placed(params, runtime.replicated):  # The first call after a start/restore.
         params, model_state = jax.device_put((params, model_state), runtime.replicated)
     state = state._replace(controller=controller)
+    if decision.keep:  # This state, just evaluated, is the cycle's best: its rollback point.
+        state = state._replace(start=_snapshot(params, model_state, runtime))
     for action in decision.resets:
         state, params, model_state = _reset(
             workload, runtime, state, params, model_state, action, batch, rng

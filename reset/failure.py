@@ -51,10 +51,11 @@ def global_norm(tree) -> jax.Array:
 
 
 def check_cycle(
-    current, start_params, no_improvement, kappa: float, rules=FAILURE_RULES, confirm=True
+    current, start_norm, no_improvement, kappa: float, rules=FAILURE_RULES, confirm=True
 ) -> FailureCheck:
-    """Rules (a) and (b) measured on `current` (a TrainState at the cycle's end) against the
-    params the cycle started from; rule (c) given by the caller (`no_improvement`).
+    """Rules (a) and (b) measured on `current` (a TrainState at the cycle's end) against
+    `start_norm`, the global norm of the params the cycle started from (`global_norm`);
+    rule (c) given by the caller (`no_improvement`).
 
     kappa > 1; `rules` names the enabled rules (a subset of FAILURE_RULES). Rule (b) holds
     only where `confirm` (a bool, maybe traced) does: with `norm_rule = "confirmed"` the
@@ -65,7 +66,7 @@ def check_cycle(
     if unknown:
         raise ValueError(f"unknown failure rule(s) {unknown}; known: {list(FAILURE_RULES)}.")
     finite = all_finite((current.params, current.model_state)) & moments_finite(current.opt_state)
-    ratio = global_norm(current.params) / global_norm(start_params)
+    ratio = global_norm(current.params) / start_norm
     holds = [
         ~finite,
         finite & ((ratio > kappa) | (ratio < 1.0 / kappa)) & jnp.asarray(confirm, bool),

@@ -1,9 +1,15 @@
 """The optimizer the method runs: AdamW, or NAdamW, from optax parts (METHOD.md section 2).
 
+NAdamW is AlgoPerf's (its baselines' `scale_by_nadam`; "simpler" NAdam of
+Choi et al. 2019, arXiv:1910.05446, Table 1): m_hat = (b1 m + (1 - b1) g) / (1 - b1^n),
+both terms debiased by the current step's divisor. optax's `nadamw` debiases the first term
+by 1 - b1^(n+1) instead, which changes the first steps' size by up to 30% (b1 = 0.933, n = 1):
+the planned cycle would then not be AlgoPerf's baseline step for step.
+
 Its Adam moments (the `mu`, `nu` fields of its state) are what a reset scales. By default
 (METHOD.md section 4, v2: "scaled moments carry their weight") the moments are debiased by
 weights kept in the state, `scale_by_weighted_adam`, which a reset scales with them;
-`moment_weights=False` gives optax's `scale_by_adam`, debiased by 1 - beta^n (v1).
+`moment_weights=False` gives optax's `scale_by_adam`, debiased by 1 - beta^n (v1, AdamW).
 """
 
 from typing import Any, NamedTuple
@@ -56,10 +62,10 @@ def scale_by_weighted_adam(
     nothing, and in between the old history counts c times as much against new gradients
     (with the step count kept, 1 - b^n would debias c m as if it were all of the history).
 
-    With `nesterov` (NAdam, as optax's `scale_by_adam(nesterov=True)`, whose divisors
-    1 - b1^(n+1) and 1 - b1^n are the next and the current weight):
+    With `nesterov` (NAdam as AlgoPerf's baselines compute it, the look-ahead moment
+    debiased by the current weight; arXiv:1910.05446, Table 1):
 
-        m_hat = b1 m / (b1 w1 + (1 - b1)) + (1 - b1) g / w1
+        m_hat = (b1 m + (1 - b1) g) / w1
 
     The weights are float32 scalars, accumulated with b1, b2 rounded to float32 (so w = 1
     is a fixed point); the moments follow optax's formula bit for bit. Near 1 float32 can
@@ -72,7 +78,7 @@ def scale_by_weighted_adam(
       b2: decay of the second moment, in (0, 1).
       eps: added to the denominator, outside the square root.
       eps_root: added inside the square root.
-      nesterov: NAdam's Nesterov momentum (Dozat 2016, as optax implements it).
+      nesterov: NAdam's look-ahead first moment (as AlgoPerf's NAdamW computes it).
 
     Returns:
       An optax `GradientTransformation` with state `ScaleByWeightedAdamState`.
@@ -94,16 +100,13 @@ def scale_by_weighted_adam(
         mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
         nu = jax.tree.map(lambda g, v: (1 - b2) * (g**2) + b2 * v, updates, state.nu)
         w1, w2 = _accumulate(state.w1, b1), _accumulate(state.w2, b2)
+        count = optax.safe_int32_increment(state.count)
+        ahead = mu  # NAdam's look-ahead moment, formed as the next m would be:
         if nesterov:
-            w1_next = _accumulate(w1, b1)
-            mu_hat = jax.tree.map(
-                lambda m, g: b1 * _debias(m, w1_next) + (1 - b1) * _debias(g, w1), mu, updates
-            )
-        else:
-            mu_hat = jax.tree.map(lambda m: _debias(m, w1), mu)
+            ahead = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, mu)
+        mu_hat = jax.tree.map(lambda m: _debias(m, w1), ahead)
         nu_hat = jax.tree.map(lambda v: _debias(v, w2), nu)
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
-        count = optax.safe_int32_increment(state.count)
         return updates, ScaleByWeightedAdamState(count=count, mu=mu, nu=nu, w1=w1, w2=w2)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -137,8 +140,13 @@ def adamw(
     global norm `grad_clip` when given. With `moment_weights` (the default, METHOD.md
     section 4 v2) m_hat = m / w1, v_hat = v / w2 (`scale_by_weighted_adam`), weights a reset
     scales with the moments; without, optax's `scale_by_adam`: m / (1 - b1^n), v / (1 - b2^n)
-    (v1, an ablation). Without resets the two agree to float round-off.
+    (v1, an ablation; AdamW only). Without resets the two agree to float round-off.
     """
+    if nesterov and not moment_weights:
+        raise ValueError(
+            "moment_weights=False (optax's Adam, v1) runs with optimizer 'adamw' only: "
+            "'nadamw' is AlgoPerf's NAdamW, built on the weighted moments."
+        )
     scale_by = scale_by_weighted_adam if moment_weights else optax.scale_by_adam
     parts = [] if grad_clip is None else [optax.clip_by_global_norm(grad_clip)]
     parts += [

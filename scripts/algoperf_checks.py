@@ -175,11 +175,11 @@ def ended_by_budget(trial: Path, budget: float) -> float:
     return scores[-1]
 
 
-# The resets are read by controller.ResetRecord (`resets_in`), the one reader of the
-# "reset/..." columns, in AlgoPerf's venv: controller needs numpy and jax, and this script
+# The resets are read by records.ResetRecord (`resets_in`), the one reader of the
+# "reset/..." columns, in AlgoPerf's venv: records needs numpy and jax, and this script
 # runs on the standard library alone.
 _RESETS = (
-    "import csv, sys; from controller import resets_in;"
+    "import csv, sys; from records import resets_in;"
     "rows = csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'));"
     "print([r.step for r in resets_in((int(float(row['global_step'])), row) for row in rows)])"
 )

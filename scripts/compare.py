@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import reset as reset_lib
-from controller import logged_number
+from records import logged_number
 from scripts.local import plots
 
 FIGURE = "compare.png"

@@ -36,6 +36,7 @@ MODULES = (
     "submission.py",
     "hyperparameters.py",
     "controller.py",
+    "records.py",
     "steps.py",
     "compile_ahead.py",
     "algoperf_compat.py",

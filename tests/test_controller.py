@@ -19,7 +19,7 @@ PLAN = schedules.make_plan(30, schedules.PlanSettings(num_cycles=3, learning_rat
 EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)
 EAGER = EAGER._replace(relative=False)
 # The v2 rules these tests were written for: the plan's end stops the run, tau from the
-# target alone, the detector on the validation loss.
+# target alone, the detector on the validation loss, a rollback to the cycle's start.
 SETTINGS = control.Settings(
     target=0.9,
     higher_is_better=True,
@@ -30,6 +30,7 @@ SETTINGS = control.Settings(
     tau_formula="thesis",
     improvement_scale="gap",
     switch_signal="loss",
+    rollback_to="start",
 )
 
 
@@ -245,7 +246,8 @@ def test_after_a_rollback_the_next_cycle_must_improve_on_the_failed_ones_start()
     assert controller.cycle_start_metric == 0.4  # The last evaluation before cycle 2 ...
     rolled_back = control.after_reset(controller, rolled_back=True)
     assert rolled_back.cycle_start_metric == 0.5  # ... unless cycle 1 was rolled back.
-    assert control.after_reset(controller, rolled_back=False) is controller
+    kept = control.after_reset(controller, rolled_back=False, start_norm=controller.start_norm)
+    assert kept._replace(plan=None) == controller._replace(plan=None)  # Nothing else moves.
 
 
 def test_relative_tau_uses_the_runs_first_evaluation():
@@ -292,3 +294,44 @@ def test_after_a_failed_cycle_later_peaks_are_lowered():
     np.testing.assert_allclose(again.plan.peak_learning_rates, [1.0, 0.25, 0.25])
     kept = control.after_reset(controller, rolled_back=False, failed=False, lr_factor=0.5)
     np.testing.assert_allclose(kept.plan.peak_learning_rates, [1.0, 1.0, 1.0])
+
+
+# --- v3: the rollback point is the cycle's best evaluated state --------------------------
+
+
+def test_keep_marks_each_evaluation_of_this_state_that_beats_the_kept_one():
+    """With rollback_to = "best" an evaluation at the current step (the state about to be
+    trained is the one evaluated) that beats the kept metric makes this state the rollback
+    point; a worse one or a stale one (evaluated at another step) does not."""
+    settings = SETTINGS._replace(rollback_to="best", early_switching=False)
+    evals = {
+        2: [Evaluation(2, 0.3, 1.0)],  # The run's first: the cycle's start metric, kept.
+        4: [Evaluation(4, 0.5, 0.9)],  # Better: kept.
+        6: [Evaluation(6, 0.4, 0.9)],  # Worse: not kept.
+        8: [Evaluation(7, 0.6, 0.8)],  # Better, but of step 7's state: not this one.
+        10: [Evaluation(10, 0.7, 0.7)],  # The end of cycle 0, its best: kept, then reset.
+        13: [Evaluation(13, 0.65, 0.7)],  # Cycle 1, better than its start 0.6? No: 0.7.
+        15: [Evaluation(15, 0.75, 0.6)],  # Better than 0.7: kept.
+    }
+    controller, log = _run(_start(), range(16), evals, settings)
+    assert [s for s, d in log if d.keep] == [4, 10, 15]
+    assert controller.kept_metric == 0.75
+    (reset,) = [r for _, d in log for r in d.resets]
+    assert reset.cycle == 1 and reset.step == 10
+    # `start` keeps the cycle's start: no state is ever marked.
+    controller, log = _run(_start(), range(16), evals, settings._replace(rollback_to="start"))
+    assert not any(d.keep for _, d in log) and controller.kept_metric == 0.7
+
+
+def test_a_rollback_to_the_best_makes_the_next_cycle_improve_on_the_best():
+    """The reset hands the kept metric to after_reset (previous_start_metric); a rolled-back
+    cycle then starts from the restored state's metric, and keeps it."""
+    settings = SETTINGS._replace(rollback_to="best", early_switching=False)
+    evals = {2: [Evaluation(2, 0.3, 1.0)], 5: [Evaluation(5, 0.6, 0.9)], 9: [Evaluation(9, 0.2, 2)]}
+    controller, _ = _run(_start(), range(11), evals, settings)
+    assert controller.cycle == 1 and controller.previous_start_metric == 0.6
+    back = control.after_reset(controller, rolled_back=True, failed=True, start_norm=2.5)
+    assert back.cycle_start_metric == back.kept_metric == 0.6
+    assert back.start_norm == controller.start_norm == 1.0  # Rule (b)'s reference stands.
+    kept = control.after_reset(controller, rolled_back=False, start_norm=3.0)
+    assert kept.cycle_start_metric == kept.kept_metric == 0.2 and kept.start_norm == 3.0

@@ -13,6 +13,7 @@ import pytest
 import reset
 
 PARAMS = {"w": jnp.arange(1.0, 7.0).reshape(2, 3), "b": jnp.ones(3)}
+NORM = reset.global_norm(PARAMS)
 TX = optax.adamw(1e-3)
 
 
@@ -30,7 +31,7 @@ def _scaled(factor):
     [(1.0, False, -1), (2.9, False, -1), (3.1, True, 1), (0.34, False, -1), (0.32, True, 1)],
 )
 def test_norm_rule_fails_a_blown_up_or_collapsed_cycle(factor, failed, rule):
-    check = reset.check_cycle(_state(_scaled(factor)), PARAMS, False, kappa=3.0)
+    check = reset.check_cycle(_state(_scaled(factor)), NORM, False, kappa=3.0)
     assert bool(check.failed) is failed and int(check.rule) == rule
     assert float(check.norm_ratio) == pytest.approx(factor, rel=1e-6)
     assert bool(check.finite)
@@ -38,17 +39,17 @@ def test_norm_rule_fails_a_blown_up_or_collapsed_cycle(factor, failed, rule):
 
 def test_non_finite_state_fails_first_and_no_improvement_last():
     nan = jax.tree.map(lambda x: x.at[0].set(jnp.nan), PARAMS)
-    check = reset.check_cycle(_state(nan), PARAMS, True, kappa=3.0)
+    check = reset.check_cycle(_state(nan), NORM, True, kappa=3.0)
     assert bool(check.failed) and not bool(check.finite) and int(check.rule) == 0
-    check = reset.check_cycle(_state(PARAMS), PARAMS, True, kappa=3.0)
+    check = reset.check_cycle(_state(PARAMS), NORM, True, kappa=3.0)
     assert bool(check.failed) and int(check.rule) == 2
 
 
 def test_disabled_rules_do_not_fail_a_cycle():
-    check = reset.check_cycle(_state(_scaled(10.0)), PARAMS, True, 3.0, rules=("non_finite",))
+    check = reset.check_cycle(_state(_scaled(10.0)), NORM, True, 3.0, rules=("non_finite",))
     assert not bool(check.failed) and int(check.rule) == -1
     with pytest.raises(ValueError, match=r"unknown failure rule\(s\) \['size'\]"):
-        reset.check_cycle(_state(PARAMS), PARAMS, False, 3.0, rules=("size",))
+        reset.check_cycle(_state(PARAMS), NORM, False, 3.0, rules=("size",))
 
 
 def test_check_compiles_once_for_every_outcome():
@@ -194,10 +195,10 @@ def test_improved_within_a_relative_tolerance(best, start, higher, improved):
 def test_confirmed_norm_rule_needs_an_early_switch(confirm, failed):
     """v3 (METHOD.md section 7): a norm grown tenfold fails the cycle only where the
     detector also ended it; non-finite values and no improvement still fail it alone."""
-    check = reset.check_cycle(_state(_scaled(10.0)), PARAMS, False, 3.0, confirm=confirm)
+    check = reset.check_cycle(_state(_scaled(10.0)), NORM, False, 3.0, confirm=confirm)
     assert bool(check.failed) is failed and int(check.rule) == (1 if failed else -1)
     assert float(check.norm_ratio) == pytest.approx(10.0, rel=1e-6)
-    check = reset.check_cycle(_state(_scaled(10.0)), PARAMS, True, 3.0, confirm=False)
+    check = reset.check_cycle(_state(_scaled(10.0)), NORM, True, 3.0, confirm=False)
     assert bool(check.failed) and int(check.rule) == 2
 
 

@@ -58,10 +58,16 @@ def test_held_out_gate_counts_seeds_and_rolled_back_learners():
         gates.gates(_records(learned, collapsed, *base), [("digits", "lr300x")], "default", {})
     )
     assert found[("held-out", "digits lr300x")].holds  # 1/2 against 1/2.
-    rollback = found[("no rollback of a cycle that improved", "digits lr300x")]
-    assert not rollback.holds and rollback.numbers.startswith("1 cycles")
+    rollback = found[("no rollback discards learning", "digits lr300x")]
+    assert not rollback.holds and rollback.numbers.startswith("1 rollbacks")
     assert gates.rolled_back_learners(learned) == 1
     assert gates.rolled_back_learners(collapsed) == 0
+    # Restored to the cycle's best (rollback_to = "best"): nothing learned is discarded,
+    # though the cycle improved on its start.
+    to_best = {**learned, "resets": [{**learned["resets"][0], "restored_metric": 0.8}]}
+    assert gates.rolled_back_learners(to_best) == 0 and gates.improved_rollbacks(to_best) == 1
+    to_start = {**learned, "resets": [{**learned["resets"][0], "restored_metric": 0.1}]}
+    assert gates.rolled_back_learners(to_start) == 1
 
 
 def test_failed_first_cycle_is_judged_against_full_and_exempt_from_the_rollback_gate():

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
 
-GENERIC = ["submission", "hyperparameters", "algoperf_compat", "schedules", "reset"]
+GENERIC = ["submission", "hyperparameters", "algoperf_compat", "schedules", "reset", "records"]
 GENERIC += ["early_switching", "scripts", "tests", "controller", "steps", "compile_ahead"]
 CODE = f"""
 import importlib.util, json

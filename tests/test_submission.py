@@ -172,10 +172,10 @@ def test_rising_validation_loss_switches_early_and_replans():
     )
 
 
-def _state_at(step, hyperparameters, accuracies, losses=RISING, workload=None):
+def _state_at(step, hyperparameters, accuracies, losses=RISING, workload=None, keep=()):
     """Runs with fabricated evaluations every 10 steps (validation losses `losses`, target
     accuracies `accuracies`) and stops after `step`; host copies of params, model state
-    and optimizer state after steps 1 and `step`, and the reset records."""
+    and optimizer state after steps 1, `step` and those in `keep`, and the reset records."""
     workload = workload or TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
     evals = [
         (10 * (i + 1), {"validation/loss": loss, "validation/accuracy": acc})
@@ -185,7 +185,7 @@ def _state_at(step, hyperparameters, accuracies, losses=RISING, workload=None):
 
     def hook(global_step, optimizer_state, params, model_state, results):
         results.extend(e for e in evals if e[0] == global_step)
-        if global_step in (1, step):
+        if global_step in (1, step, *keep):
             captured[global_step] = jax.device_get(
                 (params, model_state, optimizer_state[0].opt_state)
             )
@@ -226,6 +226,28 @@ def test_an_early_switch_alone_is_not_a_failure():
     (adam,) = reset.moment_states(captured[51][2])
     assert int(adam.count) == 51
     captured, _ = _state_at(51, {"switched_cycle_fresh_moments": True}, IMPROVING)
+    (adam,) = reset.moment_states(captured[51][2])
+    assert int(adam.count) == 1
+
+
+@pytest.mark.parametrize("rollback_to", ["best", "start"])
+def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to):
+    """v3 (`rollback_to = "best"`): the cycle learned (accuracy 0.3 -> 0.6 at step 20), then
+    its loss rose; the switch confirms rule (b) (kappa barely above 1: any norm change
+    fails) and the next cycle starts bit for bit from the state evaluated at step 20, the
+    cycle's best, not from its start (v2, `start`), with fresh moments."""
+    accuracies = [0.3, 0.6, 0.5, 0.45, 0.4, 0.4, 0.4]
+    hyperparameters = {"rollback_to": rollback_to, "failure_kappa": 1.0001}
+    captured, resets = _state_at(51, hyperparameters, accuracies, keep=(20,))
+    (step, logged), *_ = resets
+    assert step == 50 and logged["reset/early_switch"] == 1.0
+    assert logged["reset/failed"] == 1.0 and logged["reset/failure_rule"] == 1.0
+    assert logged["reset/rolled_back"] == 1.0
+    restored = captured[20] if rollback_to == "best" else captured[1]
+    assert logged["reset/restored_metric"] == (0.6 if rollback_to == "best" else 0.3)
+    # Params only: the batch-norm statistics move in the boundary step (at learning rate 0).
+    for a, b in zip(jax.tree.leaves(restored[0]), jax.tree.leaves(captured[51][0]), strict=True):
+        np.testing.assert_array_equal(a, b)
     (adam,) = reset.moment_states(captured[51][2])
     assert int(adam.count) == 1
 

@@ -93,6 +93,7 @@ SETTINGS = control.Settings(
     tau_formula="expected",
     improvement_scale="gap",
     switch_signal="metric",
+    rollback_to="best",
     budget=tb.Budget(seconds=100.0, fill=0.9, min_steps=5),
 )
 

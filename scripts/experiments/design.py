@@ -172,6 +172,11 @@ VARIANTS.update(
             "default", "full resets, the default plan", {"reset_strategy": "full"}
         ),
         "v2-default": Variant("default", "v2's default: 3 equal AdamW cycles, soft", V2_DEFAULTS),
+        "default-start": Variant(
+            "default",
+            "the default, a rollback restoring the cycle's start",
+            {"rollback_to": "start"},
+        ),
     }
 )
 VARIANTS = {
@@ -308,7 +313,14 @@ SCORE_PROBLEMS = (
     ("digit_sums", "noisy"),
     ("digits", "failed"),
 )
-SCORE_VARIANTS = ("baseline", "default", "default-none", "default-full", "v2-default")
+SCORE_VARIANTS = (
+    "baseline",
+    "default",
+    "default-start",
+    "default-none",
+    "default-full",
+    "v2-default",
+)
 V3_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "v3")
 SCORE_SEEDS = 10
 

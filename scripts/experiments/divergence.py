@@ -11,7 +11,7 @@ import numpy as np
 
 import reset
 import submission
-from controller import ResetRecord, resets_in
+from records import ResetRecord, resets_in
 from scripts.experiments.design import V2_DEFAULTS
 from scripts.local import runner
 from scripts.local.workloads.log_regression import STEP_HINT, TARGET_MSE, RegressionWorkload

@@ -59,7 +59,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     plan's boundaries, and how the run ended.
     """
     from algoperf_compat import metric_direction
-    from controller import resets_in
+    from records import resets_in
     from scripts.experiments.design import VARIANTS
     from scripts.local import runner, workloads
     from scripts.local.contestants import load_submission

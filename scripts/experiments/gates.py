@@ -3,7 +3,8 @@
 Do no harm first, rescue second, judged as the benchmark judges: every gate compares the
 default with AlgoPerf's NAdamW baseline (or the default with `full` resets) on the same
 problems and seeds, by the seeds reaching the target and the median submission time to it,
-and no problem but the injected failure may see a cycle rolled back that improved.
+and no problem but the injected failure may see a rollback that discards learning (restores a
+state worse than the best the cycle had reached).
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def _fmt(reach: tuple[int, int, float]) -> str:
 
 
 def rolled_back_learners(record: Mapping) -> int:
-    """Cycles rolled back although their validation metric improved on their start: an
-    evaluation inside the cycle better than the last one before it began (or the run's
-    first) by more than 1% of the target (`improvement_tolerance`: evaluation noise is
-    not learning)."""
+    """Rollbacks that discarded learning: the cycle had an evaluation better than the state
+    the rollback restored by more than 1% of the target (`improvement_tolerance`:
+    evaluation noise is not learning). The restored state's metric is the record's
+    `restored_metric` (v3: the cycle's best with `rollback_to = "best"`); a record without
+    it restored the cycle's start, the last evaluation before the cycle began (or the run's
+    first)."""
     higher = record["target"]["higher_is_better"]
     margin = improvement_tolerance(record)
     better = (lambda a, b: a > b + margin) if higher else (lambda a, b: a < b - margin)
@@ -68,13 +71,29 @@ def rolled_back_learners(record: Mapping) -> int:
     for start, reset in zip(starts, record["resets"], strict=False):
         if not reset.get("rolled_back", False):
             continue
-        before = [e["metric"] for e in evals if e["step"] <= start] or [
-            e["metric"] for e in evals[:1]
-        ]
+        restored = reset.get("restored_metric")
+        if restored is None:
+            before = [e["metric"] for e in evals if e["step"] <= start] or [
+                e["metric"] for e in evals[:1]
+            ]
+            restored = before[-1] if before else None
         inside = [e["metric"] for e in evals if start < e["step"] <= reset["step"]]
-        if before and any(better(m, before[-1]) for m in inside):
+        if restored is not None and any(better(m, restored) for m in inside):
             count += 1
     return count
+
+
+def improved_rollbacks(record: Mapping) -> int:
+    """Rolled-back cycles that had improved on their start (any evaluation inside better
+    than the last before the cycle began, by the tolerance), whatever was restored."""
+    return rolled_back_learners(
+        {
+            **record,
+            "resets": [
+                {k: v for k, v in r.items() if k != "restored_metric"} for r in record["resets"]
+            ],
+        }
+    )
 
 
 def gates(
@@ -112,11 +131,14 @@ def gates(
             # it back above its start into a basin that plateaus short of the target; its
             # rollback is the rescue (docs/METHOD.md section 7).
             continue
-        learners = sum(
-            rolled_back_learners(r) for r in runs_of(records, workload, scenario, default)
+        runs = runs_of(records, workload, scenario, default)
+        learners = sum(rolled_back_learners(r) for r in runs)
+        improved = sum(improved_rollbacks(r) for r in runs)
+        numbers = (
+            f"{learners} rollbacks discarded learning ({improved} rolled-back cycles had "
+            "improved on their start)"
         )
-        numbers = f"{learners} cycles rolled back although they improved"
-        out.append(Gate("no rollback of a cycle that improved", name, numbers, learners == 0))
+        out.append(Gate("no rollback discards learning", name, numbers, learners == 0))
     if scores:
         best = max(scores, key=scores.get)
         numbers = f"ours {scores.get(default, math.nan):.3f}; best {best} {scores[best]:.3f}"

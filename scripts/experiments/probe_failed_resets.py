@@ -27,7 +27,7 @@ import numpy as np
 
 import submission
 from algoperf_compat import spec
-from controller import resets_in
+from records import resets_in
 from scripts.experiments.design import RunSpec
 from scripts.local import runner, workloads
 

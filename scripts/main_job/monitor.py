@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 import reset as reset_lib
-from controller import RefitRecord, ResetRecord
+from records import RefitRecord, ResetRecord
 from scripts.local import plots, runner
 from scripts.main_job.files import json_safe, write_csv, write_json
 

@@ -1,0 +1,172 @@
+"""The records of the method's events, as AlgoPerf's metrics logger holds them.
+
+The one place that writes and reads the "reset/..." and "plan/..." metric names: the
+submission logs `to_metrics()` of each record, every reader (console, plots, evidence,
+the AlgoPerf checks) reads them back with `from_metrics` (`resets_in` for a whole log).
+A `ResetRecord` joins the controller's `Reset` (host: when, why, tau) and the device's
+`reset.FailureCheck` of the cycle it ended; a `RefitRecord` is a plan re-fitted to the
+time budget (`controller.Refit`).
+"""
+
+import math
+from typing import NamedTuple
+
+if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
+    from . import reset
+    from .controller import Refit, Reset
+    from .schedules import budget as time_budget
+else:  # Run from the project root: top-level modules and packages.
+    import reset
+    from controller import Refit, Reset
+    from schedules import budget as time_budget
+
+
+def logged_number(value) -> float:
+    """A float from a logged value (a number, or a CSV cell's text); nan when empty/absent
+    or not a number. Every reader of logged numbers (the records below, compare) uses it."""
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flag(value) -> bool:
+    """A logged 0.0/1.0 flag (nan or absent: False)."""
+    number = logged_number(value)
+    return bool(number) if not math.isnan(number) else False
+
+
+class ResetRecord(NamedTuple):
+    """One reset as it happened: the controller's `Reset` (cycle, tau, metric, early switch)
+    and the device's failure check of the cycle it ended (`reset.FailureCheck`), with
+    whether the strategy rolled that cycle back.
+
+    failure_rule: the name (`reset.FAILURE_RULES`) of the first enabled rule that held,
+    None when the cycle did not fail. param_norm_ratio: ||params_end|| / ||params_kept||
+    (the kept state: the cycle's start, or its best). restored_metric: the target metric
+    of the state a rollback restored (nan when not rolled back).
+    """
+
+    step: int
+    cycle: int
+    tau: float
+    metric: float
+    early_switch: bool
+    non_finite: bool = False
+    failed: bool = False
+    failure_rule: str | None = None
+    param_norm_ratio: float = math.nan
+    rolled_back: bool = False
+    restored_metric: float = math.nan
+
+    @property
+    def reason(self) -> str:
+        """``early switch`` or ``planned``."""
+        return "early switch" if self.early_switch else "planned"
+
+    def to_metrics(self) -> dict:
+        """The scalars AlgoPerf's metrics logger takes (logged at `step`): flags as 0.0/1.0,
+        the rule as its index in `reset.FAILURE_RULES` (-1 when none failed)."""
+        rule = -1 if self.failure_rule is None else reset.FAILURE_RULES.index(self.failure_rule)
+        return {
+            "reset/cycle": self.cycle,
+            "reset/tau": self.tau,
+            "reset/metric": self.metric,
+            "reset/early_switch": float(self.early_switch),
+            "reset/non_finite": float(self.non_finite),
+            "reset/failed": float(self.failed),
+            "reset/failure_rule": float(rule),
+            "reset/param_norm_ratio": float(self.param_norm_ratio),
+            "reset/rolled_back": float(self.rolled_back),
+            "reset/restored_metric": float(self.restored_metric),
+        }
+
+    @classmethod
+    def from_metrics(cls, step: int, metrics) -> "ResetRecord | None":
+        """The reset in one logged metrics dict (numbers, or a CSV row's text), None if it
+        holds none. Keys a v1 log lacks read as "did not fail"."""
+        cycle = logged_number(metrics.get("reset/cycle"))
+        if math.isnan(cycle):
+            return None
+        failed = _flag(metrics.get("reset/failed"))
+        rule = logged_number(metrics.get("reset/failure_rule"))
+        known = failed and not math.isnan(rule) and 0 <= int(rule) < len(reset.FAILURE_RULES)
+        return cls(
+            step=int(step),
+            cycle=int(cycle),
+            tau=logged_number(metrics.get("reset/tau")),
+            metric=logged_number(metrics.get("reset/metric")),
+            early_switch=_flag(metrics.get("reset/early_switch")),
+            non_finite=_flag(metrics.get("reset/non_finite")),
+            failed=failed,
+            failure_rule=reset.FAILURE_RULES[int(rule)] if known else None,
+            param_norm_ratio=logged_number(metrics.get("reset/param_norm_ratio")),
+            rolled_back=_flag(metrics.get("reset/rolled_back")),
+            restored_metric=logged_number(metrics.get("reset/restored_metric")),
+        )
+
+
+def reset_record(
+    action: Reset, check, rolled_back: bool, restored_metric: float = math.nan
+) -> ResetRecord:
+    """The record of the reset `action` once the device has done it: `check` is the
+    `reset.FailureCheck` read back to the host (failed, finite, ratio, rule index);
+    `restored_metric` the kept state's metric, recorded when rolled back."""
+    failed, finite, ratio, rule = check
+    return ResetRecord(
+        step=action.step,
+        cycle=action.cycle,
+        tau=action.tau,
+        metric=action.metric,
+        early_switch=action.early,
+        non_finite=not finite,
+        failed=bool(failed),
+        failure_rule=reset.FAILURE_RULES[rule] if failed else None,
+        param_norm_ratio=float(ratio),
+        rolled_back=bool(rolled_back),
+        restored_metric=float(restored_metric) if rolled_back else math.nan,
+    )
+
+
+def resets_in(records) -> list[ResetRecord]:
+    """Every reset in `(step, metrics, ...)` logger records, in step order."""
+    found = (ResetRecord.from_metrics(r[0], r[1]) for r in records)
+    return sorted((r for r in found if r is not None), key=lambda r: r.step)
+
+
+class RefitRecord(NamedTuple):
+    """A plan re-fit as logged: at `step`, `seconds_per_step` measured, `budget_spent` the
+    fraction of the time budget spent; the plan now ends at step `end`."""
+
+    step: int
+    seconds_per_step: float
+    end: int
+    budget_spent: float
+
+    @classmethod
+    def of(cls, refit: Refit, budget: time_budget.Budget) -> "RefitRecord":
+        """The record of `refit` against the run's time budget."""
+        return cls(refit.step, refit.seconds_per_step, refit.end, refit.seconds / budget.seconds)
+
+    def to_metrics(self) -> dict:
+        """The scalars AlgoPerf's metrics logger takes (logged at `step`)."""
+        return {
+            "plan/seconds_per_step": self.seconds_per_step,
+            "plan/end": self.end,
+            "plan/budget_spent": self.budget_spent,
+        }
+
+    @classmethod
+    def from_metrics(cls, step: int, metrics) -> "RefitRecord | None":
+        """The re-fit in one logged metrics dict, None if it holds none."""
+        end = logged_number(metrics.get("plan/end"))
+        if math.isnan(end):
+            return None
+        return cls(
+            int(step),
+            logged_number(metrics.get("plan/seconds_per_step")),
+            int(end),
+            logged_number(metrics.get("plan/budget_spent")),
+        )
