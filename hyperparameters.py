@@ -413,7 +413,7 @@ def resolve(hyperparameters: Any = None) -> Config:
     config = Config(**values)
     schedules.check_plan_settings(plan_settings(config))
     detector_config(config)
-    make_optimizer(config, make_plan(config, 100))
+    reset.adamw(config.learning_rate, **optimizer_settings(config))  # Its cross-field checks.
     return config
 
 
@@ -452,14 +452,15 @@ def make_optimizer(config: Config, plan: schedules.CyclePlan) -> optax.GradientT
     current cycle (its window) and the step live in the optimizer state, as data."""
     static = ("grad_clip", "nesterov", "moment_weights")
     return optax.inject_hyperparams(reset.adamw, static_args=static)(
-        learning_rate=schedules.cyclic_schedule(plan),
-        b1=1.0 - config.one_minus_beta1,
-        b2=config.beta2,
-        eps=1e-8,
-        weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip,
-        nesterov=config.optimizer == "nadamw",
-        moment_weights=config.moment_weights,
+        learning_rate=schedules.cyclic_schedule(plan), **optimizer_settings(config)
+    )
+
+
+def optimizer_settings(config: Config) -> dict[str, Any]:
+    """`reset.adamw`'s arguments but the learning rate."""
+    b1, nesterov = 1.0 - config.one_minus_beta1, config.optimizer == "nadamw"
+    return dict(b1=b1, b2=config.beta2, eps=1e-8, weight_decay=config.weight_decay) | dict(
+        grad_clip=config.grad_clip, nesterov=nesterov, moment_weights=config.moment_weights
     )
 
 

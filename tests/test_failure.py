@@ -55,7 +55,7 @@ def test_disabled_rules_do_not_fail_a_cycle():
 def test_check_compiles_once_for_every_outcome():
     check = jax.jit(reset.check_cycle, static_argnames=("kappa", "rules"))
     for factor, no_improvement in ((1.0, False), (5.0, True), (0.1, False)):
-        check(_state(_scaled(factor)), PARAMS, no_improvement, kappa=3.0)
+        check(_state(_scaled(factor)), NORM, no_improvement, kappa=3.0)
     assert check._cache_size() == 1
 
 
