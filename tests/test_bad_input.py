@@ -125,6 +125,8 @@ HP_ROWS = [
     ("range", {"norm_rule": "both"}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),  # noqa: E501
     ("type", {"switch_signal": 1}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
     ("range", {"switch_signal": "accuracy"}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
+    ("type", {"rollback_to": 1}, ValueError, _must("rollback_to", r"one of \['start', 'best'\]")),  # noqa: E501
+    ("range", {"rollback_to": "end"}, ValueError, _must("rollback_to", r"one of \['start', 'best'\]")),  # noqa: E501
     ("type", {"failed_cycle_lr_factor": "0.5"}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("range", {"failed_cycle_lr_factor": 0.0}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
