@@ -272,7 +272,7 @@ class Config:
     snapshot_on_host: bool = _hp(
         False,
         "bool",
-        "keep the params a cycle started from (for a rollback) in host memory, not on the device",
+        "keep the state a rollback restores (`rollback_to`) in host memory, not on the device",
     )
     compile_reset_ahead: bool = _hp(
         True,

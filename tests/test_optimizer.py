@@ -19,6 +19,7 @@ import pytest
 
 import hyperparameters as hp
 import reset
+import schedules
 from reset.optimizer import ScaleByWeightedAdamState
 from scripts.local.contestants.nadamw_baseline import scale_by_nadam
 
@@ -347,3 +348,36 @@ def test_make_optimizer_passes_moment_weights():
     assert hp.DEFAULTS["moment_weights"] is True
     with pytest.raises(ValueError, match="moment_weights=False.*'adamw' only"):
         hp.resolve({"moment_weights": False})  # With the default optimizer, nadamw.
+
+
+@pytest.mark.parametrize("step_hint", [300, 800, 900, 80000])
+def test_the_default_planned_cycle_is_algoperfs_baseline(step_hint):
+    """Do no harm (METHOD.md section 7, v3): with the default hyperparameters the planned
+    cycle is AlgoPerf's self-tuning NAdamW baseline, its schedule (linear warm-up over
+    int(0.02 step_hint) steps, cosine to 0 at step_hint) to float32 rounding and its update
+    rule (the reference contestant, checked against AlgoPerf's own file elsewhere).
+
+    Where 0.02 step_hint is not whole (criteo1tb's 10666: 213.32) our warm-up is that real
+    number of steps, AlgoPerf's its integer part: a third of a step longer (METHOD.md s3)."""
+    from scripts.local.contestants import nadamw_baseline as baseline
+
+    config = hp.resolve(None)
+    plan = hp.make_plan(config, step_hint)
+    assert schedules.total_steps(plan) == step_hint
+    steps = np.arange(step_hint + 2)
+    reference = baseline.warmup_cosine(
+        baseline.HPARAMS["learning_rate"], baseline.HPARAMS["warmup_factor"], step_hint
+    )
+    peak = baseline.HPARAMS["learning_rate"]  # Near the cosine's end 1 + cos cancels:
+    np.testing.assert_allclose(  # absolute differences there are ~3e-8 of the peak.
+        schedules.learning_rate(steps, plan),
+        jax.vmap(reference)(steps),
+        rtol=2e-6,
+        atol=1e-6 * peak,
+    )
+    ours_tx = hp.make_optimizer(config, plan)
+    their_tx = baseline.nadamw(step_hint, baseline.HPARAMS)
+    theta, _ = train(ours_tx, 40)
+    theta_ref, _ = train(their_tx, 40)
+    for x, y in zip(jax.tree.leaves(theta), jax.tree.leaves(theta_ref), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)

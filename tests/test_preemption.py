@@ -34,7 +34,7 @@ HYPERPARAMETERS = {
     "failure_kappa": 1.05,
 }
 NUM_STEPS = 300
-EARLY_SWITCH = 150
+EARLY_SWITCH = 130
 RUN = dict(global_batch_size=64, eval_every_steps=10, max_global_steps=NUM_STEPS)
 
 _SCRIPT = """
@@ -104,7 +104,7 @@ def uninterrupted():
     )
     resets = [(s, m) for s, m, _ in result.metrics_logger.records if "reset/cycle" in m]
     # The scenario the checkpoints are placed around: a planned reset at 100, an early
-    # switch at 150 that rolls the failed cycle back and makes cycle 2 (the last) run to 300.
+    # switch at 130 that rolls the failed cycle back and makes cycle 2 (the last) run to 300.
     assert [(s, m["reset/early_switch"], m["reset/failed"]) for s, m in resets] == [
         (100, 0.0, 0.0),
         (EARLY_SWITCH, 1.0, 1.0),
