@@ -172,6 +172,11 @@ VARIANTS.update(
             "default", "full resets, the default plan", {"reset_strategy": "full"}
         ),
         "v2-default": Variant("default", "v2's default: 3 equal AdamW cycles, soft", V2_DEFAULTS),
+        # The default with the detector off: not a contestant, the twin that judges the
+        # default's early switches (identical runs up to the first switch).
+        "default-noswitch": Variant(
+            "default", "the default, early switching off", {"early_switching": False}
+        ),
         "default-start": Variant(
             "default",
             "the default, a rollback restoring the cycle's start",
@@ -321,6 +326,10 @@ SCORE_VARIANTS = (
     "default-full",
     "v2-default",
 )
+# Where the default's early switches are judged against SWITCH_TWIN (does the cycle, left
+# to run, go on improving?): the calibrated healthy problems and the noisy one.
+SWITCH_TWIN = "default-noswitch"
+SWITCH_PROBLEMS = tuple(p for p in SCORE_PROBLEMS if p[1] in ("healthy", "noisy"))
 V3_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.group == "v3")
 SCORE_SEEDS = 10
 

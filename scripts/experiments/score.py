@@ -45,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from scripts.experiments.design import SCORE_PROBLEMS, VARIANTS, problem_grid
+    from scripts.experiments.design import (
+        SCORE_PROBLEMS,
+        SWITCH_PROBLEMS,
+        SWITCH_TWIN,
+        VARIANTS,
+        problem_grid,
+    )
     from scripts.experiments.evidence import ROOT, run_grid
     from scripts.experiments.evidence_measures import load_records
     from scripts.experiments.gates import gates, gates_lines, switch_lines
@@ -55,8 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = args.report or (ROOT / "docs" / "score.md" if args.out is None else None)
     variants = list(dict.fromkeys(args.variants))
     specs = problem_grid(SCORE_PROBLEMS, variants, range(args.seeds))
-    errors = [] if args.no_run else run_grid(specs, out, args.workers)
+    # The detector's twin runs where switches are judged; it is not scored.
+    twins = problem_grid(SWITCH_PROBLEMS, [SWITCH_TWIN], range(args.seeds))
+    errors = [] if args.no_run else run_grid(specs + twins, out, args.workers)
     records = load_records(out, specs)
+    twin_records = load_records(out, twins)
     labels = {v: VARIANTS[v].label for v in variants}
     from scripts.experiments import algoperf_score  # AlgoPerf's scorer when installed.
 
@@ -90,12 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if default is not None:
         sections += ["", f"Gates (docs/METHOD.md section 7) for the default, `{default}`:", ""]
         sections += gates_lines(gates(records, SCORE_PROBLEMS, default, scores))
-        twin = next(
-            (v for v in variants if VARIANTS[v].overrides == {"early_switching": False}), None
-        )
-        if twin is not None:
-            sections += ["", f"Early switches of the default, judged against `{twin}`:", ""]
-            sections += switch_lines(records, SCORE_PROBLEMS, default, twin)
+        if twin_records:
+            title = f"Early switches of the default, judged against `{SWITCH_TWIN}` (the same run"
+            sections += ["", f"{title} with the detector off: identical up to the first switch):"]
+            sections += [
+                "",
+                *switch_lines({**records, **twin_records}, SCORE_PROBLEMS, default, SWITCH_TWIN),
+            ]
     print("\n".join(sections[len(lines) :]))
     if report is not None:
         write_report(report, sections, figure, records, args.seeds, argv)
