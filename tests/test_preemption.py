@@ -86,8 +86,8 @@ def _subprocess(part: str, at: int, path: Path, hparams=HYPERPARAMETERS) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def uninterrupted():
+def _run_through(hparams):
+    """The run never interrupted: its result, its resets and every step's learning rate."""
     workload = TinyWorkload(target=0.99, step_hint=NUM_STEPS, batch_norm=True)
     learning_rates = []
 
@@ -95,14 +95,15 @@ def uninterrupted():
         learning_rates.append(float(optimizer_state[0].opt_state.hyperparams["learning_rate"]))
 
     result = runner.train_once(
-        workload,
-        submission,
-        HYPERPARAMETERS,
-        0,
-        hooks=runner.RunnerHooks(after_step=after_step),
-        **RUN,
+        workload, submission, hparams, 0, hooks=runner.RunnerHooks(after_step=after_step), **RUN
     )
     resets = [(s, m) for s, m, _ in result.metrics_logger.records if "reset/cycle" in m]
+    return result, resets, np.asarray(learning_rates)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    result, resets, learning_rates = _run_through(HYPERPARAMETERS)
     # The scenario the checkpoints are placed around: a planned reset at 100, an early
     # switch at 130 that rolls the failed cycle back and makes cycle 2 (the last) run to 300.
     assert [(s, m["reset/early_switch"], m["reset/failed"]) for s, m in resets] == [
@@ -110,7 +111,7 @@ def uninterrupted():
         (EARLY_SWITCH, 1.0, 1.0),
     ]
     assert result.global_step == NUM_STEPS and len(learning_rates) == NUM_STEPS
-    return result, resets, np.asarray(learning_rates)
+    return result, resets, learning_rates
 
 
 @pytest.mark.parametrize(
@@ -132,6 +133,19 @@ def test_resumed_run_matches_uninterrupted_run(uninterrupted, at, tmp_path):
 def test_resumed_run_with_the_snapshot_on_the_host(uninterrupted, at, tmp_path):
     """The cycle's start kept in host memory is checkpointed and restored the same way."""
     _check_resumed(uninterrupted, at, tmp_path, {**HYPERPARAMETERS, "snapshot_on_host": True})
+
+
+BEST = {**HYPERPARAMETERS, "rollback_to": "best"}
+
+
+@pytest.mark.parametrize("at", [120, EARLY_SWITCH + 1])
+def test_resumed_run_keeping_the_best_state(at, tmp_path):
+    """v3: the kept best state (copied at evaluations mid-cycle) and the kept metric are
+    checkpointed and restored; the failed cycle at the switch is rolled back to it."""
+    through = _run_through(BEST)
+    rolled_back = [m for s, m in through[1] if m["reset/rolled_back"] == 1.0]
+    assert rolled_back and all(m["reset/restored_metric"] > 0 for m in rolled_back)
+    _check_resumed(through, at, tmp_path, BEST)
 
 
 def _check_resumed(uninterrupted, at, tmp_path, hparams):

@@ -230,14 +230,20 @@ def test_an_early_switch_alone_is_not_a_failure():
     assert int(adam.count) == 1
 
 
-@pytest.mark.parametrize("rollback_to", ["best", "start"])
-def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to):
+@pytest.mark.parametrize(
+    ("rollback_to", "on_host"), [("best", False), ("start", False), ("best", True)]
+)
+def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to, on_host):
     """v3 (`rollback_to = "best"`): the cycle learned (accuracy 0.3 -> 0.6 at step 20), then
     its loss rose; the switch confirms rule (b) (kappa barely above 1: any norm change
     fails) and the next cycle starts bit for bit from the state evaluated at step 20, the
     cycle's best, not from its start (v2, `start`), with fresh moments."""
     accuracies = [0.3, 0.6, 0.5, 0.45, 0.4, 0.4, 0.4]
-    hyperparameters = {"rollback_to": rollback_to, "failure_kappa": 1.0001}
+    hyperparameters = {
+        "rollback_to": rollback_to,
+        "failure_kappa": 1.0001,
+        "snapshot_on_host": on_host,  # The kept state in host memory restores the same.
+    }
     captured, resets = _state_at(51, hyperparameters, accuracies, keep=(20,))
     (step, logged), *_ = resets
     assert step == 50 and logged["reset/early_switch"] == 1.0
