@@ -232,8 +232,8 @@ def update_params(
     if not _is_placed(params, runtime.replicated):  # The first call after a start/restore.
         params, model_state = jax.device_put((params, model_state), runtime.replicated)
     state = state._replace(controller=controller)
-    if decision.keep:  # This state, just evaluated, is the cycle's best: its rollback point.
-        state = state._replace(start=_snapshot(params, model_state, runtime))
+    if decision.keep and runtime.strategy.rolls_back(True):  # Only a rollback reads it:
+        state = state._replace(start=_snapshot(params, model_state, runtime))  # the best state.
     for action in decision.resets:
         state, params, model_state = _reset(
             workload, runtime, state, params, model_state, action, batch, rng
