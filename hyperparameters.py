@@ -4,13 +4,15 @@
 else derives from it: validation (`resolve`), the README's table (`markdown_table`), the
 check of `tuning_search_space.json` (`check_search_space`), the local CLI's
 `--set name=value` parsing (`parse_cli_value`) and the JSON a run writes (`to_json`).
-Cross-field rules are checked where the math lives: `schedules.check_plan_settings`,
-`early_switching.validate_config`, `reset.adamw`.
+Each value's own range is checked here and only here (`Spec`, `coerce`); rules that tie
+fields together are checked where the math lives: `schedules.check_plan_settings`,
+`reset.adamw`.
 """
 
 import dataclasses
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -349,6 +351,11 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 _PER_CYCLE = tuple(n for n, s in SPECS.items() if s.kind == "list")
 
 
+def _is_real(x: Any) -> bool:
+    """A real number (Python or numpy) that is not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
 def coerce(name: str, value: Any) -> Any:
     """One hyperparameter, type- and range-checked; ValueError naming it otherwise."""
     spec = SPECS[name]
@@ -366,10 +373,10 @@ def coerce(name: str, value: Any) -> Any:
     if spec.kind == "list":
         if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
             raise bad
-        if not all(schedules.is_real(x) and math.isfinite(x) and x > 0 for x in value):
+        if not all(_is_real(x) and math.isfinite(x) and x > 0 for x in value):
             raise bad
         return tuple(float(x) for x in value)  # Lengths: schedules.check_plan_settings.
-    if not schedules.is_real(value):
+    if not _is_real(value):
         raise bad
     try:
         number = float(value)
@@ -412,7 +419,6 @@ def resolve(hyperparameters: Any = None) -> Config:
             values[name] = (1.0,) * values["num_cycles"]
     config = Config(**values)
     schedules.check_plan_settings(plan_settings(config))
-    detector_config(config)
     reset.adamw(config.learning_rate, **optimizer_settings(config))  # Its cross-field checks.
     return config
 
@@ -433,17 +439,10 @@ def make_plan(config: Config, step_hint: int) -> schedules.CyclePlan:
 
 
 def detector_config(config: Config) -> early_switching.DetectorConfig:
-    """The early-switch detector's settings, validated."""
-    return early_switching.validate_config(
-        early_switching.DetectorConfig(
-            lambda_=config.switch_lambda,
-            eps1=config.switch_eps1,
-            eps2=config.switch_eps2,
-            m=config.switch_m,
-            k=config.switch_k,
-            grace_evals=config.switch_grace_evals,
-            relative=config.switch_relative,
-        )
+    """The early-switch detector's settings: field f is the schema's `switch_f`."""
+    fields = early_switching.DetectorConfig._fields
+    return early_switching.DetectorConfig(
+        *(getattr(config, "switch_" + f.rstrip("_")) for f in fields)
     )
 
 
@@ -472,7 +471,7 @@ def time_budget(config: Config, max_runtime_sec: Any, step_hint: int) -> schedul
     """The plan's time budget: B = time_budget_factor x max_runtime_sec seconds, filled to
     `budget_fill`, re-fitted cycles at least MIN_CYCLE_FRACTION x T0 / N steps long; None
     when the workload states no positive runtime (the plan then stays in steps)."""
-    if not (schedules.is_real(max_runtime_sec) and 0 < max_runtime_sec < math.inf):
+    if not (_is_real(max_runtime_sec) and 0 < max_runtime_sec < math.inf):
         return None
     mean_cycle = total_planned_steps(config, step_hint) / config.num_cycles
     return schedules.Budget(

@@ -12,7 +12,6 @@ from .detector import (
     smooth,
     switch_signal,
     update,
-    validate_config,
 )
 
 __all__ = [
@@ -27,5 +26,4 @@ __all__ = [
     "smooth",
     "switch_signal",
     "update",
-    "validate_config",
 ]

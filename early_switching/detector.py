@@ -29,8 +29,10 @@ NON_FINITE = "non_finite"
 
 
 class DetectorConfig(NamedTuple):
-    """Detector settings; METHOD.md's defaults, which the schema (`hyperparameters.Config`,
-    the `switch_*` fields) reads from here."""
+    """Detector settings: lambda in (0, 1], eps1 > 0, eps2 >= 0, integers m >= 1, k >= 1,
+    grace_evals >= 0. METHOD.md's defaults, which the schema (`hyperparameters.Config`, the
+    `switch_*` fields) reads from here; the schema checks the ranges too (the detector
+    takes its settings as given, like optax its arguments)."""
 
     lambda_: float = 0.7
     eps1: float = 0.01
@@ -56,46 +58,6 @@ class Decision(NamedTuple):
 
     switch: bool
     reason: str
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_finite_python_number(x) -> bool:
-    """A finite Python int or float, not a bool: what the schema hands the detector (unlike
-    reset.strategies' `_is_real`, which takes numpy's numbers too)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def validate_config(config: DetectorConfig) -> DetectorConfig:
-    """Returns config unchanged or raises ValueError naming the field and its range."""
-    checks = (
-        (
-            "lambda_",
-            _is_finite_python_number(config.lambda_) and 0 < config.lambda_ <= 1,
-            "a number in (0, 1]",
-        ),
-        ("eps1", _is_finite_python_number(config.eps1) and config.eps1 > 0, "a positive number"),
-        (
-            "eps2",
-            _is_finite_python_number(config.eps2) and config.eps2 >= 0,
-            "a non-negative number",
-        ),
-        ("m", _is_int(config.m) and config.m >= 1, "an integer >= 1"),
-        ("k", _is_int(config.k) and config.k >= 1, "an integer >= 1"),
-        (
-            "grace_evals",
-            _is_int(config.grace_evals) and config.grace_evals >= 0,
-            "an integer >= 0",
-        ),
-        ("relative", isinstance(config.relative, bool), "True or False"),
-    )
-    for field, ok, allowed in checks:
-        if not ok:
-            value = getattr(config, field)
-            raise ValueError(f"detector {field} must be {allowed}, got {value!r}.")
-    return config
 
 
 def initial_state() -> DetectorState:

@@ -29,13 +29,11 @@ gives exactly `full`'s optimizer state.
 """
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from .moments import all_finite, check_moments, moments_finite, scale_moments
@@ -195,20 +193,14 @@ def soft(
     moments (`reset.check_moments`), or if `rollback` has no `outcome.start`.
 
     Args:
-      alpha: in [0, 1], how much of tau the moments are reset by (thesis: 0.5).
+      alpha: in [0, 1], how much of tau the moments are reset by (thesis: 0.5); the
+        schema (`hyperparameters.Spec`) checks the range, like optax leaves its
+        arguments' ranges to the caller.
       rollback: roll a failed cycle back instead of blending its end (v2).
       fresh_moments_when_switched: the v1 rule "an early-switched cycle gets fresh
         moments" (an ablation).
       model_state: "blend", "keep" or "fresh".
     """
-    if not (_is_real(alpha) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
-    for name, flag in (
-        ("rollback", rollback),
-        ("fresh_moments_when_switched", fresh_moments_when_switched),
-    ):
-        if not isinstance(flag, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False, got {flag!r}.")
     if model_state not in MODEL_STATE_CHOICES:
         raise ValueError(
             f"model_state must be one of {list(MODEL_STATE_CHOICES)}, got {model_state!r}."
@@ -262,15 +254,6 @@ def soft(
         uses_init,
         uses_tau=True,
         rolls_back=rolls_back,
-    )
-
-
-def _is_real(x) -> bool:
-    """A finite real number that is not a bool."""
-    return (
-        isinstance(x, int | float | np.integer | np.floating)
-        and not isinstance(x, bool | np.bool_)
-        and math.isfinite(x)
     )
 
 

@@ -162,7 +162,7 @@ HP_ROWS = [
     ("name", {"lr": 0.1}, ValueError, r"unknown hyperparameter\(s\) \['lr'\]; known names: \['beta2', .*'learning_rate', .*'weight_decay'\]\.$"),  # noqa: E501
     ("name", {"learning_rate": 0.01, "momentum": 0.9, "beta_2": 0.99}, ValueError, r"unknown hyperparameter\(s\) \['beta_2', 'momentum'\]; known names: \[.*'switch_m'"),  # noqa: E501
     # Per-cycle lists whose length disagrees with num_cycles.
-    ("length", {"num_cycles": 3, "cycle_lr_factors": [1.0, 2.0]}, ValueError, r"cycle_lr_factors has 2 entries but num_cycles is 3: give exactly one positive number per cycle"),  # noqa: E501
+    ("length", {"num_cycles": 3, "cycle_lr_factors": [1.0, 2.0]}, ValueError, r"cycle_lr_factors has 2 entries but num_cycles is 3: give exactly one number per cycle"),  # noqa: E501
     ("length", {"num_cycles": 2, "cycle_warmup_factors": [1, 1, 1]}, ValueError, r"cycle_warmup_factors has 3 entries but num_cycles is 2"),  # noqa: E501
     ("length", {"num_cycles": 4, "cycle_length_factors": [1, 2, 1]}, ValueError, r"cycle_length_factors has 3 entries but num_cycles is 4"),  # noqa: E501
     ("length", {"num_cycles": 3, "cycle_lr_factors": []}, ValueError, r"cycle_lr_factors has 0 entries but num_cycles is 3"),  # noqa: E501

@@ -272,39 +272,5 @@ def test_initial_state():
     assert es.replay([], DEFAULT) == (state, [])
 
 
-# --- validate_config --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("lambda_", 0.0),
-        ("lambda_", -0.5),
-        ("lambda_", 1.5),
-        ("lambda_", math.nan),
-        ("eps1", 0.0),
-        ("eps1", -0.01),
-        ("eps1", math.nan),
-        ("eps2", -0.01),
-        ("eps2", math.nan),
-        ("m", 0),
-        ("m", 2.5),
-        ("m", True),
-        ("k", 0),
-        ("k", 9.0),
-        ("grace_evals", -1),
-        ("grace_evals", 1.5),
-        ("relative", "yes"),
-        ("relative", 1),
-    ],
-)
-def test_validate_config_rejects_bad_values(field, value):
-    with pytest.raises(ValueError, match=rf"detector {field} must be .*got"):
-        es.validate_config(DEFAULT._replace(**{field: value}))
-
-
-def test_validate_config_accepts_good_values():
-    assert es.validate_config(DEFAULT) is DEFAULT
-    edge = DetectorConfig(lambda_=1.0, eps1=1e-9, eps2=0.0, m=1, k=1, grace_evals=0)
-    assert es.validate_config(edge) is edge
+def test_default_config_is_methods():
     assert DEFAULT == (0.7, 0.01, 0.01, 9, 9, 2, True)  # METHOD.md's defaults

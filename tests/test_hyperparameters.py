@@ -156,6 +156,35 @@ def test_json_round_trip_resolves_to_the_same_config():
     assert hp.resolve({k: v for k, v in written.items() if v is not None}) == config
 
 
+# Values the libraries take as given (they check only what ties fields together): the
+# schema refuses each, naming the hyperparameter (the detector's, the plan's, soft's alpha).
+_OUT_OF_RANGE = [
+    ("switch_lambda", [0.0, -0.5, 1.5, math.nan]),
+    ("switch_eps1", [0.0, -0.01, math.nan]),
+    ("switch_eps2", [-0.01, math.nan]),
+    ("switch_m", [0, 2.5, True]),
+    ("switch_k", [0, 9.5]),
+    ("switch_grace_evals", [-1, 1.5]),
+    ("switch_relative", ["yes", 1]),
+    ("reset_alpha", [-0.1, 1.01, math.nan, math.inf, "0.5", True, None]),
+    ("learning_rate", [0.0, -1e-3, math.nan, math.inf, "0.1"]),
+    ("warmup_factor", [0.0, 1.0, -0.1, math.nan, "x"]),
+    ("num_cycles", [0, -2, 3.5]),
+    ("cycle_lr_factors", [[1.0, 0.0, 1.0], [1, math.inf, 1], "1,1,1"]),
+    ("cycle_length_factors", [[1, -1, 1]]),
+    ("cycle_warmup_factors", [[1, math.nan, 1]]),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(name, v) for name, values in _OUT_OF_RANGE for v in values]
+)
+def test_the_schema_checks_each_value_the_libraries_take_as_given(name, value):
+    given = {name: value, "num_cycles": 3} if name.startswith("cycle_") else {name: value}
+    with pytest.raises(ValueError, match=rf"hyperparameter '{name}' must be .*, got"):
+        hp.resolve(given)
+
+
 def test_library_defaults_are_the_schemas():
     """Each default that a library's record still carries is the schema's: the records the
     schema builds from its defaults hold the records' own defaults, and a plan made from
