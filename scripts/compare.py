@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+import hyperparameters as hp
 import reset as reset_lib
 from records import logged_number
 from scripts.local import plots
@@ -183,9 +184,12 @@ def median_or_never(values: Sequence[float | None]) -> float:
 
 
 def groups_of(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Runs by ``(workload, variant)``, in the order first seen, seeds sorted."""
+    """Runs by ``(workload, variant)``, seeds sorted: the submission's default strategy
+    first (the figure draws the first band on top and widest), then in the order first
+    seen (folders below a path come sorted by name: `full` before `soft`)."""
     groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
+    default = hp.DEFAULTS["reset_strategy"]
+    for run in sorted(runs, key=lambda r: r.strategy != default):  # Stable: order kept.
         groups.setdefault((run.workload, run.variant), []).append(run)
     return {key: sorted(group, key=lambda r: r.seed) for key, group in groups.items()}
 

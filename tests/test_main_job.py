@@ -231,6 +231,16 @@ def test_compare_tables_show_tau_only_where_the_strategy_uses_it(story, tmp_path
     assert (tmp_path / compare.FIGURE).is_file() and (tmp_path / compare.TABLE).is_file()
 
 
+def test_compare_draws_the_default_strategy_first_whatever_the_folder_order(story):
+    """A folder's runs come sorted by name (full, none, soft): the default, drawn on top
+    and widest, still leads the figure and the tables."""
+    runs = [compare.load_run(story / s) for s in ("full", "none", "soft")]
+    first_words = [variant.split()[0] for _, variant in compare.groups_of(runs)]
+    assert first_words == ["soft", "full", "none"]
+    bands = compare.figure_panels(runs)[0][3]
+    assert [b.label.split()[0] for b in bands] == ["soft", "full", "none"]
+
+
 def test_compare_pools_seeds_into_a_median_and_a_band(story):
     soft = compare.load_run(story / "soft")
     shifted = compare.Run(

@@ -73,6 +73,24 @@ def test_learning_rate_on_a_log_axis_when_peaks_differ_by_more_than_10x():
     assert not plots.wants_log_scale([1e-3, 9e-3, 0.0])
 
 
+def test_a_loss_spike_puts_the_loss_on_a_log_axis_and_leaves_accuracy_linear():
+    """A diverged cycle's loss 1000x the rest (a full restart) flattens a linear axis."""
+    steps = (0, 10, 20, 30)
+
+    def band(label, values):
+        return plots.Band(label, steps, values, values, values, seeds=1)
+
+    calm, spike = band("soft", (2.0, 0.4, 0.35, 0.3)), band("full", (2.0, 0.4, 1500.0, 0.5))
+    accuracy = band("soft", (0.1, 0.9, 0.95, 0.96))
+    panels = [("accuracy", "a", 0.97, [accuracy]), ("loss", "l", None, [calm, spike])]
+    top, bottom = plots.comparison_figure(panels, title="t").axes
+    assert (top.get_yscale(), bottom.get_yscale()) == ("linear", "log")
+    calm_only = plots.comparison_figure([("loss", "l", None, [calm])], title="t")
+    assert calm_only.axes[0].get_yscale() == "linear"
+    fig = plots.metric_figure(list(steps), [2.0, 0.4, 1500.0, 0.5], ylabel="loss", title="t")
+    assert fig.axes[0].get_yscale() == "log"
+
+
 def test_tau_is_written_only_where_the_strategy_uses_it():
     fig = plots.metric_figure(
         [50, 100, 150, 200],

@@ -26,6 +26,7 @@ BAND_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "
 BAND_STYLES = ("-", "--", "-.", ":")
 HEADROOM = 0.22  # Fraction of the y span added above the curves for the reset labels.
 LOG_SCALE_RATIO = 10.0  # Cycle peaks further apart than this: learning rate on a log axis.
+SPREAD_LOG_RATIO = 100.0  # A curve spanning more than this (a diverged loss): log y axis.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +168,14 @@ def wants_log_scale(peaks: Sequence[float], ratio: float = LOG_SCALE_RATIO) -> b
     return len(positive) > 1 and max(positive) > ratio * min(positive)
 
 
+def log_y_when_spread(ax: Any, values: Iterable[float]) -> None:
+    """A log y axis when every finite value is positive and the largest is more than
+    SPREAD_LOG_RATIO x the smallest: a loss spike 1000x high no longer flattens the rest."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) > SPREAD_LOG_RATIO * min(finite):
+        ax.set_yscale("log")
+
+
 def learning_rate_figure(
     steps: Sequence[int],
     learning_rates: Sequence[float],
@@ -264,6 +273,10 @@ def metric_figure(
     ax.plot(steps, values, marker=".", color="tab:blue", label=ylabel)
     if target is not None:
         ax.axhline(target, color="tab:orange", linestyle="-.", label=f"target {target:g}")
+    curves = [values, *(ys for _, ys in (extra or {}).values())]
+    log_y_when_spread(
+        ax, [v for ys in curves for v in ys] + ([target] if target is not None else [])
+    )
     _label_marks(ax, resets, show_tau)
     return fig
 
@@ -322,6 +335,8 @@ def comparison_figure(
             ax.axhline(
                 target, color="black", linestyle="-.", linewidth=1.0, label=f"target {target:g}"
             )
+        spread = [v for b in bands for v in (*b.low, *b.high, *b.median)]
+        log_y_when_spread(ax, spread + ([target] if target is not None else []))
         _add_headroom(ax, HEADROOM * max(1, sum(b.show_tau for b in bands)))
         for index, band in enumerate(bands):
             color = BAND_COLORS[index % len(BAND_COLORS)]
