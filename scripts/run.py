@@ -1,8 +1,9 @@
 """Train an embedded workload with the submission: ``python -m scripts.run``.
 
 Without arguments: the default workload, seed 0, three reset strategies one after the
-other (soft, the submission's default, against none and full) and one figure of the
-three with their resets (``compare.png``, ``scripts/compare.py``). Each run shows a
+other (soft, the submission's default, against none and full), then AlgoPerf's NAdamW
+baseline, and one figure of the four with their resets (``compare.png``,
+``scripts/compare.py``). Each run shows a
 progress bar, one line per evaluation and per reset, and a per-cycle summary; it writes
 a run directory with ``eval_measurements.csv`` / ``measurements.csv`` (AlgoPerf's
 columns), ``events.jsonl``, ``config.json``, PNG plots and a checkpoint at every
@@ -26,7 +27,12 @@ from scripts import compare
 from scripts.local.contestants import load_submission
 from scripts.main_job.files import run_directories
 from scripts.main_job.monitor import INTERRUPTED_EXIT_CODE, Interrupt
-from scripts.main_job.options import build_parser, per_cycle_notes, validate_options
+from scripts.main_job.options import (
+    build_parser,
+    per_cycle_notes,
+    run_arguments,
+    validate_options,
+)
 from scripts.main_job.resume import resume_main
 from scripts.main_job.summary import print_run_summary
 from scripts.main_job.train import run_one
@@ -40,22 +46,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return resume_main(parser, args, argv)
     try:
         runs = validate_options(args)
-        submission = load_submission(args.submission)
-        group, dirs = run_directories(args, [strategy for strategy, _, _ in runs])
+        submissions = {run.submission: load_submission(run.submission) for run in runs}
+        group, dirs = run_directories(args, [run.label for run in runs])
     except ValueError as error:
         parser.error(str(error))
-    notes = {
-        note for _, overrides, resolved in runs for note in per_cycle_notes(overrides, resolved)
-    }
+    notes = {note for run in runs for note in per_cycle_notes(run.overrides, run.resolved)}
     for note in sorted(notes):
         print(note, flush=True)
     jobs = [(run, seed) for run in runs for seed in args.seed]
     interrupt = Interrupt()
     results, labels = [], []
     with interrupt.watching():
-        for ((strategy, overrides, resolved), seed), out_dir in zip(jobs, dirs, strict=True):
-            results.append(run_one(args, submission, overrides, resolved, seed, out_dir, interrupt))
-            labels.append(f"{strategy} seed {seed}")
+        for (run, seed), out_dir in zip(jobs, dirs, strict=True):
+            submission = submissions[run.submission]
+            run_args = run_arguments(args, run)
+            results.append(
+                run_one(run_args, submission, run.overrides, run.resolved, seed, out_dir, interrupt)
+            )
+            labels.append(f"{run.label} seed {seed}")
             if interrupt.requested:
                 break
     if len(results) > 1:

@@ -190,10 +190,35 @@ def test_strategies_by_default_and_by_option():
     }
 
 
+def test_the_story_races_algoperfs_baseline_unless_told_not_to(tmp_path):
+    parser = options.build_parser()
+
+    def labels(*argv):
+        return [run.label for run in options.validate_options(parser.parse_args(list(argv)))]
+
+    assert labels() == ["soft", "none", "full", "nadamw_baseline"]
+    assert labels("--no_baseline") == ["soft", "none", "full"]
+    assert labels("--reset_strategy", "soft") == ["soft"]  # A study: ours alone.
+    assert labels("--set", "reset_strategy=none") == ["none"]
+    assert labels("--submission", "nadamw_baseline") == ["nadamw_baseline"]
+    # Our --hparams_file goes to our runs only; the baseline is told nothing (self-tuning).
+    hp_file = tmp_path / "hp.json"
+    hp_file.write_text('{"num_cycles": 2}')
+    args = parser.parse_args(["--hparams_file", str(hp_file)])
+    runs = options.validate_options(args)
+    ours, baseline = options.run_arguments(args, runs[0]), options.run_arguments(args, runs[-1])
+    assert (ours.submission, ours.hparams_file) == ("ours", str(hp_file))
+    assert (baseline.submission, baseline.hparams_file) == ("nadamw_baseline", None)
+    assert options.contestant_hyperparameters(baseline) == (
+        options.contestants.REGISTRY["nadamw_baseline"].hyperparameters
+    )
+
+
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
-    """The default story (soft, none, full) on tiny digits, 30 steps past a reset: a plan
-    of 3 cycles (the default has one planned cycle; its variants are labelled so)."""
+    """The default story (soft, none, full, AlgoPerf's baseline) on tiny digits, 30 steps
+    past a reset: a plan of 3 cycles (the default has one planned cycle; its variants are
+    labelled so)."""
     out = tmp_path_factory.mktemp("story") / "story"
     args = ["--workload", "digits", "--tiny", "--max_steps", "30", "--eval_every_steps", "5"]
     args += ["--set", "num_cycles=3"]
@@ -202,16 +227,22 @@ def story(tmp_path_factory):
     return out
 
 
-def test_default_runs_the_three_strategies_into_one_figure(story, capsys):
-    assert sorted(p.name for p in story.iterdir() if p.is_dir()) == ["full", "none", "soft"]
+def test_default_runs_the_three_strategies_and_the_baseline_into_one_figure(story, capsys):
+    folders = sorted(p.name for p in story.iterdir() if p.is_dir())
+    assert folders == ["full", "nadamw_baseline", "none", "soft"]
     for strategy in ("soft", "none", "full"):
         config = json.loads((story / strategy / "config.json").read_text())
         assert config["hyperparameters"]["reset_strategy"] == strategy
         resets = [e for e in events(story / strategy) if e["event"] == "reset"]
         assert [e["step"] for e in resets] == [20]
+    baseline = json.loads((story / "nadamw_baseline" / "config.json").read_text())
+    assert baseline["options"]["submission"] == "nadamw_baseline"
+    assert baseline["hyperparameter_overrides"] == {}  # --set num_cycles=3 is ours alone.
+    assert not [e for e in events(story / "nadamw_baseline") if e["event"] == "reset"]
     assert (story / compare.FIGURE).stat().st_size > 5_000
     table = (story / compare.TABLE).read_text()
     assert table.index("| digits | soft num_cycles=3 |") < table.index("| digits | none num")
+    assert "| digits | nadamw_baseline |" in table
 
 
 def test_compare_tables_show_tau_only_where_the_strategy_uses_it(story, tmp_path, capsys):

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,21 @@ from scripts.local import contestants, workloads
 
 RESET_STRATEGIES = tuple(reset_lib.STRATEGIES)
 OURS = "ours"  # The contestant that is this project's submission.py.
-# What the main job runs by default: soft against keeping everything and starting over.
+# What the main job runs by default: soft against keeping everything and starting over,
+# and AlgoPerf's own baseline (the yardstick the benchmark scores against) in the race.
 STORY_STRATEGIES = ("soft", "none", "full")
+STORY_BASELINE = "nadamw_baseline"
+
+
+class PlannedRun(NamedTuple):
+    """One entry of the main job (run once per seed): its label (the strategy, or a
+    contestant's name), the submission that runs it (a ``--submission`` value), and for
+    ours the hyperparameter overrides and the resolved configuration (else empty)."""
+
+    label: str
+    submission: str
+    overrides: dict[str, Any]
+    resolved: dict[str, Any]
 
 
 TIME_BASED_CHECKPOINT_STEPS = 100  # Checkpoint period when evaluations are time-based.
@@ -71,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         help="one or more reset strategies, each run in turn (default: "
-        f"{' '.join(STORY_STRATEGIES)}, drawn together in compare.png; soft is the "
-        "submission's)",
+        f"{' '.join(STORY_STRATEGIES)} and AlgoPerf's baseline ({STORY_BASELINE}), drawn "
+        "together in compare.png; soft is the submission's)",
+    )
+    parser.add_argument(
+        "--no_baseline",
+        action="store_true",
+        help=f"the default story without AlgoPerf's baseline ({STORY_BASELINE})",
     )
     parser.add_argument(
         "--seed", type=int, nargs="+", default=[0], help="one or more random seeds (default: 0)"
@@ -282,10 +300,11 @@ def as_hyperparameters(overrides: Mapping[str, Any]) -> Any:
     return cls(**{key: overrides[key] for key in sorted(overrides)})
 
 
-def validate_options(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """``(strategy, overrides, resolved config)`` per strategy to run (for another
-    submission: its name, no overrides, no configuration of ours); ValueError with the
-    valid values if an option is invalid."""
+def validate_options(args: argparse.Namespace) -> list[PlannedRun]:
+    """The runs, each strategy of ours with its overrides and resolved configuration (the
+    default story: STORY_STRATEGIES, then AlgoPerf's baseline unless ``--no_baseline``;
+    another submission: that one alone); ValueError with the valid values if an option is
+    invalid."""
     for name in ("max_steps", "batch_size", "checkpoint_every_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -313,13 +332,25 @@ def validate_options(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]
                 f"{args.submission} takes its hyperparameters from --hparams_file."
             )
         contestant_hyperparameters(args)  # ValueError for an unreadable --hparams_file.
-        return [(contestant_label(args.submission), {}, {})]
+        return [PlannedRun(contestant_label(args.submission), args.submission, {}, {})]
     base = collect_overrides(args, list(hyperparameters.NAMES))
     runs = []
     for strategy in strategies_to_run(args, base):
         overrides = strategy_overrides(base, strategy)
-        runs.append((strategy, overrides, resolve(overrides)))
+        runs.append(PlannedRun(strategy, args.submission, overrides, resolve(overrides)))
+    story = not args.reset_strategy and "reset_strategy" not in base
+    if story and not args.no_baseline:
+        runs.append(PlannedRun(STORY_BASELINE, STORY_BASELINE, {}, {}))
     return runs
+
+
+def run_arguments(args: argparse.Namespace, run: PlannedRun) -> argparse.Namespace:
+    """The options one run of the job sees: ``--submission`` is the run's, and
+    ``--hparams_file`` goes only to the submission it was given for."""
+    options = {**vars(args), "submission": run.submission}
+    if run.submission != args.submission:
+        options["hparams_file"] = None
+    return argparse.Namespace(**options)
 
 
 def is_ours(submission: str) -> bool:

@@ -142,14 +142,14 @@ def print_run_summary(
     labels: Sequence[str], results: Sequence[runner.RunResult], dirs: Sequence[Path]
 ) -> None:
     """One line per run: steps and submission time to the target (from its events)."""
-    print("\nrun              target step  submission time (s)  steps  stopped")
+    width = max(16, *map(len, labels))
+    print(f"\n{'run':<{width}} target step  submission time (s)  steps  stopped")
     for label, result, out_dir in zip(labels, results, dirs, strict=True):
         reached = target_event(read_events(out_dir))
         step = "-" if reached is None else str(reached["step"])
         time_s = "-" if reached is None else f"{reached['submission_time_sec']:.1f}"
-        print(
-            f"{label:<16} {step:>11}  {time_s:>19}  {result.global_step:>5}  {result.stop_reason}"
-        )
+        row = f"{step:>11}  {time_s:>19}  {result.global_step:>5}  {result.stop_reason}"
+        print(f"{label:<{width}} {row}")
 
 
 def _times(count: int) -> str:
