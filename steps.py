@@ -35,10 +35,6 @@ else:  # Run from the project root.
     from compile_ahead import CompileAhead
 
 
-# sqrt(sum of squares) of a pytree: optax.tree.norm, optax.global_norm before optax 0.2.5.
-# (Not reset.global_norm, which sums in float32 leaf by leaf: the logged grad norm would
-# change in its last bits.)
-_global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
 
 
 def train_step(workload, tx, config, opt_state, params, model_state, batch, rng):
@@ -57,7 +53,7 @@ def train_step(workload, tx, config, opt_state, params, model_state, batch, rng)
     updates, opt_state = tx.update(grad, opt_state, params)
     params = optax.apply_updates(params, updates)
     lr = opt_state.hyperparams["learning_rate"]
-    return opt_state, params, new_model_state, loss, _global_norm(grad), lr
+    return opt_state, params, new_model_state, loss, reset.global_norm(grad), lr
 
 
 def compile_train_step(workload, tx, config, replicated, batch_sharding):

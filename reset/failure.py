@@ -39,9 +39,9 @@ class FailureCheck(NamedTuple):
     rule: Any  # int32: index in FAILURE_RULES of the first rule that holds, -1 if none
 
 
-# Not steps._global_norm (optax's, for the logged grad norm): this one sums in float32.
 def global_norm(tree) -> jax.Array:
-    """sqrt(sum of squares) over every inexact leaf of a tree, in float32."""
+    """sqrt(sum of squares) over every inexact leaf of a tree, in float32: failure rule
+    (b)'s params norm, and the gradient norm the training step logs."""
     leaves = [
         jnp.sum(jnp.square(x.astype(jnp.float32)))
         for x in jax.tree.leaves(tree)
