@@ -35,8 +35,6 @@ else:  # Run from the project root.
     from compile_ahead import CompileAhead
 
 
-
-
 def train_step(workload, tx, config, opt_state, params, model_state, batch, rng):
     """One optimizer step at the schedule's learning rate; returns diagnostics too:
     (opt_state, params, model_state, loss, ||grad||_2, learning rate)."""
