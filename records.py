@@ -11,14 +11,9 @@ time budget (`controller.Refit`).
 import math
 from typing import NamedTuple
 
-if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
-    from . import reset
-    from .controller import Refit, Reset
-    from .schedules import budget as time_budget
-else:  # Run from the project root: top-level modules and packages.
-    import reset
-    from controller import Refit, Reset
-    from schedules import budget as time_budget
+from . import reset
+from .controller import Refit, Reset
+from .schedules import budget as time_budget
 
 
 def logged_number(value) -> float:

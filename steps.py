@@ -22,18 +22,10 @@ import numpy as np
 import optax
 from absl import logging
 
-if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
-    from . import algoperf_compat as compat
-    from . import hyperparameters as schema
-    from . import reset, schedules
-    from .compile_ahead import CompileAhead
-else:  # Run from the project root.
-    import algoperf_compat as compat
-    import hyperparameters as schema
-    import reset
-    import schedules
-    from compile_ahead import CompileAhead
-
+from . import algoperf_compat as compat
+from . import hyperparameters as schema
+from . import reset, schedules
+from .compile_ahead import CompileAhead
 
 # sqrt(sum of squares) of a pytree: optax.tree.norm, optax.global_norm before optax 0.2.5.
 # (Not reset.global_norm, which sums in float32 leaf by leaf: the logged grad norm would

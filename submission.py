@@ -16,6 +16,11 @@ rebuilt from (workload, hyperparameters): the configuration, the controller's se
 the optax transformation and the compiled steps.
 """
 
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import jax
@@ -26,19 +31,49 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-if __package__:  # Packaged: imported as submissions.self_tuning.<name>.submission.
-    from . import algoperf_compat as compat
-    from . import controller as control
-    from . import hyperparameters as schema
-    from . import records, reset, schedules, steps
-else:  # Run from the project root: --submission_path=submission.py.
-    import algoperf_compat as compat
-    import controller as control
-    import hyperparameters as schema
-    import records
-    import reset
-    import schedules
-    import steps
+PACKAGE = "cyclic_soft_reset"  # The installed name (pyproject.toml).
+
+
+def _register_checkout(module: ModuleType) -> None:
+    """The folder holding `module` (this file) as the package PACKAGE, and `module` as
+    PACKAGE.submission, in sys.modules; ImportError if either already comes from elsewhere."""
+    folder = os.path.dirname(os.path.realpath(module.__file__))
+    package = sys.modules.get(PACKAGE)
+    if package is None:
+        spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
+        spec.submodule_search_locations = [folder]
+        package = sys.modules[PACKAGE] = importlib.util.module_from_spec(spec)
+    elif folder not in map(os.path.realpath, getattr(package, "__path__", ())):
+        raise ImportError(
+            f"{module.__file__} is loaded by its path, but {PACKAGE} is already imported from "
+            f"{list(getattr(package, '__path__', []))}, not from {folder}; one process holds "
+            f"only one of the two: load that folder's submission.py instead, or install this "
+            f"folder (pip install -e {folder}) and import {PACKAGE}.submission."
+        )
+    if sys.modules.setdefault(f"{PACKAGE}.submission", module) is not module:
+        raise ImportError(
+            f"{module.__file__} is loaded by its path, but this process already imported it "
+            f"as {PACKAGE}.submission: use that module (a second copy would bring a second "
+            "SubmissionState class)."
+        )
+    package.submission = module
+
+
+# AlgoPerf's runner imports this file by its path (--submission_path=submission.py:
+# `import submission`, a top-level module, no package), so the relative imports below
+# would fail. Then (PEP 366) the checkout's folder becomes the package cyclic_soft_reset,
+# this module its `submission`, and __package__ (with __spec__, which Python 3.12+ checks
+# against it) names the package the imports below resolve in. Installed or packaged
+# (submissions.self_tuning.<name>.submission), __package__ is already set.
+if not __package__:
+    _register_checkout(sys.modules[__name__])
+    __spec__ = importlib.util.spec_from_file_location(f"{PACKAGE}.submission", __file__)
+    __package__ = PACKAGE
+
+from . import algoperf_compat as compat
+from . import controller as control
+from . import hyperparameters as schema
+from . import records, reset, schedules, steps
 
 
 def get_batch_size(workload_name: str) -> int:
