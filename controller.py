@@ -36,23 +36,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
-    from . import early_switching, reset
-    from .schedules import budget as time_budget
-    from .schedules.plan import (
-        CyclePlan,
-        extend_plan,
-        num_cycles,
-        replan_after_switch,
-        total_steps,
-    )
-    from .schedules.shapes import DECAY_SHAPES, WARMUP_SHAPES
-else:  # Run from the project root.
-    import early_switching
-    import reset
-    from schedules import budget as time_budget
-    from schedules.plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
-    from schedules.shapes import DECAY_SHAPES, WARMUP_SHAPES
+from . import early_switching, reset
+from .schedules import budget as time_budget
+from .schedules.plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
+from .schedules.shapes import DECAY_SHAPES, WARMUP_SHAPES
 
 
 class Evaluation(NamedTuple):

@@ -20,13 +20,7 @@ from typing import Any
 import numpy as np
 import optax
 
-if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
-    from . import controller, early_switching, reset, schedules
-else:  # Run from the project root.
-    import controller
-    import early_switching
-    import reset
-    import schedules
+from . import controller, early_switching, reset, schedules
 
 OPTIMIZERS = ("adamw", "nadamw")
 

@@ -11,14 +11,9 @@ time budget (`controller.Refit`).
 import math
 from typing import NamedTuple
 
-if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
-    from . import reset
-    from .controller import Refit, Reset
-    from .schedules import budget as time_budget
-else:  # Run from the project root: top-level modules and packages.
-    import reset
-    from controller import Refit, Reset
-    from schedules import budget as time_budget
+from . import reset
+from .controller import Refit, Reset
+from .schedules import budget as time_budget
 
 
 def logged_number(value) -> float:
@@ -149,6 +144,13 @@ class RefitRecord(NamedTuple):
     def of(cls, refit: Refit, budget: time_budget.Budget) -> "RefitRecord":
         """The record of `refit` against the run's time budget."""
         return cls(refit.step, refit.seconds_per_step, refit.end, refit.seconds / budget.seconds)
+
+    def describe(self) -> str:
+        """The re-fit in words, for the log."""
+        return (
+            f"plan re-fitted at step {self.step} ({self.seconds_per_step:.4g} s per step, "
+            f"{100 * self.budget_spent:.0f}% of the budget spent): ends at step {self.end}"
+        )
 
     def to_metrics(self) -> dict:
         """The scalars AlgoPerf's metrics logger takes (logged at `step`)."""

@@ -22,17 +22,10 @@ import numpy as np
 import optax
 from absl import logging
 
-if __package__:  # Packaged (submissions.self_tuning.<name>) or installed (cyclic_soft_reset).
-    from . import algoperf_compat as compat
-    from . import hyperparameters as schema
-    from . import reset, schedules
-    from .compile_ahead import CompileAhead
-else:  # Run from the project root.
-    import algoperf_compat as compat
-    import hyperparameters as schema
-    import reset
-    import schedules
-    from compile_ahead import CompileAhead
+from . import algoperf_compat as compat
+from . import hyperparameters as schema
+from . import reset, schedules
+from .compile_ahead import CompileAhead
 
 
 def train_step(workload, tx, config, opt_state, params, model_state, batch, rng):
@@ -62,6 +55,26 @@ def compile_train_step(workload, tx, config, replicated, batch_sharding):
         out_shardings=replicated,
         donate_argnums=(0, 1, 2),
     )
+
+
+def is_placed(tree, sharding) -> bool:
+    """Whether the tree's first leaf already has `sharding` (a cheap host-side check).
+
+    Params fresh from `init_model_fn` or a checkpoint are not: placing them once keeps
+    the compiled step's input types identical on every call (one compilation).
+    """
+    leaves = jax.tree.leaves(tree)
+    return not leaves or getattr(leaves[0], "sharding", None) == sharding
+
+
+def snapshot(params, model_state, config, replicated) -> reset.TrainState:
+    """A copy of params and model state (what a rollback restores) that later steps
+    cannot donate away: in host memory (numpy) with `config.snapshot_on_host`, else on
+    the device."""
+    state = reset.TrainState(params, model_state, None)
+    if config.snapshot_on_host:
+        return jax.device_get(state)
+    return jax.tree.map(jnp.copy, jax.device_put(state, replicated))
 
 
 class Cycle(NamedTuple):

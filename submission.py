@@ -16,6 +16,11 @@ rebuilt from (workload, hyperparameters): the configuration, the controller's se
 the optax transformation and the compiled steps.
 """
 
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import jax
@@ -26,19 +31,46 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-if __package__:  # Packaged: imported as submissions.self_tuning.<name>.submission.
-    from . import algoperf_compat as compat
-    from . import controller as control
-    from . import hyperparameters as schema
-    from . import records, reset, schedules, steps
-else:  # Run from the project root: --submission_path=submission.py.
-    import algoperf_compat as compat
-    import controller as control
-    import hyperparameters as schema
-    import records
-    import reset
-    import schedules
-    import steps
+PACKAGE = "cyclic_soft_reset"  # The installed name (pyproject.toml).
+
+
+def _register_checkout(module: ModuleType) -> None:
+    """The folder holding `module` (this file) as the package PACKAGE, and `module` as
+    PACKAGE.submission, in sys.modules; ImportError if either already comes from elsewhere
+    (a second copy would bring a second SubmissionState class)."""
+    folder = os.path.dirname(os.path.realpath(module.__file__))
+    package = sys.modules.get(PACKAGE)
+    if package is None:
+        spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
+        spec.submodule_search_locations = [folder]
+        package = sys.modules[PACKAGE] = importlib.util.module_from_spec(spec)
+    elif folder not in map(os.path.realpath, getattr(package, "__path__", ())):
+        raise ImportError(
+            f"{module.__file__} is loaded by its path, but {PACKAGE} is already imported from "
+            f"{list(getattr(package, '__path__', []))}: load that folder's submission.py, or "
+            f"install this folder (pip install -e {folder}) and import {PACKAGE}.submission."
+        )
+    if sys.modules.setdefault(f"{PACKAGE}.submission", module) is not module:
+        raise ImportError(
+            f"{module.__file__} is loaded by its path, but this process already imported it "
+            f"as {PACKAGE}.submission: use that module."
+        )
+    package.submission = module
+
+
+# AlgoPerf's runner imports this file by its path (--submission_path=submission.py: the
+# top-level module `submission`, no package). Then (PEP 366) the checkout becomes the
+# package cyclic_soft_reset, and __package__ (with __spec__, which Python 3.12+ checks)
+# names it for the relative imports below. Installed or packaged, __package__ is set.
+if not __package__:
+    _register_checkout(sys.modules[__name__])
+    __spec__ = importlib.util.spec_from_file_location(f"{PACKAGE}.submission", __file__)
+    __package__ = PACKAGE
+
+from . import algoperf_compat as compat
+from . import controller as control
+from . import hyperparameters as schema
+from . import records, reset, schedules, steps
 
 
 def get_batch_size(workload_name: str) -> int:
@@ -88,16 +120,9 @@ def _build_runtime(workload, config: schema.Config, plan: schedules.CyclePlan) -
     target = float(workload.validation_target_value)
     direction = compat.metric_direction(workload)
     settings = schema.controller_settings(config, target, direction, budget)
-    return Runtime(
-        config,
-        settings,
-        strategy,
-        tx,
-        replicated,
-        steps.compile_train_step(workload, tx, config, replicated, batch_sharding),
-        steps.ResetStep(workload, config, tx, strategy, replicated, batch_sharding),
-        mesh.size,
-    )
+    train_step = steps.compile_train_step(workload, tx, config, replicated, batch_sharding)
+    reset_step = steps.ResetStep(workload, config, tx, strategy, replicated, batch_sharding)
+    return Runtime(config, settings, strategy, tx, replicated, train_step, reset_step, mesh.size)
 
 
 def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
@@ -119,18 +144,9 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
         plan.peak_learning_rates.tolist(),
         config.reset_strategy,
     )
-    start = _snapshot(model_params, model_state, runtime)
+    start = steps.snapshot(model_params, model_state, runtime.config, runtime.replicated)
     norm = float(reset.global_norm(model_params))  # Failure rule (b)'s first reference.
     return SubmissionState(opt_state, control.start(plan, key, norm), start), runtime
-
-
-def _snapshot(params, model_state, runtime) -> reset.TrainState:
-    """A copy of params and model state that later steps cannot donate away: in host
-    memory (numpy) with `snapshot_on_host`, else on the device."""
-    state = reset.TrainState(params, model_state, None)
-    if runtime.config.snapshot_on_host:
-        return jax.device_get(state)
-    return jax.tree.map(jnp.copy, jax.device_put(state, runtime.replicated))
 
 
 def _reset(workload, runtime, state, params, model_state, action, batch, rng):
@@ -159,33 +175,10 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     controller = control.after_reset(
         controller, record.rolled_back, record.failed, runtime.config.failed_cycle_lr_factor, norm
     )
-    start = _snapshot(new.params, new.model_state, runtime) if start is None else start
+    if start is None:
+        start = steps.snapshot(new.params, new.model_state, runtime.config, runtime.replicated)
     state = state._replace(opt_state=new.opt_state, controller=controller, start=start)
     return state, new.params, new.model_state
-
-
-def _log_refit(workload, refit: control.Refit, budget) -> None:
-    """The plan re-fitted to the time budget: to the log and the metrics logger."""
-    record = records.RefitRecord.of(refit, budget)
-    logging.info(
-        "plan re-fitted at step %d (%.4g s per step, %.0f%% of the budget spent): ends at step %d",
-        record.step,
-        record.seconds_per_step,
-        100 * record.budget_spent,
-        record.end,
-    )
-    if workload.metrics_logger is not None:
-        workload.metrics_logger.append_scalar_metrics(record.to_metrics(), record.step)
-
-
-def _is_placed(tree, sharding) -> bool:
-    """Whether the tree's first leaf already has `sharding` (a cheap host-side check).
-
-    Params fresh from `init_model_fn` or a checkpoint are not: placing them once keeps
-    the compiled step's input types identical on every call (one compilation).
-    """
-    leaves = jax.tree.leaves(tree)
-    return not leaves or getattr(leaves[0], "sharding", None) == sharding
 
 
 def update_params(
@@ -225,15 +218,20 @@ def update_params(
     if decision.switch is not None:
         logging.info("early switch at step %d (%s), loss %.6g", *decision.switch)
     if decision.refit is not None:
-        _log_refit(workload, decision.refit, runtime.settings.budget)
+        refit = records.RefitRecord.of(decision.refit, runtime.settings.budget)
+        logging.info("%s", refit.describe())
+        if workload.metrics_logger is not None:
+            workload.metrics_logger.append_scalar_metrics(refit.to_metrics(), refit.step)
     if decision.stop is not None:
         raise compat.spec.TrainingCompleteError(decision.stop)
     params = current_param_container
-    if not _is_placed(params, runtime.replicated):  # The first call after a start/restore.
+    if not steps.is_placed(params, runtime.replicated):  # The first call after a start/restore.
         params, model_state = jax.device_put((params, model_state), runtime.replicated)
     state = state._replace(controller=controller)
     if decision.keep and runtime.strategy.rolls_back(True):  # Only a rollback reads it:
-        state = state._replace(start=_snapshot(params, model_state, runtime))  # the best state.
+        state = state._replace(
+            start=steps.snapshot(params, model_state, runtime.config, runtime.replicated)
+        )  # the best state.
     for action in decision.resets:
         state, params, model_state = _reset(
             workload, runtime, state, params, model_state, action, batch, rng

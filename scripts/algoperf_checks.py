@@ -177,9 +177,11 @@ def ended_by_budget(trial: Path, budget: float) -> float:
 
 # The resets are read by records.ResetRecord (`resets_in`), the one reader of the
 # "reset/..." columns, in AlgoPerf's venv: records needs numpy and jax, and this script
-# runs on the standard library alone.
+# runs on the standard library alone. Our package is not installed there: submission.py,
+# loaded from the checkout as the runner loads it, registers the checkout as
+# cyclic_soft_reset (its fallback), whose records module is then importable.
 _RESETS = (
-    "import csv, sys; from records import resets_in;"
+    "import csv, sys; import submission; from cyclic_soft_reset.records import resets_in;"
     "rows = csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'));"
     "print([r.step for r in resets_in((int(float(row['global_step'])), row) for row in rows)])"
 )

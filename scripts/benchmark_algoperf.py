@@ -42,11 +42,9 @@ import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 
-import hyperparameters as schema
-import reset
-import steps
-import submission
-from algoperf_compat import HAVE_ALGOPERF, metric_direction
+from cyclic_soft_reset import hyperparameters as schema
+from cyclic_soft_reset import reset, steps, submission
+from cyclic_soft_reset.algoperf_compat import HAVE_ALGOPERF, metric_direction
 from scripts import benchmark_memory
 
 WORKLOADS = ("ogbg", "wmt", "imagenet_resnet")

@@ -22,10 +22,7 @@ import argparse
 import jax
 import numpy as np
 
-import hyperparameters
-import reset
-import steps
-import submission
+from cyclic_soft_reset import hyperparameters, reset, steps, submission
 from scripts.local import workloads
 
 

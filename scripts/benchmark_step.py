@@ -23,9 +23,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import hyperparameters
-import submission
-from algoperf_compat import mean_loss
+from cyclic_soft_reset import hyperparameters, submission
+from cyclic_soft_reset.algoperf_compat import mean_loss
 from scripts.local import workloads
 
 

@@ -13,7 +13,7 @@ import argparse
 
 import jax
 
-import submission
+from cyclic_soft_reset import submission
 from scripts.local import workloads
 
 

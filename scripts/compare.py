@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-import hyperparameters as hp
-import reset as reset_lib
-from records import logged_number
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import reset as reset_lib
+from cyclic_soft_reset.records import logged_number
 from scripts.local import plots
 
 FIGURE = "compare.png"

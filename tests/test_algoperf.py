@@ -26,10 +26,8 @@ from algoperf import halton, logger_utils  # noqa: E402
 from algoperf import spec as algoperf_spec  # noqa: E402
 from algoperf.workloads.mnist.mnist_jax.workload import MnistWorkload  # noqa: E402
 
-import algoperf_compat  # noqa: E402
-import hyperparameters as hp  # noqa: E402
-import schedules  # noqa: E402
-import submission  # noqa: E402
+from cyclic_soft_reset import algoperf_compat, schedules, submission  # noqa: E402
+from cyclic_soft_reset import hyperparameters as hp  # noqa: E402
 
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
 

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import hyperparameters as hp
-import submission
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import submission
 from scripts.local.workloads.tiny import TinyWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -438,7 +438,7 @@ _EIGHT_DEVICES = """
 import json, sys
 sys.path[:0] = [{root!r}]
 import jax, numpy as np
-import submission
+from cyclic_soft_reset import submission
 from scripts.local.workloads.tiny import TinyWorkload
 
 workload = TinyWorkload(batch_norm=True)

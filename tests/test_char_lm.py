@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-import submission
-from algoperf_compat import spec
+from cyclic_soft_reset import submission
+from cyclic_soft_reset.algoperf_compat import spec
 from scripts.local import runner as local_runner
 from scripts.local import workloads
 from scripts.local.workloads import char_lm

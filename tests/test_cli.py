@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hyperparameters
+from cyclic_soft_reset import hyperparameters
 from scripts import plot_algoperf, run
 from scripts.main_job import options, summary
 

@@ -10,10 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-import controller as control
-import early_switching
-import schedules
-from controller import Evaluation
+from cyclic_soft_reset import controller as control
+from cyclic_soft_reset import early_switching, schedules
+from cyclic_soft_reset.controller import Evaluation
 
 PLAN = schedules.make_plan(30, schedules.PlanSettings(num_cycles=3, learning_rate=1.0))
 EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)

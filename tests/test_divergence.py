@@ -23,7 +23,7 @@ factor 100 for seeds 0 and 1 (this test's seed is 0).
 import functools
 import math
 
-import submission
+from cyclic_soft_reset import submission
 from scripts.experiments.divergence import (
     DIVERGING_FACTOR,
     EVAL_EVERY,

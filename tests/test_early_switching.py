@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import early_switching as es
-from early_switching import DetectorConfig
+from cyclic_soft_reset import early_switching as es
+from cyclic_soft_reset.early_switching import DetectorConfig
 
 DEFAULT = DetectorConfig()
 NO_SWITCH = es.Decision(False, "")

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-import hyperparameters
+from cyclic_soft_reset import hyperparameters
 from scripts.experiments import design
 from scripts.experiments import evidence as ev
 from scripts.experiments import evidence_figures as ef

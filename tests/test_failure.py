@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-import reset
+from cyclic_soft_reset import reset
 
 PARAMS = {"w": jnp.arange(1.0, 7.0).reshape(2, 3), "b": jnp.ones(3)}
 NORM = reset.global_norm(PARAMS)

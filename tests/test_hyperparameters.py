@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import controller
-import early_switching
-import hyperparameters as hp
-import schedules
+from cyclic_soft_reset import controller, early_switching, schedules
+from cyclic_soft_reset import hyperparameters as hp
 
 ROOT = Path(__file__).resolve().parents[1]
 

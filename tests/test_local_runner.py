@@ -10,8 +10,8 @@ import optax
 import pytest
 from flax import serialization
 
-import submission
-from algoperf_compat import parse_eval_results, spec
+from cyclic_soft_reset import submission
+from cyclic_soft_reset.algoperf_compat import parse_eval_results, spec
 from scripts.local import runner as local_runner
 from scripts.local import workloads
 

@@ -17,10 +17,9 @@ import numpy as np
 import optax
 import pytest
 
-import hyperparameters as hp
-import reset
-import schedules
-from reset.optimizer import ScaleByWeightedAdamState
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import reset, schedules
+from cyclic_soft_reset.reset.optimizer import ScaleByWeightedAdamState
 from scripts.local.contestants.nadamw_baseline import scale_by_nadam
 
 B1 = 1.0 - 0.06733926164  # the method's defaults (METHOD.md section 2)

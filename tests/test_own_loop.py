@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-import schedules
+from cyclic_soft_reset import schedules
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADING = "Use our parts in your own loop"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-import hyperparameters as hp
+from cyclic_soft_reset import hyperparameters as hp
 from scripts import package_submission
 
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
@@ -143,28 +143,40 @@ def test_package_refuses_to_replace_a_foreign_folder(tmp_path):
 
 # A run of 15 steps (a soft reset at step 10: step_hint 30, 3 cycles), evals every 5 steps,
 # by the local runner (train_once) through the entry points of `module`; writes the
-# params, the resets and what it imported.
+# params, the resets and what it imported. Both modes run as if the project were not
+# installed: the editable install cannot answer for any of its names (it would otherwise
+# resolve them). "packaged": nothing of the project can be imported at all. "project"
+# (AlgoPerf's `import submission` from the checkout): only submission.py's fallback can
+# make the package cyclic_soft_reset, whose modules are then found in its folder alone.
 _TRAIN = """
-import importlib, json, sys
+import importlib, importlib.abc, importlib.machinery, json, sys
 from pathlib import Path
 
 mode, module_name, out = sys.argv[1:4]
-if mode == "packaged":
-    # As if the project were not installed: its top-level names cannot be imported (a
-    # venv with the project installed in editable mode would otherwise resolve them).
-    import importlib.abc
+PACKAGE = "cyclic_soft_reset"
+blocked = {{*{own!r}, PACKAGE}} if mode == "packaged" else set({own!r}) - {{"submission"}}
 
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {own!r}:
-                raise ModuleNotFoundError(f"blocked: {{name}}", name=name)
-            return None
 
-    sys.meta_path.insert(0, Blocker())
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in blocked or (top == PACKAGE and path is None):
+            raise ModuleNotFoundError(f"blocked: {{name}}", name=name)
+        if top == PACKAGE:  # A module of the package the fallback made: in its folder only.
+            return importlib.machinery.PathFinder.find_spec(name, path)
+        return None
 
+
+sys.meta_path.insert(0, Blocker())
 module = importlib.import_module(module_name)  # What submission_runner.py does.
-# The workload's spec is the submission's (both are algoperf.spec in AlgoPerf).
-sys.modules["algoperf_compat"] = importlib.import_module(module.__package__ + ".algoperf_compat") if mode == "packaged" else importlib.import_module("algoperf_compat")
+ours = [n for n in sys.modules if n.split(".")[0] in {{*{own!r}, PACKAGE}}]
+package = sys.modules.get(PACKAGE)
+if mode == "packaged":
+    # The local runner and the workloads import the stand-in spec from cyclic_soft_reset:
+    # the submission's own (both are algoperf.spec in AlgoPerf).
+    folder = module_name.rpartition(".")[0]
+    sys.modules[PACKAGE] = sys.modules[folder]
+    sys.modules[PACKAGE + ".algoperf_compat"] = sys.modules[folder + ".algoperf_compat"]
 import jax
 import numpy as np
 from scripts.local import runner
@@ -181,9 +193,11 @@ root = {root!r}
 json.dump({{
     "module_file": module.__file__,
     "resets": [(s, m["reset/cycle"]) for s, m, _ in records if "reset/cycle" in m],
-    "own_top_level": {{n: getattr(sys.modules[n], "__file__", None) for n in {own!r} if n in sys.modules}},
-    "package_files": sorted(m.__file__ for n, m in sys.modules.items() if n.startswith("submissions")
-                            and getattr(m, "__file__", None)),
+    "imported_by_submission": sorted(ours),
+    "package": package and {{"path": list(package.__path__), "file": getattr(package, "__file__", None)}},
+    "one_submission": sys.modules.get("submission") is sys.modules.get(PACKAGE + ".submission"),
+    "package_files": sorted(m.__file__ for n, m in sys.modules.items()
+                            if n.split(".")[0] in ("submissions", PACKAGE) and getattr(m, "__file__", None)),
     "root_on_path": any(Path(p or ".").resolve() == Path(root) for p in sys.path),
 }}, open(out + ".json", "w"))
 """  # noqa: E501
@@ -227,26 +241,36 @@ def test_packaged_submission_trains_bit_for_bit_like_the_project_one(tmp_path):
     module_name = f"submissions.self_tuning.{NAME}.submission"
     # Both runs at once: the packaged one from the tree's root without the project on the
     # path (python -c puts the working directory first, as python -m submission_runner
-    # does), the reference with the project's own submission.py.
+    # does), the reference with the project's own submission.py loaded as AlgoPerf's
+    # runner loads it from the project root (--submission_path=submission.py).
     packaged = _start("packaged", module_name, tree, [neutral], tmp_path / "packaged")
     project = _start("project", "submission", ROOT, [ROOT, neutral], tmp_path / "project")
     ours, ours_info = _finish(packaged, tmp_path / "packaged")
     theirs, theirs_info = _finish(project, tmp_path / "project")
 
-    assert ours_info["module_file"] == str(
-        tree / "submissions/self_tuning" / NAME / "submission.py"
-    )
+    package_dir = tree / "submissions/self_tuning" / NAME
+    assert ours_info["module_file"] == str(package_dir / "submission.py")
     assert not ours_info["root_on_path"]
-    # Nothing of the project's own was imported; `algoperf_compat` is the package's.
-    assert ours_info["own_top_level"] == {
-        "algoperf_compat": str(tree / "submissions/self_tuning" / NAME / "algoperf_compat.py")
-    }
-    package_dir = str(tree / "submissions/self_tuning" / NAME) + os.sep
+    # The packaged submission imported nothing of the project's own, not even the
+    # package cyclic_soft_reset: no fallback ran.
+    assert ours_info["imported_by_submission"] == [] and ours_info["package"] is None
     assert len(ours_info["package_files"]) >= 10
-    assert all(f.startswith(package_dir) for f in ours_info["package_files"])
+    assert all(f.startswith(str(package_dir) + os.sep) for f in ours_info["package_files"])
+    # The project's submission.py, loaded as the top-level module `submission`, made the
+    # checkout the package cyclic_soft_reset (its fallback: the root's folder alone, where
+    # the editable install's package would add its path hook) and is that package's
+    # `submission` too; its modules came from the root, none under a top-level name.
+    assert theirs_info["module_file"] == str(ROOT / "submission.py")
+    assert theirs_info["package"] == {"path": [str(ROOT)], "file": None}
+    assert theirs_info["one_submission"]
+    assert [n for n in theirs_info["imported_by_submission"] if "." not in n] == [
+        "cyclic_soft_reset",
+        "submission",
+    ]
+    assert len(theirs_info["package_files"]) >= 10
+    assert all(Path(f).parent.is_relative_to(ROOT) for f in theirs_info["package_files"])
     # A reset happened, and the params after 15 steps are identical.
     assert ours_info["resets"] == theirs_info["resets"] == [[10, 1]]
-    assert theirs_info["module_file"] == str(ROOT / "submission.py")
     assert len(ours) == len(theirs) > 0
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)

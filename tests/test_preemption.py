@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-import hyperparameters as hp
-import submission
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import submission
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
@@ -41,8 +41,8 @@ _SCRIPT = """
 import json, sys
 import jax, numpy as np
 sys.path[:0] = [{root!r}]
-import submission
-from algoperf_compat import parse_eval_results
+from cyclic_soft_reset import submission
+from cyclic_soft_reset.algoperf_compat import parse_eval_results
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint={steps}, batch_norm=True)

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reset
+from cyclic_soft_reset import reset
 
 # --- tau ----------------------------------------------------------------------------
 

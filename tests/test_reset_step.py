@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import hyperparameters as hp
-import submission
-from compile_ahead import CompileAhead
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import submission
+from cyclic_soft_reset.compile_ahead import CompileAhead
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schedules
-from schedules import PlanSettings, make_plan
+from cyclic_soft_reset import schedules
+from cyclic_soft_reset.schedules import PlanSettings, make_plan
 
 KAPPA = 5.0
 WARMUP_NAMES = ("linear", "cosine", "exponential")

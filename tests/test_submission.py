@@ -16,10 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import hyperparameters as hp
-import reset
-import schedules
-import submission
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import reset, schedules, submission
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
@@ -414,7 +412,7 @@ _DEVICE_SCRIPT = """
 import json, sys
 import jax, numpy as np
 sys.path[:0] = [{root!r}]
-import submission
+from cyclic_soft_reset import submission
 from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 w = TinyWorkload(target=0.99, step_hint=60, batch_norm=True)

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from flax import serialization
 
-import controller as control
-import hyperparameters as hp
-import schedules
-import submission
-from early_switching import DetectorConfig
-from schedules import budget as tb
+from cyclic_soft_reset import controller as control
+from cyclic_soft_reset import hyperparameters as hp
+from cyclic_soft_reset import schedules, submission
+from cyclic_soft_reset.early_switching import DetectorConfig
+from cyclic_soft_reset.schedules import budget as tb
 from scripts.local import runner, workloads
 
 # --------------------------------------------------------------------------- pure parts
@@ -157,7 +156,7 @@ def test_time_budget_from_the_schema():
 
 
 def test_submission_seconds_reads_only_what_the_runner_gives():
-    from algoperf_compat import submission_seconds
+    from cyclic_soft_reset.algoperf_compat import submission_seconds
 
     assert submission_seconds(None) is None
     assert submission_seconds({}) is None  # The conformance test's train_state.

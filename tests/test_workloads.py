@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 from scripts.local import workloads
 from scripts.local.workloads import base
 

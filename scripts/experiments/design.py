@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import hyperparameters
+from cyclic_soft_reset import hyperparameters
 from scripts.local.workloads import WORKLOAD_NAMES, tiny_overrides
 
 

@@ -9,9 +9,8 @@ within a few steps.
 import jax
 import numpy as np
 
-import reset
-import submission
-from records import ResetRecord, resets_in
+from cyclic_soft_reset import reset, submission
+from cyclic_soft_reset.records import ResetRecord, resets_in
 from scripts.experiments.design import V2_DEFAULTS
 from scripts.local import runner
 from scripts.local.workloads.log_regression import STEP_HINT, TARGET_MSE, RegressionWorkload

@@ -33,7 +33,7 @@ params_only 125/135/125, full 120/125/125.
 import argparse
 import math
 
-from records import ResetRecord
+from cyclic_soft_reset.records import ResetRecord
 from scripts.experiments import divergence as td
 from scripts.local.workloads.tiny import TinyWorkload
 

@@ -58,8 +58,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     the cycle it ended: failed, the rule, the params' norm ratio end/start), the initial
     plan's boundaries, and how the run ended.
     """
-    from algoperf_compat import metric_direction
-    from records import resets_in
+    from cyclic_soft_reset.algoperf_compat import metric_direction
+    from cyclic_soft_reset.records import resets_in
     from scripts.experiments.design import VARIANTS
     from scripts.local import runner, workloads
     from scripts.local.contestants import load_submission

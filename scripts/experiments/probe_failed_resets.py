@@ -25,9 +25,9 @@ re-estimated (none 0.794 / 0.749 and 0.858 / 0.827; full 0.142 / 0.120 and 0.159
 import jax
 import numpy as np
 
-import submission
-from algoperf_compat import spec
-from records import resets_in
+from cyclic_soft_reset import submission
+from cyclic_soft_reset.algoperf_compat import spec
+from cyclic_soft_reset.records import resets_in
 from scripts.experiments.design import RunSpec
 from scripts.local import runner, workloads
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from records import ResetRecord
+from cyclic_soft_reset.records import ResetRecord
 
 PLANNED_COLOR = "tab:green"
 EARLY_COLOR = "tab:red"

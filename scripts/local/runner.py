@@ -39,7 +39,7 @@ from typing import Any
 
 import jax
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 from scripts.local import workloads
 from scripts.local.checkpoints import Checkpoint, CountingQueue, restore_checkpoint, save_checkpoint
 from scripts.local.clocks import SimulatedClock, WallClock

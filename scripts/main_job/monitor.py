@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-import reset as reset_lib
-from records import RefitRecord, ResetRecord
+from cyclic_soft_reset import reset as reset_lib
+from cyclic_soft_reset.records import RefitRecord, ResetRecord
 from scripts.local import plots, runner
 from scripts.main_job.files import json_safe, write_csv, write_json
 

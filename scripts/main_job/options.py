@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-import hyperparameters
-import reset as reset_lib
+from cyclic_soft_reset import hyperparameters
+from cyclic_soft_reset import reset as reset_lib
 from scripts.local import contestants, workloads
 
 RESET_STRATEGIES = tuple(reset_lib.STRATEGIES)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hyperparameters
+from cyclic_soft_reset import hyperparameters
 from scripts import compare
 from scripts.local.contestants import load_submission
 from scripts.main_job.files import read_events

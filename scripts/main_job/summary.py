@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from algoperf_compat import metric_direction
+from cyclic_soft_reset.algoperf_compat import metric_direction
 from scripts.local import plots, runner
 from scripts.main_job.files import read_events
 from scripts.main_job.monitor import PlanSnapshot

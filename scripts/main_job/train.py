@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from algoperf_compat import metric_direction, parse_eval_results
+from cyclic_soft_reset.algoperf_compat import metric_direction, parse_eval_results
 from scripts.local import plots, runner, workloads
 from scripts.main_job.files import write_csv
 from scripts.main_job.monitor import Interrupt, RunMonitor, actual_schedule

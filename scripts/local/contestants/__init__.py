@@ -47,8 +47,10 @@ ALGOPERF_NADAMW = Path("algorithms/baselines/external_tuning/jax_nadamw_full_bud
 def load_submission(path_or_name: str | os.PathLike) -> ModuleType:
     """The submission module for a registered name or a path to a submission file.
 
-    The project's `submission.py` is imported under its own name (one module object per
-    process, as the tests and tools use it); any other file under a name made from its
+    The project's `submission.py` is the installed `cyclic_soft_reset.submission` (one
+    module object per process, the one the tests and tools import; the runner needs the
+    module, not AlgoPerf's load by path, which `scripts/algoperf_checks.py` and
+    tests/test_package.py exercise); any other file is imported under a name made from its
     path, so two files called `submission.py` never collide.
     """
     key = str(path_or_name)
@@ -60,7 +62,13 @@ def load_submission(path_or_name: str | os.PathLike) -> ModuleType:
             f"{', '.join(CONTESTANT_NAMES)}."
         )
     if path == (ROOT / "submission.py").resolve():
-        return importlib.import_module("submission")
+        module = importlib.import_module("cyclic_soft_reset.submission")
+        if Path(module.__file__).resolve() != path:  # A venv installed from another checkout.
+            raise ImportError(
+                f"cyclic_soft_reset.submission is {module.__file__}, not {path}: install this "
+                f"checkout in this environment (pip install -e {ROOT}) or use its own venv."
+            )
+        return module
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     name = f"_contestant_{path.stem}_{digest}"
     if name in sys.modules:

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from algoperf_compat import batch_size, spec
+from cyclic_soft_reset.algoperf_compat import batch_size, spec
 
 # AlgoPerf 0.6's self-tuning NAdamW HPARAMS (its baseline's fixed setting).
 HPARAMS = {

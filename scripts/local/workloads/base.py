@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 
 from .models import MLP, check_param_scale, parameter_types, scale_params
 

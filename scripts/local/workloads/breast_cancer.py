@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 
 from .base import DataSplits, SklearnWorkload, WorkloadConfig, WorkloadEntry, make_splits
 from .losses import binary_error_sum, sigmoid_cross_entropy

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 
 from .base import SklearnWorkload, WorkloadConfig, WorkloadEntry
 from .losses import token_correct_sum, token_cross_entropy

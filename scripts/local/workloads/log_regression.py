@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 
 from .losses import masked_sums
 from .tiny import GeneratedDataWorkload

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algoperf_compat import spec
+from cyclic_soft_reset.algoperf_compat import spec
 
 from .base import seed_from_key
 from .losses import correct_sum, softmax_cross_entropy
