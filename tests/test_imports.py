@@ -152,3 +152,16 @@ def test_loading_submission_by_path_after_the_package_keeps_one_submission_modul
         _load_by_path("submission_by_path")
     assert sys.modules[f"{PACKAGE}.submission"] is submission
     assert dict(sys.modules).items() >= before.items()
+
+
+def test_no_source_file_a_maintainer_has_to_scroll():
+    """The house's sizes: submission.py is wiring (300 lines at most), and no source file
+    outside tests/ runs over 600 lines."""
+    assert len((ROOT / "submission.py").read_text().splitlines()) <= 300
+    sources = PRODUCT_FILES + [p for p in TOOL_FILES if p.parts[len(ROOT.parts)] == "scripts"]
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in sources
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert not long
