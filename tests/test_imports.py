@@ -10,7 +10,10 @@ that the install claims no other name, in tests/test_install.py.
 
 import ast
 import importlib.util
+import json
+import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -152,6 +155,53 @@ def test_loading_submission_by_path_after_the_package_keeps_one_submission_modul
         _load_by_path("submission_by_path")
     assert sys.modules[f"{PACKAGE}.submission"] is submission
     assert dict(sys.modules).items() >= before.items()
+
+
+# The tools from a checkout where the project is not installed (AlgoPerf's venv, an
+# offline GPU machine): the editable install's finder is taken away before anything is
+# imported, and that it no longer answers is checked, so the test cannot pass on it.
+_TOOLS_UNINSTALLED = """
+import importlib.util, json, sys
+def installed(finder):
+    return "__editable__" in getattr(finder, "__module__", "")
+sys.meta_path[:] = [f for f in sys.meta_path if not installed(f)]
+sys.path_hooks[:] = [h for h in sys.path_hooks if not installed(h)]
+sys.path_importer_cache.clear()
+hidden = importlib.util.find_spec("cyclic_soft_reset") is None
+import scripts.run
+from cyclic_soft_reset import hyperparameters
+package = sys.modules["cyclic_soft_reset"]
+print(json.dumps({
+    "hidden": hidden,
+    "path": list(package.__path__),
+    "files": sorted(m.__file__ for n, m in sys.modules.items()
+                    if n.split(".")[0] in ("cyclic_soft_reset", "scripts")
+                    and getattr(m, "__file__", None)),
+    "flat": sorted(n for n in sys.modules if n in %r),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_the_tools_run_from_a_checkout_where_the_project_is_not_installed():
+    """scripts/__init__.py makes the checkout the package cyclic_soft_reset when no install
+    answers for that name: `python -m scripts.run ...` works in AlgoPerf's venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _TOOLS_UNINSTALLED % sorted(OWN)],
+        cwd=ROOT,
+        env=dict(env, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert found["hidden"]  # The install did not answer: the fallback did.
+    assert found["path"] == [str(ROOT)]
+    assert len(found["files"]) >= 10
+    assert all(Path(f).is_relative_to(ROOT) for f in found["files"])
+    assert found["flat"] == []  # Nothing of the product under a top-level name.
 
 
 def test_no_source_file_a_maintainer_has_to_scroll():
