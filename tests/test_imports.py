@@ -9,6 +9,7 @@ that the install claims no other name, in tests/test_install.py.
 """
 
 import ast
+import graphlib
 import importlib.util
 import json
 import os
@@ -215,3 +216,60 @@ def test_no_source_file_a_maintainer_has_to_scroll():
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
     }
     assert not long
+
+
+def _module_name(root: Path, path: Path) -> str:
+    """The name a file is imported by: scripts.x.y for the tools, cyclic_soft_reset.x.y
+    for the product."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts if parts[0] == "scripts" else [PACKAGE, *parts])
+
+
+def _import_graph(root: Path, files: list[Path]) -> dict[str, set[str]]:
+    """module -> the modules of `files` it imports, at any depth of its code (an import
+    hidden in a function still closes a circle). `from a import b` counts a.b when b is a
+    module, else a."""
+    names = {_module_name(root, path): path for path in files}
+
+    def known(name: str) -> str:  # The longest prefix that is one of `files`.
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.rsplit(".", node.level - 1)[0]
+                    base = f"{anchor}.{base}".rstrip(".")
+                targets += [f"{base}.{alias.name}" for alias in node.names]
+        graph[name] = {m for m in map(known, targets) if m and m != name}
+    return graph
+
+
+def test_the_import_graph_sees_a_circle(tmp_path):
+    (tmp_path / "schedules").mkdir()
+    (tmp_path / "schedules" / "__init__.py").write_text("")
+    (tmp_path / "schedules" / "plan.py").write_text("def f():\n    from . import shapes\n")
+    (tmp_path / "schedules" / "shapes.py").write_text("from ..schedules.plan import f\n")
+    graph = _import_graph(tmp_path, sorted(tmp_path.rglob("*.py")))
+    assert graph[f"{PACKAGE}.schedules.plan"] == {f"{PACKAGE}.schedules.shapes"}
+    with pytest.raises(graphlib.CycleError):
+        graphlib.TopologicalSorter(graph).prepare()
+
+
+def test_no_import_circles():
+    """The product and the tools import in one direction (issue 19 found two circles)."""
+    scripts = [p for p in TOOL_FILES if p.parts[len(ROOT.parts)] == "scripts"]
+    graph = _import_graph(ROOT, PRODUCT_FILES + scripts)
+    assert f"{PACKAGE}.steps" in graph[f"{PACKAGE}.submission"]  # Relative imports seen.
+    assert f"{PACKAGE}.algoperf_compat" in graph["scripts.local.runner"]  # The installed name.
+    graphlib.TopologicalSorter(graph).prepare()  # CycleError names the circle.
