@@ -47,12 +47,14 @@ def test_every_registered_workload_is_calibrated_and_used():
         assert len(entry["runs"]) == len(calibrate.CALIBRATION_SEEDS)
 
 
+@pytest.mark.slow
 def test_check_reproduces_the_stored_calibration(capsys):
     """The command, run again, gives the stored entry (breast_cancer: the fastest)."""
     assert calibrate.main(["--workloads", "breast_cancer", "--check"]) == 0
     assert "calibration reproduced" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_changed_entry_fails_the_check(tmp_path, monkeypatch, capsys):
     stored = workloads.load_calibration()
     stored["breast_cancer"]["validation_target_value"] *= 1.1

@@ -65,6 +65,7 @@ def test_windows_predict_the_next_byte(lm):
     assert lm.num_eval_train_examples == lm.num_validation_examples
 
 
+@pytest.mark.slow
 def test_eval_keys_direction_and_initial_loss(lm):
     assert lm.target_metric_name == "loss" and lm.higher_is_better is False
     params, state = lm.init_model_fn(jax.random.PRNGKey(0))
@@ -79,6 +80,7 @@ def test_eval_keys_direction_and_initial_loss(lm):
     assert not lm.has_reached_validation_target({"validation/loss": target + 0.01})
 
 
+@pytest.mark.slow
 def test_causal_mask_hides_the_future(lm):
     params, state = lm.init_model_fn(jax.random.PRNGKey(0))
     x, _ = lm._eval_arrays("validation")
@@ -104,6 +106,7 @@ def test_unequal_widths_are_rejected():
         tiny_lm(hidden_sizes=(30, 30))
 
 
+@pytest.mark.slow
 def test_char_lm_learns_through_the_local_runner_with_the_submission():
     result = local_runner.train_once(
         tiny_lm(max_allowed_runtime_sec=math.inf),
@@ -124,7 +127,9 @@ def test_char_lm_learns_through_the_local_runner_with_the_submission():
 # --------------------------------------------------------------------------- param_scale
 
 
-@pytest.mark.parametrize("name", ["digits", "breast_cancer", "char_lm"])
+@pytest.mark.parametrize(
+    "name", ["digits", "breast_cancer", pytest.param("char_lm", marks=pytest.mark.slow)]
+)
 def test_param_scale_keeps_the_function_at_init(name):
     base = tiny(name)
     w, state = base.init_model_fn(jax.random.PRNGKey(3))
@@ -142,7 +147,7 @@ def test_param_scale_keeps_the_function_at_init(name):
         assert scaled.model_params_types == base.model_params_types
 
 
-@pytest.mark.parametrize("name", ["digits", "char_lm"])
+@pytest.mark.parametrize("name", ["digits", pytest.param("char_lm", marks=pytest.mark.slow)])
 def test_param_scale_multiplies_gradients_and_adam_steps_in_w(name):
     """dL/dv = c dL/dw, and Adam's first step (about lr sign(g)) moves w = c v c times
     further than at c = 1."""

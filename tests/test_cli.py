@@ -247,6 +247,7 @@ def _short_run(out, *extra):
     return run.main([*args, "--output_dir", str(out), *extra])
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert _short_run(out) == 0
@@ -273,6 +274,7 @@ def test_help_states_each_default_once_and_the_header_names_the_device(digits_ru
     assert " x cpu | -> " in stdout
 
 
+@pytest.mark.slow
 def test_loss_target_printed_once_and_the_last_cycle_ends_with_the_plan(tmp_path, capsys):
     """breast_cancer's target is the validation loss: one "val loss" per evaluation line;
     a run ended by its plan (T, re-fitted to the time budget) shows its last cycle ending
@@ -371,6 +373,7 @@ def test_run_takes_another_algoperf_submission(tmp_path):
     assert refused.returncode == 2 and "--set: options of our submission" in refused.stderr
 
 
+@pytest.mark.slow
 def test_param_scale_runs_a_held_out_variant(tmp_path, capsys):
     """--param_scale C: the same function at init, every Adam step moves w C times further;
     recorded in config.json, so that --resume rebuilds the same workload."""

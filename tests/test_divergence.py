@@ -23,6 +23,8 @@ factor 100 for seeds 0 and 1 (this test's seed is 0).
 import functools
 import math
 
+import pytest
+
 from cyclic_soft_reset import submission
 from scripts.experiments.divergence import (
     DIVERGING_FACTOR,
@@ -42,6 +44,7 @@ def run_plan(strategy: str, factor: float = DIVERGING_FACTOR, stop_at_target: bo
     return train(RegressionWorkload(), hyperparameters, stop_at_target=stop_at_target)
 
 
+@pytest.mark.slow
 def test_workload_trains_to_target_with_an_ordinary_plan():
     """Control: the same workload and budget with the default plan reaches the target."""
     result, resets, _ = run_plan("soft", factor=1.0)

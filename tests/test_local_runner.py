@@ -210,6 +210,7 @@ def test_embedded_workloads_take_their_batch_size_from_the_registry():
     assert local_runner.resolve_batch_size(sub, "digits", 16) == 16
 
 
+@pytest.mark.slow
 def test_eval_results_carry_runner_fields_and_are_reproducible():
     def run(seed):
         return local_runner.train_once(
@@ -239,6 +240,7 @@ def test_eval_results_carry_runner_fields_and_are_reproducible():
     assert all(r["preemption_count"] == 0 for r in evals)
 
 
+@pytest.mark.slow
 def test_plan_end_stops_with_final_eval_and_logs_resets():
     result = local_runner.train_once(
         tiny(),
@@ -316,6 +318,7 @@ def test_time_based_evaluation_and_budget():
     assert out_of_time.global_step == 1 and out_of_time.eval_results == []
 
 
+@pytest.mark.slow
 def test_checkpoint_every_n_steps_and_resume_continue_bit_for_bit(tmp_path):
     """A run stopped by its hook (a preemption) and resumed from its last checkpoint
     ends exactly as the uninterrupted run: same shuffled batches, keys, evaluations."""
@@ -372,6 +375,7 @@ def test_checkpoint_every_n_steps_and_resume_continue_bit_for_bit(tmp_path):
     assert all(r["preemption_count"] == 1 for r in preempted)
 
 
+@pytest.mark.slow
 def test_two_preemptions_continue_bit_for_bit(tmp_path):
     """Preempted twice: the second restore wraps the first restore's entries once more
     (`({'0': {'0': step, '1': metrics}, '1': '0'}, '0')`), and the submission still reads

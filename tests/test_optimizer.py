@@ -349,6 +349,7 @@ def test_make_optimizer_passes_moment_weights():
         hp.resolve({"moment_weights": False})  # With the default optimizer, nadamw.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step_hint", [300, 800, 900, 80000])
 def test_the_default_planned_cycle_is_algoperfs_baseline(step_hint):
     """Do no harm (METHOD.md section 7, v3): with the default hyperparameters the planned

@@ -87,6 +87,7 @@ def _identical(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("hyperparameters", "accuracies", "failed", "runs", "changed"),
     [
@@ -111,6 +112,7 @@ def test_the_init_runs_only_when_the_reset_reads_it(
     assert seen["runtime"].reset_step.traceable is True
 
 
+@pytest.mark.slow
 def test_an_untraceable_init_falls_back_to_a_plain_call(caplog):
     """The same run, bit for bit, with the init called outside the compiled reset; the
     fallback is logged once and compiles its reset once."""
@@ -165,6 +167,7 @@ def _compilations() -> list[str]:
     return threads
 
 
+@pytest.mark.slow
 def test_the_first_reset_runs_the_reset_compiled_ahead():
     """The reset is compiled in a background thread during the first cycle; the first
     reset then compiles nothing, and the run is bit for bit the run without it."""

@@ -95,6 +95,7 @@ def _observed_tau(before, after, fresh):
     return np.median((a - b)[ok] / (f - b)[ok])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("metric", "target", "higher"), [("accuracy", 0.99, True), ("loss", 0.05, False)]
 )
@@ -148,6 +149,7 @@ def _run_fabricated(workload, hyperparameters, evals, num_steps):
 RISING = [1.0, 0.9, 0.8, 0.85, 0.95, 1.1, 1.2]  # Case 1 fires at the 5th evaluation.
 
 
+@pytest.mark.slow
 def test_rising_validation_loss_switches_early_and_replans():
     workload = TinyWorkload(target=0.99, step_hint=300)
     result, resets, lrs = _run_fabricated(
@@ -215,6 +217,7 @@ def test_a_cycle_that_never_improved_is_rolled_back_with_fresh_moments():
     assert int(adam.count) == 1
 
 
+@pytest.mark.slow
 def test_an_early_switch_alone_is_not_a_failure():
     """A switched cycle that improved is reset by the soft formula: moments kept (scaled),
     the step count kept; the v1 rule (fresh moments after a switch) is an ablation."""
@@ -228,6 +231,7 @@ def test_an_early_switch_alone_is_not_a_failure():
     assert int(adam.count) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("rollback_to", "on_host"), [("best", False), ("start", False), ("best", True)]
 )
@@ -266,6 +270,7 @@ def test_rollback_off_blends_the_failed_cycle():
     )
 
 
+@pytest.mark.slow
 def test_the_snapshot_on_the_host_trains_exactly_like_on_the_device():
     on_device, resets_d = _state_at(61, None, FLAT)
     on_host, resets_h = _state_at(61, {"snapshot_on_host": True}, FLAT)
@@ -274,6 +279,7 @@ def test_the_snapshot_on_the_host_trains_exactly_like_on_the_device():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_reestimated_statistics_after_a_soft_reset():
     """reset_model_state = "reestimate": after the reset the batch-norm statistics are
     the current batch's under the new params, not a blend of the old and fresh ones."""
@@ -296,6 +302,7 @@ def test_reestimated_statistics_after_a_soft_reset():
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stats_e))
 
 
+@pytest.mark.slow
 def test_tau_from_the_best_evaluation_of_the_cycle():
     """tau_metric = "best": y is the best accuracy evaluated inside the ending cycle,
     not the latest, and the best starts afresh with each cycle."""
@@ -451,6 +458,7 @@ def test_one_and_eight_devices_give_the_same_result():
     assert np.mean(diff <= 1e-4) >= 0.95
 
 
+@pytest.mark.slow
 def test_plan_end_stops_or_queues_more_cycles():
     """stop_when_plan_ends: TrainingCompleteError at T; otherwise cycles like the last one
     follow, each with its reset, and the last cycle may then switch early."""
@@ -474,6 +482,7 @@ def test_plan_end_stops_or_queues_more_cycles():
     assert submission.plan_summary(switched.optimizer_state)["boundaries"] == [0, 20, 40, 50, 70]
 
 
+@pytest.mark.slow
 def test_a_failed_cycle_lowers_the_next_peak_on_the_device_and_in_the_plan():
     """v3: after a failed cycle (rule (c), rolled back) the next cycle peaks at
     `failed_cycle_lr_factor` x its planned peak, in the compiled step and in the plan."""

@@ -207,6 +207,7 @@ def _run(speed, noise=0.0, hyperparameters=HYPERPARAMETERS, **kwargs):
     return result, spent, workload
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "speed, noise", [(0.5, 0.0), (2.0, 0.0), (1.0, 0.3)], ids=["2x-slower", "2x-faster", "noisy"]
 )
@@ -236,6 +237,7 @@ def test_plan_stretches_on_fast_hardware_and_shrinks_on_slow():
     assert ends[2.0] == pytest.approx(0.95 * 1.5 * 120 * 2 - 10, abs=2)
 
 
+@pytest.mark.slow
 def test_a_run_restored_mid_way_replans_bit_for_bit(tmp_path):
     path = tmp_path / "checkpoint"
     whole, _, _ = _run(0.5, 0.3, checkpoint_path=path, checkpoint_at_steps=[40])
@@ -296,6 +298,7 @@ def test_detector_decides_on_evaluations_whatever_their_spacing(shape):
     assert (a is None) == (shape == "falling")
 
 
+@pytest.mark.slow
 def test_a_failed_cycle_is_caught_when_evaluations_are_irregular():
     """A first cycle at 1000x the learning rate, evaluations every 4 to 8 steps (a noisy
     clock): the cycle is judged failed and rolled back, and the next one learns."""
@@ -307,6 +310,7 @@ def test_a_failed_cycle_is_caught_when_evaluations_are_irregular():
     assert accuracy[-1] > 0.6 > max(accuracy[:3])
 
 
+@pytest.mark.slow
 def test_refits_compile_nothing():
     """Re-fits move boundaries of cycles not started: host numbers, no compilation."""
     compiles = []
