@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from scripts.cli_help import add_choice_list
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TARBALL = SHARED / "algoperf" / "algorithmic-efficiency-2c90454.tar.gz"
@@ -123,6 +125,7 @@ def conformance(workload: str) -> Callable[[Env], str]:
     our search space (its first Halton point as the hyperparameters)."""
 
     def check(env: Env) -> str:
+        """AlgoPerf's reference_algorithm_tests.py: self-tuning, then our search space."""
         test = env.tree / "tests" / "reference_algorithm_tests.py"
         for space, tag in (("None", "self"), (str(SEARCH_SPACE), "space")):
             env.run(
@@ -309,8 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python3 -m scripts.algoperf_checks", description=__doc__.splitlines()[0]
     )
     default_home = os.environ.get("ALGOPERF_HOME", str(ROOT.parent / ".algoperf-ci"))
-    parser.add_argument("--home", type=Path, default=Path(default_home))
-    parser.add_argument("--only", nargs="+", choices=list(CHECKS), default=None)
+    parser.add_argument(
+        "--home", type=Path, default=Path(default_home), help="AlgoPerf's install (DIR/venv)"
+    )
+    checks = {name: (CHECKS[name].__doc__ or "").split("\n")[0] for name in CHECKS}
+    add_choice_list(
+        parser, "--only", "CHECK", lambda: checks, default=None, help="some checks (quoted)"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the runs' folders here")
     return parser
 

@@ -347,7 +347,8 @@ def report(row: dict, args) -> None:
         print(f"  device peak_bytes_in_use (process, both submissions): {mib(row['device_peak'])}")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument(
@@ -374,7 +375,11 @@ def main(argv=None) -> int:
         help="only XLA's memory accounting of our step and reset, compiled and not run "
         "(e.g. GPU shapes on a CPU: --batch_sizes 512,128,256 --seq_len 256 --image_size 224)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if not HAVE_ALGOPERF:
         print(
             "benchmark_algoperf needs AlgoPerf installed (pip install -e <algoperf work tree>, "

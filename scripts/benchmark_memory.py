@@ -75,12 +75,17 @@ def measure(workload, on_host: bool, batch_size: int) -> dict[str, float]:
     return out
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="digits", choices=list(workloads.WORKLOAD_NAMES))
     parser.add_argument("--hidden", default="1024,1024,1024", help="hidden layer widths")
     parser.add_argument("--batch_size", type=int, default=256)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     hidden = tuple(int(h) for h in args.hidden.split(","))
     hyperparameters.resolve(None)
     print(

@@ -53,14 +53,19 @@ def copy_tree(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="digits", choices=list(workloads.WORKLOAD_NAMES))
     parser.add_argument("--hidden", default="1024,1024,1024", help="hidden layer widths")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=9)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     hidden = tuple(int(h) for h in args.hidden.split(","))
     workload = workloads.make_workload(args.workload, hidden_sizes=hidden)

@@ -17,11 +17,16 @@ from cyclic_soft_reset import submission
 from scripts.local import workloads
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", default="digits", choices=list(workloads.WORKLOAD_NAMES))
     parser.add_argument("--steps", type=int, default=50)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     workload = workloads.make_workload(args.workload)
     rng = jax.random.PRNGKey(0)

@@ -328,8 +328,8 @@ def write_comparison(runs: Sequence[Run], out: Path) -> tuple[Path, Path, str]:
     return figure, table, f"{text_table(summary)}\n\n{text_table(per_run)}\n{note}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; exit status 2 for a path without runs."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(
         prog="python -m scripts.compare",
         description="Put run folders of python -m scripts.run side by side.",
@@ -340,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="where compare.png and compare.md go (default: the folder holding all the paths)",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit status 2 for a path without runs."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         runs = [load_run(path) for path in find_runs(args.paths)]

@@ -28,8 +28,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_NAME = "cyclic_adamw_soft_reset"
-SUBMISSION_NAME = "Cyclic AdamW with soft resets and early switching"
+DEFAULT_NAME = "cyclic_soft_reset"
+SUBMISSION_NAME = "AlgoPerf's NAdamW cycle, then soft resets and early switching"
 RULESET_FOLDER = "submissions/self_tuning"
 RULESET = "self-tuning"
 MODULES = (
@@ -43,7 +43,7 @@ MODULES = (
 )
 PACKAGES = ("schedules", "reset", "early_switching")
 OPTIONAL_FILES = ("tuning_search_space.json",)
-INIT = '"""AlgoPerf submission: cyclic AdamW with soft resets and early switching."""\n'
+INIT = '"""AlgoPerf submission: a NAdamW cycle, then soft resets and early switching."""\n'
 # The submissions repository's required fields of submission_info.yml.
 REQUIRED_FIELDS = ("submission_name", "submission_folder", "authors", "ruleset")
 # Top-level modules AlgoPerf itself installs (its pinned dependencies, ALGOPERF.md): the
@@ -188,7 +188,8 @@ def pull_request_body(info_path: Path) -> str:
     return "```yaml\n" + info_path.read_text(encoding="utf-8") + "```"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(
         prog="python -m scripts.package_submission",
         description=(
@@ -207,6 +208,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--authors", default="", help="for submission_info.yml (required)")
     parser.add_argument("--affiliations", default="", help="for submission_info.yml (required)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         target = package(args.out, args.name, authors=args.authors, affiliations=args.affiliations)

@@ -29,6 +29,7 @@ scripts.experiments.algoperf_score <layout>` prints the result as JSON); with ne
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import json
@@ -245,10 +246,21 @@ def score_table(records, variants: Sequence[str], labels: Mapping[str, str], out
     return lines, scores, r
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.experiments.algoperf_score",
+        description="AlgoPerf's scorer on a layout written by write_layout (with its "
+        "problems.json); prints one JSON line (run in AlgoPerf's venv).",
+    )
+    parser.add_argument("layout", type=Path, help="the layout's folder")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m scripts.experiments.algoperf_score LAYOUT`: AlgoPerf's scorer on a layout
     written by `write_layout` (with its problems.json); one JSON line on stdout."""
-    layout = Path((sys.argv[1:] if argv is None else argv)[0])
+    layout = build_parser().parse_args(argv).layout
     problems = json.loads((layout / "problems.json").read_text(encoding="utf-8"))
     with contextlib.redirect_stdout(sys.stderr):  # get_experiment_df prints.
         result = score_layout(layout, problems)

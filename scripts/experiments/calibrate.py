@@ -124,7 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.experiments.calibrate", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES, default=WORKLOAD_NAMES)
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=WORKLOAD_NAMES,
+        default=WORKLOAD_NAMES,
+        metavar="NAME",
+        help=f"{', '.join(WORKLOAD_NAMES)} (default: all)",
+    )
     parser.add_argument(
         "--check",
         action="store_true",

@@ -132,11 +132,16 @@ def died(seeds) -> None:
             )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3])
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     parts = {1: factor_sweep, 2: strategies, 3: died}
     for part in args.parts:
         parts[part](args.seeds)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from scripts.cli_help import add_choice_list
 from scripts.experiments.design import (
     CLOCK,
     GRIDS,
@@ -233,13 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", choices=sorted(GRIDS), default="full")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--report", type=Path, default=None, help="Markdown report path")
-    parser.add_argument("--workloads", nargs="+", default=None, choices=WORKLOADS)
     parser.add_argument(
-        "--scenarios", nargs="+", default=None, choices=list(SCENARIOS), help="default: the grid's"
+        "--workloads",
+        nargs="+",
+        default=None,
+        choices=WORKLOADS,
+        metavar="NAME",
+        help=f"{', '.join(WORKLOADS)} (default: the grid's)",
     )
-    parser.add_argument(
-        "--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: the grid's"
-    )
+    scenarios = {name: f"{s.label}: {s.description}" for name, s in SCENARIOS.items()}
+    add_choice_list(parser, "--scenarios", "NAME", lambda: scenarios, help="default: the grid's")
+    variants = {name: variant.label for name, variant in VARIANTS.items()}
+    add_choice_list(parser, "--variants", "NAME", lambda: variants, help="default: the grid's")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1")
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--redo", action="store_true", help="rerun finished runs too")

@@ -22,6 +22,8 @@ re-estimated (none 0.794 / 0.749 and 0.858 / 0.827; full 0.142 / 0.120 and 0.159
 0.00046 / 0.0015.
 """
 
+import argparse
+
 import jax
 import numpy as np
 
@@ -101,6 +103,15 @@ def residual_params(seeds=(0, 1)) -> None:
         )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: no options (the probes' settings are the evidence grid's)."""
+    return argparse.ArgumentParser(
+        prog="python -m scripts.experiments.probe_failed_resets",
+        description=__doc__.splitlines()[0],
+    )
+
+
 if __name__ == "__main__":
+    build_parser().parse_args()
     batch_norm_statistics()
     residual_params()

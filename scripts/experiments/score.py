@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from scripts.cli_help import add_choice_list
 from scripts.experiments.profiles import draw_profiles, reach_table, score_table
 
 
@@ -32,12 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--report", type=Path, default=None, help="Markdown report path")
     parser.add_argument("--seeds", type=int, default=SCORE_SEEDS, help="seeds 0..N-1")
-    parser.add_argument(
+    add_choice_list(
+        parser,
         "--variants",
-        nargs="+",
+        "NAME",
+        lambda: {name: variant.label for name, variant in VARIANTS.items()},
         default=list(SCORE_VARIANTS),
-        choices=list(VARIANTS),
-        help="contestants (default: the baseline, the default, none, full, one cycle)",
+        help=f"contestants (default: {' '.join(SCORE_VARIANTS)})",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no_run", action="store_true", help="only score the records")

@@ -56,141 +56,106 @@ RUN_OPTIONS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
+    """The command-line interface; its help fits a screen (tests/test_docs.py)."""
     parser = argparse.ArgumentParser(
         prog="python -m scripts.run",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[0] + " Manual: docs/main-job.md.",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--workload",
         default=workloads.DEFAULT_WORKLOAD,
         choices=workloads.WORKLOAD_NAMES,
-        help=f"embedded workload (default: {workloads.DEFAULT_WORKLOAD})",
+        metavar="NAME",
+        help=f"{', '.join(workloads.WORKLOAD_NAMES)} (default: {workloads.DEFAULT_WORKLOAD})",
     )
-    parser.add_argument(
+    add(
         "--submission",
         default=OURS,
         metavar="PATH|NAME",
-        help="the AlgoPerf submission to run: a contestant name "
-        f"({', '.join(contestants.CONTESTANT_NAMES)}; default: {OURS}) or a submission file's "
-        "path (e.g. AlgoPerf's algorithms/baselines/external_tuning/jax_nadamw_full_budget.py, "
-        "run with the self-tuning baseline's hyperparameters; else --hparams_file's). Only "
-        f"{OURS} takes --reset_strategy and --set, and only a submission with plan_summary "
-        "and learning_rates gets the plan figures",
+        help=f"{', '.join(contestants.CONTESTANT_NAMES)} (default: {OURS}) or an AlgoPerf "
+        f"submission file (hyperparameters: --hparams_file); only {OURS} takes "
+        "--reset_strategy and --set",
     )
-    parser.add_argument(
+    add(
         "--reset_strategy",
         choices=RESET_STRATEGIES,
         nargs="+",
         default=None,
-        help="one or more reset strategies, each run in turn (default: "
-        f"{' '.join(STORY_STRATEGIES)} and AlgoPerf's baseline ({STORY_BASELINE}), drawn "
-        "together in compare.png; soft is the submission's)",
+        metavar="S",
+        help=f"{', '.join(RESET_STRATEGIES)}: each run in turn (default: "
+        f"{' '.join(STORY_STRATEGIES)}, then {STORY_BASELINE}, in one compare.png)",
     )
-    parser.add_argument(
-        "--no_baseline",
-        action="store_true",
-        help=f"the default story without AlgoPerf's baseline ({STORY_BASELINE})",
-    )
-    parser.add_argument(
-        "--seed", type=int, nargs="+", default=[0], help="one or more random seeds (default: 0)"
-    )
-    parser.add_argument(
-        "--hparams_file",
-        default=None,
-        help="JSON object of hyperparameters (plain values, tuning_search_space names)",
-    )
-    parser.add_argument(
+    add("--no_baseline", action="store_true", help=f"the default story without {STORY_BASELINE}")
+    add("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default: 0)")
+    add("--hparams_file", default=None, metavar="JSON", help="a JSON object of hyperparameters")
+    add(
         "--set",
         dest="set_items",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one hyperparameter of submission.py (repeatable); VALUE is JSON"
-        " or a bare word, e.g. --set num_cycles=4 --set decay_shape=linear",
+        help="override one hyperparameter (repeatable; VALUE in JSON), e.g. num_cycles=4",
     )
-    parser.add_argument(
-        "--max_steps", type=int, default=None, help="stop after this many steps (default: no limit)"
-    )
-    parser.add_argument(
+    add("--max_steps", type=int, default=None, metavar="N", help="stop after N steps")
+    add(
         "--max_runtime_sec",
         type=float,
         default=None,
+        metavar="S",
         help="submission-time budget (default: 1.5x the workload's, self-tuning)",
     )
-    parser.add_argument(
+    add(
         "--eval_every_steps",
         type=int,
         default=None,
-        help="evaluate every N steps (default: every eval_period_time_sec seconds of the "
-        "clock, as AlgoPerf does)",
+        metavar="N",
+        help="evaluate every N steps (default: every eval_period_time_sec, as AlgoPerf)",
     )
-    parser.add_argument(
+    add(
         "--clock",
         choices=("reference", "wall"),
         default="reference",
-        help="reference: simulated time of the hardware the workload's budget was set for "
-        "(deterministic, fast or slow with --speed); wall: this machine's real time "
-        "(default: reference)",
+        help="simulated reference hardware (default; deterministic) or this machine's time",
     )
-    parser.add_argument(
+    add(
         "--speed",
         type=float,
         default=1.0,
-        help="with --clock reference: the simulated hardware's speed, 2 = twice as fast "
-        "(default: 1)",
+        help="the simulated hardware's speed, 2 = twice as fast (default: 1)",
     )
-    parser.add_argument(
-        "--batch_size",
-        type=int,
-        default=None,
-        help="global batch size (default: the workload's, from the workload registry)",
-    )
-    parser.add_argument(
+    add("--batch_size", type=int, default=None, metavar="N", help="default: the workload's")
+    add(
         "--output_dir",
         default=None,
-        help="run directory (default runs/<workload>-<strategy>-seed<seed>-<time>;"
-        " with several seeds, one subdirectory per seed); an existing run is never"
-        " replaced without --overwrite",
+        metavar="DIR",
+        help="run folder (default: runs/<workload>-<strategy>-seed<seed>-<time>)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the runs already in --output_dir",
-    )
-    parser.add_argument(
-        "--tiny",
-        action="store_true",
-        help="tiny, fast version of the workload (smoke tests)",
-    )
-    parser.add_argument(
+    add("--overwrite", action="store_true", help="replace the runs already in --output_dir")
+    add("--tiny", action="store_true", help="a tiny, fast version of the workload")
+    add(
         "--param_scale",
         type=float,
         default=1.0,
         metavar="C",
-        help="a held-out variant: weights w = C v with v initialised at init / C, so a fixed "
-        "learning rate acts C times too high (C > 1) or low (the score's lr30x ... lr0.1x)",
+        help="a held-out variant: a fixed learning rate acts C times too high (C > 1) or low",
     )
-    parser.add_argument(
-        "--run_past_target",
-        action="store_true",
-        help="keep training after the validation target is reached",
-    )
-    parser.add_argument(
+    add("--run_past_target", action="store_true", help="keep training past the target")
+    add(
         "--checkpoint_every_steps",
         type=int,
         default=None,
-        help="save a checkpoint in the run folder every N steps (default: at every "
-        f"evaluation; every {TIME_BASED_CHECKPOINT_STEPS} steps with time-based evaluations)",
+        metavar="N",
+        help="default: at every evaluation; every "
+        f"{TIME_BASED_CHECKPOINT_STEPS} steps with time-based evaluations",
     )
-    parser.add_argument(
+    add(
         "--resume",
         metavar="RUN_DIR",
         default=None,
-        help="continue the interrupted run in RUN_DIR (or every unfinished run below it) "
-        "from its last checkpoint, with the configuration in its config.json",
+        help="continue an interrupted run (or all below RUN_DIR) from its last checkpoint",
     )
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add("--no_progress", action="store_true", help="no progress bar")
     return parser
 
 
