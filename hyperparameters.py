@@ -1,7 +1,8 @@
 """The hyperparameters: each one's name, default, type, allowed values and meaning, once.
 
 `Config` is a frozen dataclass; every field carries a `Spec` in its metadata. Everything
-else derives from it: validation (`resolve`), the README's table (`markdown_table`), the
+else derives from it: validation (`resolve`), the manual's table (`markdown_table`,
+docs/hyperparameters.md), the
 check of `tuning_search_space.json` (`check_search_space`), the local CLI's
 `--set name=value` parsing (`parse_cli_value`) and the JSON a run writes (`to_json`).
 Each value's own range is checked here and only here (`Spec`, `coerce`); rules that tie
@@ -52,7 +53,7 @@ class Spec:
     null: str | None = None
 
     def allowed(self) -> str:
-        """The allowed values in words, as error messages and the README state them."""
+        """The allowed values in words, as error messages and docs/hyperparameters.md state them."""
         if self.kind == "bool":
             return "true or false"
         if self.kind == "choice":
@@ -578,7 +579,7 @@ def _markdown_value(value: Any) -> str:
 
 
 def markdown_table() -> str:
-    """The README's hyperparameter table: name, default, allowed values, meaning."""
+    """docs/hyperparameters.md's table: name, default, allowed values, meaning."""
     rows = ["| name | default | allowed values | meaning |", "| --- | --- | --- | --- |"]
     for name, spec in SPECS.items():
         rows.append(

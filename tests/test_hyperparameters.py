@@ -1,5 +1,6 @@
-"""The hyperparameter schema: one place from which the README's table, the search space's
-check, the CLI's `--set` parsing and the run's JSON derive."""
+"""The hyperparameter schema: one place from which the manual's table
+(docs/hyperparameters.md), the search space's check, the CLI's `--set` parsing and the
+run's JSON derive."""
 
 import dataclasses
 import json
@@ -15,8 +16,8 @@ from cyclic_soft_reset import hyperparameters as hp
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _readme_table() -> str:
-    lines = (ROOT / "README.md").read_text().splitlines()
+def _docs_table() -> str:
+    lines = (ROOT / "docs" / "hyperparameters.md").read_text().splitlines()
     start = lines.index("| name | default | allowed values | meaning |")
     end = start
     while end < len(lines) and lines[end].startswith("|"):
@@ -24,9 +25,9 @@ def _readme_table() -> str:
     return "\n".join(lines[start:end])
 
 
-def test_readme_table_is_what_the_schema_generates():
-    assert _readme_table() == hp.markdown_table(), (
-        "README's hyperparameter table is stale: paste hyperparameters.markdown_table()"
+def test_docs_table_is_what_the_schema_generates():
+    assert _docs_table() == hp.markdown_table(), (
+        "docs/hyperparameters.md's table is stale: paste hyperparameters.markdown_table()"
     )
 
 

@@ -1,7 +1,7 @@
 """The "use our parts in your own loop" example runs, and does what it says.
 
 The example is the fenced python block under the heading "Use our parts in your own loop"
-in README.md.
+in docs/own-loop.md, the manual's page on using the parts in your own loop.
 """
 
 import math
@@ -20,14 +20,14 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def example_source() -> tuple[str, str]:
-    """(where it was found, the example's code): the README's first python block under
+    """(where it was found, the example's code): the page's first python block under
     the heading."""
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "own-loop.md"
     text = readme.read_text()
     heading = re.search(rf"^#+\s*{re.escape(HEADING)}\s*$", text, re.MULTILINE)
-    assert heading, f"README.md has no heading {HEADING!r}"
+    assert heading, f"docs/own-loop.md has no heading {HEADING!r}"
     block = BLOCK.search(text, heading.end())
-    assert block, f"README.md: no python block under the heading {HEADING!r}"
+    assert block, f"docs/own-loop.md: no python block under the heading {HEADING!r}"
     return str(readme), block.group(1)
 
 
