@@ -1,10 +1,10 @@
-"""AlgoPerf self-tuning submission: cyclic AdamW with soft resets and early switching.
+"""AlgoPerf self-tuning submission: AlgoPerf's NAdamW cycle, then soft resets and early switching.
 
 AlgoPerf's entry points (`get_batch_size`, `init_optimizer_state`, `update_params`,
 `prepare_for_eval`, `data_selection`), wiring only: AlgoPerf's types in, ours out. The
 schema (`hyperparameters`, as `schema`) resolves the configuration; the controller
 (`controller`, host numbers only) decides when a cycle ends and with which tau; the
-compiled steps (`steps`: the AdamW step and the `ResetStep`) do the device work;
+compiled steps (`steps`: the NAdamW/AdamW step and the `ResetStep`) do the device work;
 docs/METHOD.md has the formulas.
 
 State. `optimizer_state` is `(SubmissionState, Runtime)`. The runner checkpoints only the
@@ -138,11 +138,13 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
     reset.check_moments(opt_state)
     key = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
     logging.info(
-        "cyclic AdamW: %d cycles, boundaries %s, peaks %s, reset %s",
+        "%s, %d planned cycle(s): boundaries %s, peaks %s; %s resets; after the plan, %s",
+        config.optimizer,
         schedules.num_cycles(plan),
         plan.boundaries.tolist(),
         plan.peak_learning_rates.tolist(),
         config.reset_strategy,
+        "training ends" if config.stop_when_plan_ends else "cycles until the target or budget",
     )
     start = steps.snapshot(model_params, model_state, runtime.config, runtime.replicated)
     norm = float(reset.global_norm(model_params))  # Failure rule (b)'s first reference.
