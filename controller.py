@@ -111,6 +111,9 @@ class Controller(NamedTuple):
     start_norm: the global norm of the params the current cycle started from.
     time_samples: (step, submission seconds) at the evaluations read so far, k x 2, after
       the origin (0, 0) (`schedules.budget.add_sample`), from which the plan is re-fitted.
+    first_cycle_scale: the first cycle's length after it was fitted to slower hardware,
+      over its planned length (1 if it was not): the shortest cycle after the plan
+      (`budget.min_steps`, in the plan's steps) scales with it.
     """
 
     plan: CyclePlan
@@ -130,6 +133,7 @@ class Controller(NamedTuple):
     # The run's origin (0 steps, 0 s) to begin with: never an empty array, which AlgoPerf's
     # checkpointing refuses to save.
     time_samples: np.ndarray = np.zeros((1, 2))
+    first_cycle_scale: float = 1.0
 
 
 class Switch(NamedTuple):
@@ -178,6 +182,7 @@ class Refit(NamedTuple):
     seconds: float
     seconds_per_step: float
     end: int
+    first_cycle_shortened: bool = False  # The current window moved: the caller re-enters it.
 
 
 class Decision(NamedTuple):
@@ -370,17 +375,25 @@ def refit(
     controller: Controller, step: int, seconds: float, budget: time_budget.Budget
 ) -> tuple[Controller, Refit | None]:
     """Records the sample (step, seconds) and re-fits the cycles not yet started so that
-    the plan ends where `budget.fill` of the budget is spent (`schedules.budget`).
-    Returns the new state and the re-fit (None while the seconds per step are unknown)."""
+    the plan ends where `budget.fill` of the budget is spent (`schedules.budget`); with
+    `budget.fit_first`, the first cycle too, when it would end too late for the budget.
+    Returns the new state and the re-fit (None while the seconds per step are unknown, or
+    when nothing moved)."""
     samples = time_budget.add_sample(controller.time_samples, step, seconds)
     controller = controller._replace(time_samples=samples)
     rate = time_budget.seconds_per_step(samples)
     if not math.isfinite(rate):
         return controller, None
     end = time_budget.steps_until(budget.fill * budget.seconds, step, seconds, rate)
-    plan, changed = time_budget.fit_plan(controller.plan, controller.cycle, end, budget.min_steps)
+    plan, shortened = controller.plan, False
+    if budget.fit_first and controller.cycle == 0:
+        plan, shortened = time_budget.fit_first_cycle(plan, step, end)
+        scale = controller.first_cycle_scale * plan.boundaries[1] / controller.plan.boundaries[1]
+        controller = controller._replace(first_cycle_scale=float(scale))
+    plan, changed = time_budget.fit_plan(plan, controller.cycle, end, budget.min_steps)
     controller = controller._replace(plan=plan)
-    return controller, Refit(step, seconds, rate, total_steps(plan)) if changed else None
+    refit = Refit(step, seconds, rate, total_steps(plan), shortened)
+    return controller, refit if changed or shortened else None
 
 
 def extend(
@@ -388,8 +401,8 @@ def extend(
 ) -> Controller:
     """The plan grown by one cycle like the last (the run goes on past the plan). With a
     time budget and a known speed, the new cycle ends where the whole budget is spent
-    (at least `budget.min_steps` after the plan's end): it is the last chance to reach
-    the target, and the runner's budget check ends it."""
+    (at least `budget.min_steps` x `first_cycle_scale` after the plan's end): it is the
+    last chance to reach the target, and the runner's budget check ends it."""
     plan = extend_plan(controller.plan)
     budget = settings.budget
     rate = time_budget.seconds_per_step(controller.time_samples)
@@ -397,7 +410,8 @@ def extend(
         end = time_budget.steps_until(budget.seconds, step, seconds, rate)
         start = int(plan.boundaries[-2])
         boundaries = plan.boundaries.copy()
-        boundaries[-1] = max(start + budget.min_steps, end)
+        shortest = max(1, round(budget.min_steps * controller.first_cycle_scale))
+        boundaries[-1] = max(start + shortest, end)
         plan = plan._replace(boundaries=boundaries)
     return controller._replace(plan=plan)
 

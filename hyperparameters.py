@@ -25,11 +25,14 @@ from . import controller, early_switching, reset, schedules
 
 OPTIMIZERS = ("adamw", "nadamw")
 
-# v2's values where v3 changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}` runs v2.
+# v3's values where v4 changed the defaults (METHOD.md s3): `{**V3_DEFAULTS, ...}` runs v3.
+V3_DEFAULTS: Mapping[str, Any] = MappingProxyType(dict(fit_first_cycle=False))
+# v2's values where v3 (or v4) changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}`.
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
     | dict(rollback_to="start")
+    | V3_DEFAULTS
 )
 
 
@@ -337,6 +340,12 @@ class Config:
         "is re-fitted at evaluations from the runner's `train_state`)",
         **_UNIT_UPPER,
     )
+    fit_first_cycle: bool = _hp(
+        True,
+        "bool",
+        "shorten the first cycle when the measured step time says it would end more than 10% "
+        "after `budget_fill` of B (slower hardware than the plan assumed; METHOD.md §3 v4)",
+    )
 
 
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Config)
@@ -473,6 +482,7 @@ def time_budget(config: Config, max_runtime_sec: Any, step_hint: int) -> schedul
         seconds=config.time_budget_factor * float(max_runtime_sec),
         fill=config.budget_fill,
         min_steps=max(1, round(MIN_CYCLE_FRACTION * mean_cycle)),
+        fit_first=config.fit_first_cycle,
     )
 
 

@@ -57,6 +57,19 @@ def compile_train_step(workload, tx, config, replicated, batch_sharding):
     )
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def _enter_window(opt_state, window, step):
+    return schedules.enter_cycle(opt_state, window, step)
+
+
+def move_window(opt_state, plan: schedules.CyclePlan, cycle: int, step: int, replicated):
+    """opt_state with its schedule at `step` in cycle `cycle`'s window of `plan`: the
+    current cycle's end moved without a reset (the first cycle fitted to the time budget).
+    Data only, placed like the training step's state: it compiles once per run."""
+    window = jax.device_put(schedules.cycle_window(plan, cycle), replicated)
+    return _enter_window(opt_state, window, jax.device_put(np.int32(step), replicated))
+
+
 def is_placed(tree, sharding) -> bool:
     """Whether the tree's first leaf already has `sharding` (a cheap host-side check).
 

@@ -93,11 +93,8 @@ class SubmissionState(NamedTuple):
 
 
 class Runtime(NamedTuple):
-    """optimizer_state[1]: rebuilt from (workload, hyperparameters) on every start.
-
-    train_step: the compiled AdamW step; reset_step: the compiled reset (`steps.ResetStep`,
-    with its init-tracing fallback and its compilation ahead).
-    """
+    """optimizer_state[1], rebuilt from (workload, hyperparameters) on every start: the
+    compiled NAdamW/AdamW step and reset (`steps.ResetStep`, init-tracing fallback included)."""
 
     config: schema.Config
     settings: control.Settings
@@ -224,6 +221,9 @@ def update_params(
         logging.info("%s", refit.describe())
         if workload.metrics_logger is not None:
             workload.metrics_logger.append_scalar_metrics(refit.to_metrics(), refit.step)
+        if decision.refit.first_cycle_shortened:  # Its decay now ends inside the budget.
+            window = (controller.plan, 0, global_step, runtime.replicated)
+            state = state._replace(opt_state=steps.move_window(state.opt_state, *window))
     if decision.stop is not None:
         raise compat.spec.TrainingCompleteError(decision.stop)
     params = current_param_container

@@ -14,7 +14,11 @@ and the submission seconds t spent before it. From the samples (METHOD.md sectio
   * the cycles that have not started share [b_{c+1}, T*) in proportion to their present
     lengths; those that would get fewer than `min_steps` are dropped from the end; the
     current cycle c keeps its end b_{c+1} (its window is in the optimizer state on the
-    device, and it has already been warmed up).
+    device, and it has already been warmed up);
+  * except the run's first cycle on hardware slower than the plan assumed (v4, METHOD.md
+    section 3): when T* falls short of its end b_1 by more than `FIT_SLACK`, b_1 moves to
+    T*, so that its decay ends inside the budget instead of being cut off at a high
+    learning rate (`fit_first_cycle`); the caller then moves the window on the device.
 
 Everything here is a pure function of host numbers kept in the checkpoint, so a restored run
 re-fits exactly as the uninterrupted one would.
@@ -26,6 +30,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .plan import CyclePlan, num_cycles, select_cycles
+
+# The first cycle is shortened only when T* is short of its end by more than this fraction:
+# on the hardware a workload's budget was set for, compilation and resets put T* a few
+# percent before step_hint (digits: 290 of 300 steps), and there the cycle must stay exactly
+# the one planned (AlgoPerf's baseline's); a cycle ending up to 10% late still ends its
+# decay inside the budget B (at most 1.1 of 1.5 x the runtime).
+FIT_SLACK = 0.1
 
 # Rates of at most this many recent intervals enter the median (a speed that changes, e.g.
 # when another job shares the machine, is followed within a few evaluations).
@@ -40,11 +51,14 @@ class Budget(NamedTuple):
       default here: the schema's `budget_fill` states it).
     min_steps: the fewest steps a re-fitted cycle gets (a shorter one cannot learn after
       its reset; it then runs into the budget instead).
+    fit_first: whether the run's first cycle is shortened on hardware too slow for it
+      (`fit_first_cycle`).
     """
 
     seconds: float
     fill: float
     min_steps: int = 1
+    fit_first: bool = False
 
 
 def add_sample(samples: np.ndarray, step: int, seconds: float) -> np.ndarray:
@@ -105,3 +119,19 @@ def fit_plan(plan: CyclePlan, cycle: int, end: int, min_steps: int = 1) -> tuple
     if np.array_equal(boundaries, b):
         return plan, False
     return select_cycles(plan, list(range(len(boundaries) - 1)), boundaries), True
+
+
+def fit_first_cycle(plan: CyclePlan, step: int, end: int) -> tuple[CyclePlan, bool]:
+    """The plan whose first cycle ends by `end` when it would end too late. Returns (plan,
+    whether it changed); call it only while the first cycle runs.
+
+    With b_1 the first cycle's end: unchanged when end >= (1 - FIT_SLACK) x b_1 (it fits,
+    or nearly: see FIT_SLACK); else b_1 <- max(end, step + 1) and the later cycles are
+    dropped (no time is left for them before T*; past the plan the run goes on with cycles
+    like the last, up to the budget). Never lengthens a cycle.
+    """
+    first_end = int(plan.boundaries[1])
+    if end >= (1.0 - FIT_SLACK) * first_end:
+        return plan, False
+    boundaries = np.asarray([plan.boundaries[0], max(int(end), int(step) + 1)])
+    return select_cycles(plan, [0], boundaries), True

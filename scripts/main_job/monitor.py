@@ -46,6 +46,31 @@ def snapshot_plan(submission: Any, optimizer_state: Any, from_step: int) -> Plan
     return PlanSnapshot(from_step, summary, steps, rates)
 
 
+def refitted(snapshot: PlanSnapshot, submission: Any, optimizer_state: Any, step: int):
+    """``snapshot`` after the plan was re-fitted at ``step``: its learning rates before
+    ``step`` as they ran, the re-fitted plan's from ``step`` on (a re-fit may move the
+    current cycle's end: the first cycle fitted to slower hardware)."""
+    new = snapshot_plan(submission, optimizer_state, step)
+    before = snapshot.steps < step
+    steps = np.concatenate([snapshot.steps[before], new.steps])
+    rates = np.concatenate([snapshot.rates[before], new.rates])
+    return PlanSnapshot(snapshot.from_step, new.summary, steps, rates)
+
+
+def _snapshot_json(snap: PlanSnapshot) -> dict[str, Any]:
+    return {
+        "from_step": snap.from_step,
+        "summary": snap.summary,
+        "steps": snap.steps.tolist(),
+        "rates": snap.rates.tolist(),
+    }
+
+
+def _snapshot_of(state: Mapping[str, Any]) -> PlanSnapshot:
+    steps, rates = np.asarray(state["steps"], int), np.asarray(state["rates"], float)
+    return PlanSnapshot(state["from_step"], state["summary"], steps, rates)
+
+
 def actual_schedule(snapshots: Sequence[PlanSnapshot]) -> tuple[np.ndarray, np.ndarray]:
     """Learning rate per step, each step taken from the plan in force at that step."""
     steps, rates = [], []
@@ -131,6 +156,7 @@ class RunMonitor:
             hasattr(submission, name) for name in ("plan_summary", "learning_rates")
         )
         self.snapshots: list[PlanSnapshot] = []
+        self.first_plan: PlanSnapshot | None = None  # Before re-fits: the figure's dotted line.
         self.resets: list[plots.Reset] = []
         self.logged_lr: list[tuple[int, float]] = []
         self.eval_rows: list[dict[str, Any]] = []
@@ -148,15 +174,8 @@ class RunMonitor:
         return {
             "step": step,
             "preemption_count": self.preemption_count,
-            "snapshots": [
-                {
-                    "from_step": snap.from_step,
-                    "summary": snap.summary,
-                    "steps": snap.steps.tolist(),
-                    "rates": snap.rates.tolist(),
-                }
-                for snap in self.snapshots
-            ],
+            "snapshots": [_snapshot_json(snap) for snap in self.snapshots],
+            "first_plan": _snapshot_json(self.first_plan) if self.first_plan else None,
             "resets": [dataclasses.asdict(r) for r in self.resets],
             "logged_lr": self.logged_lr,
             "eval_rows": self.eval_rows,
@@ -168,15 +187,9 @@ class RunMonitor:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back ``state_dict``'s contents (a resumed run); rewrite events.jsonl to
         the events up to the checkpoint and add a ``resumed`` event."""
-        self.snapshots = [
-            PlanSnapshot(
-                snap["from_step"],
-                snap["summary"],
-                np.asarray(snap["steps"], int),
-                np.asarray(snap["rates"], float),
-            )
-            for snap in state["snapshots"]
-        ]
+        self.snapshots = [_snapshot_of(snap) for snap in state["snapshots"]]
+        first = state.get("first_plan")
+        self.first_plan = _snapshot_of(first) if first else None
         self.resets = [plots.Reset(**r) for r in state["resets"]]
         self.logged_lr = [tuple(pair) for pair in state["logged_lr"]]
         self.eval_rows = list(state["eval_rows"])
@@ -206,7 +219,7 @@ class RunMonitor:
         """Snapshot the plan, write config.json, draw the planned schedule (a resumed
         run has them already); start the progress bar."""
         if self.has_plan and not self.snapshots:
-            first = snapshot_plan(self.submission, optimizer_state, 0)
+            first = self.first_plan = snapshot_plan(self.submission, optimizer_state, 0)
             self.snapshots.append(first)
             self.config["initial_plan"] = first.summary
             write_json(self.out_dir / "config.json", self.config)
@@ -291,13 +304,17 @@ class RunMonitor:
                 self.logged_lr.append((step, float(metrics["learning_rate"])))
             refit = RefitRecord.from_metrics(step, metrics)
             if refit is not None:
-                self.on_refit(refit)
+                self.on_refit(refit, optimizer_state)
             record = ResetRecord.from_metrics(step, metrics)
             if record is not None:
                 self.on_reset(record, optimizer_state)
 
-    def on_refit(self, refit: RefitRecord) -> None:
-        """The plan re-fitted to the time budget: an event, and the bar's new total."""
+    def on_refit(self, refit: RefitRecord, optimizer_state: Any) -> None:
+        """The plan re-fitted to the time budget: an event, the plan's snapshot and the
+        bar's new total."""
+        if self.snapshots:
+            last = self.snapshots[-1]
+            self.snapshots[-1] = refitted(last, self.submission, optimizer_state, refit.step)
         self.event(
             {
                 "event": "plan_refit",

@@ -126,8 +126,9 @@ def budget_lines(
     ]
     if not refits:
         return lines + [
-            "Plan not re-fitted (a re-fit moves only cycles not yet started, once the step "
-            "time is known: a plan of one cycle keeps its step_hint steps)."
+            "Plan not re-fitted (once the step time is known, a re-fit moves the cycles not "
+            "yet started, and the first cycle only on hardware too slow for it: a plan of one "
+            "cycle keeps its step_hint steps here)."
         ]
     first, last = refits[0], refits[-1]
     return lines + [

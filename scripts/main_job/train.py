@@ -230,7 +230,7 @@ def draw_final_plots(
     title = monitor.workload_title()
     if monitor.snapshots:
         steps, rates = actual_schedule(monitor.snapshots)
-        first = monitor.snapshots[0]
+        first = monitor.first_plan or monitor.snapshots[0]
         plots.plot_learning_rate(
             out_dir / "lr_schedule.png",
             steps,
