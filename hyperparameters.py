@@ -25,14 +25,11 @@ from . import controller, early_switching, reset, schedules
 
 OPTIMIZERS = ("adamw", "nadamw")
 
-# v3's values where v4 changed the defaults (METHOD.md s3): `{**V3_DEFAULTS, ...}` runs v3.
-V3_DEFAULTS: Mapping[str, Any] = MappingProxyType(dict(fit_first_cycle=False))
-# v2's values where v3 (or v4) changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}`.
+# v2's values where v3 changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}` runs v2.
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
     | dict(rollback_to="start")
-    | V3_DEFAULTS
 )
 
 
@@ -341,10 +338,10 @@ class Config:
         **_UNIT_UPPER,
     )
     fit_first_cycle: bool = _hp(
-        True,
+        False,
         "bool",
-        "shorten the first cycle when the measured step time says it would end more than 10% "
-        "after `budget_fill` of B (slower hardware than the plan assumed; METHOD.md §3 v4)",
+        "shorten the first cycle when the step time says it would end over 10% after "
+        "`budget_fill` of B (slow hardware; an option: it lost reach there, METHOD.md §3)",
     )
 
 

@@ -1,10 +1,13 @@
-"""The first cycle fits the hardware (METHOD.md section 3, v4; issue 30 item 1).
+"""The first cycle fitted to the hardware (`fit_first_cycle`, METHOD.md section 3; issue
+30 item 1).
 
 On hardware slower than the plan assumed, step_hint steps do not fit in the time the plan
 gives its first cycle, and without a fit the run ends inside that cycle at a high learning
-rate. The pure rule (`schedules.budget.fit_first_cycle`), the controller's use of it, and
-whole runs of the shipped defaults on simulated clocks of 0.5x, 1x, 2x and 3x the
-reference step time.
+rate. With `fit_first_cycle` the cycle ends where `budget_fill` of the budget is spent. (An
+option, off by default: on the healthy problems at 2x and 3x the reference step time the
+shortened, fully decayed cycle reached the target less often than the cut one.) The pure
+rule (`schedules.budget.fit_first_cycle`), the controller's use of it, and whole runs with
+it on simulated clocks of 0.5x, 1x, 2x and 3x the reference step time.
 """
 
 import math
@@ -111,9 +114,12 @@ OPTIONS = {**workloads.tiny_overrides("digits"), "step_hint": 120, "eval_every_s
 STEP_TIME = {"0.5x": 2.0, "1x": 1.0, "2x": 0.5, "3x": 1 / 3}  # Step time -> clock speed.
 
 
-def _run(speed, hyperparameters=None):
-    """The shipped defaults on hardware `speed` x the reference: (result, submission
-    seconds after each step, learning rate of each step's update, budget)."""
+FIT = {"fit_first_cycle": True}
+
+
+def _run(speed, hyperparameters=FIT):
+    """The defaults and `hyperparameters` on hardware `speed` x the reference: (result,
+    submission seconds after each step, learning rate of each step's update, budget)."""
     workload = workloads.make_workload("digits", **OPTIONS, validation_target_value=1.01)
     clock = runner.reference_clock(workload, speed)
     spent, lr = {}, {}
@@ -138,7 +144,7 @@ def _run(speed, hyperparameters=None):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("step_time", list(STEP_TIME))
-def test_the_shipped_defaults_use_the_budget_and_end_their_last_decay_in_it(step_time):
+def test_fitted_runs_use_the_budget_and_end_their_last_decay_in_it(step_time):
     result, spent, lr, budget = _run(STEP_TIME[step_time])
     assert result.stop_reason == "time_budget"
     steps_run = result.global_step
@@ -160,7 +166,7 @@ def test_the_shipped_defaults_use_the_budget_and_end_their_last_decay_in_it(step
 @pytest.mark.parametrize("step_time", ["0.5x", "1x"])
 def test_on_the_reference_hardware_or_faster_the_run_is_the_unfitted_one(step_time):
     fitted = _run(STEP_TIME[step_time])[0]
-    unfitted = _run(STEP_TIME[step_time], {"fit_first_cycle": False})[0]
+    unfitted = _run(STEP_TIME[step_time], None)[0]  # The defaults: no fit.
     assert fitted.eval_results == unfitted.eval_results
     records = [m for _, m, _ in fitted.metrics_logger.records]
     assert not any("plan/end" in m for m in records[:1])  # No fit of the first cycle.

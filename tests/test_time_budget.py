@@ -150,7 +150,7 @@ def test_past_the_plan_a_cycle_runs_to_the_end_of_the_budget():
 def test_time_budget_from_the_schema():
     config = hp.resolve({})
     budget = hp.time_budget(config, 100.0, step_hint=300)
-    assert budget == schedules.Budget(seconds=150.0, fill=1.0 / 1.5, min_steps=75, fit_first=True)
+    assert budget == schedules.Budget(seconds=150.0, fill=1.0 / 1.5, min_steps=75)
     assert hp.time_budget(config, None, 300) is None
     assert hp.time_budget(hp.resolve({"time_budget_factor": 3.0}), 10, 30).seconds == 30.0
 

@@ -182,6 +182,13 @@ VARIANTS.update(
             "the default, a rollback restoring the cycle's start",
             {"rollback_to": "start"},
         ),
+        # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
+        # default on the reference clock, where the cycle fits.
+        "default-fit": Variant(
+            "default",
+            "the default, the first cycle fitted to the hardware",
+            {"fit_first_cycle": True},
+        ),
     }
 )
 VARIANTS = {
