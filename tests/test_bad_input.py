@@ -120,6 +120,7 @@ HP_ROWS = [
     ("range", {"time_budget_factor": 0.0}, ValueError, _must("time_budget_factor", POSITIVE)),
     ("type", {"budget_fill": [0.9]}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
     ("range", {"budget_fill": 1.2}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
+    ("type", {"fit_first_cycle": 1}, ValueError, _must("fit_first_cycle", BOOL)),
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"norm_rule": 1}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),
     ("range", {"norm_rule": "both"}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),  # noqa: E501
