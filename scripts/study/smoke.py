@@ -44,6 +44,7 @@ RUNNER = (
 TARGET = {"mnist": 0.021}
 REQUEUE_TASK, REQUEUE_AFTER_CHECKPOINTS = 0, 2
 WAIT_SEC = 900  # the whole array, at most
+_GONE = slurm.QueueEntry("", -1, "GONE")
 
 
 class SmokeFailed(Exception):
@@ -77,7 +78,13 @@ def requeue_mid_run(study: planning.Study, job_id: str) -> int:
         f"checkpoint {REQUEUE_AFTER_CHECKPOINTS} of task {REQUEUE_TASK} in {trial}",
         poll=0.2,
     )
-    slurm.run_slurm(["scontrol", "requeue", f"{job_id}_{REQUEUE_TASK}"])
+    task = f"{job_id}_{REQUEUE_TASK}"
+    slurm.run_slurm(["scontrol", "requeue", task])
+    # SLURM holds a requeued batch job back (its begin time, about 2 minutes on); CI does
+    # not wait for that: once it is pending again, let it start as soon as a CPU is free.
+    pending = lambda: slurm.queue([job_id]).get(REQUEUE_TASK, _GONE).state == "PENDING"  # noqa: E731
+    wait_for(pending, 60, f"task {task} pending after the requeue")
+    slurm.run_slurm(["scontrol", "update", f"JobId={task}", "StartTime=now"])
     return seen[-1]
 
 
