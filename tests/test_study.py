@@ -69,6 +69,12 @@ def test_seeds_are_the_same_under_another_hash_seed(tmp_path):
     assert len(out) == 1
 
 
+def test_ablation_names_are_the_strategy_registry():
+    from cyclic_soft_reset.reset.strategies import STRATEGIES
+
+    assert planning.ablation_names() == tuple(STRATEGIES)
+
+
 def test_ablation_is_a_wrapper_submission_setting_the_strategy(tmp_path):
     study = _study(tmp_path, contestants=("ours", "none"))
     none = next(c for c in study.contestants if c.name == "none")

@@ -14,6 +14,7 @@ study, trial): the same on every machine and in every process (`derive_seed`).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -28,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SBATCH_TEMPLATE = HERE / "study.sbatch"
 ABLATION_TEMPLATE = HERE / "ablation_submission.py.in"
+STRATEGY_REGISTRY = ROOT / "reset" / "strategies.py"
 MIN_INT, MAX_INT = -(2**31), 2**31 - 1  # As make_job_config.py draws seeds.
 # AlgoPerf 0.6's JAX workloads and their datasets (make_job_config.py's WORKLOADS), plus
 # mnist, its development workload (its dataset folder is `mnist`).
@@ -92,10 +94,15 @@ class Cluster:
 
 
 def ablation_names() -> tuple[str, ...]:
-    """The reset strategies a user may name as an ablation (the product's registry)."""
-    from cyclic_soft_reset.reset.strategies import STRATEGIES
-
-    return tuple(STRATEGIES)
+    """The reset strategies a user may name as an ablation: the keys of the product's
+    registry (`STRATEGIES` in reset/strategies.py), read from its source, not imported, so
+    that `plan` runs on a login node's plain Python (no jax)."""
+    tree = ast.parse(STRATEGY_REGISTRY.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if getattr(target, "id", None) == "STRATEGIES" and isinstance(node.value, ast.Dict):
+            return tuple(key.value for key in node.value.keys)
+    raise PlanError(f"{STRATEGY_REGISTRY}: no STRATEGIES dict (the registry moved?)")
 
 
 def contestant(spec: str) -> Contestant:
