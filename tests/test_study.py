@@ -6,8 +6,10 @@ scoring code are in tests/test_algoperf_study.py, run in AlgoPerf's venv.)"""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,22 @@ def test_cli_help_fits_a_screen():
     assert len(help_text.splitlines()) <= 30
     for command in ("plan", "submit", "status", "score"):
         assert command in help_text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_single_node_slurm_without_root_says_so_and_does_not_hang():
+    with tempfile.TemporaryDirectory() as folder:  # pytest's tmp_path is root's alone
+        work = Path(folder)
+        work.chmod(0o777)
+        script = work / "single_node_slurm.sh"
+        shutil.copy(ROOT / "scripts/study/single_node_slurm.sh", script)
+        script.chmod(0o755)
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash",
+             str(script), "run", "--", "true"],
+            env=dict(os.environ, TMPDIR=folder, HOME=folder),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert "needs root" in proc.stderr

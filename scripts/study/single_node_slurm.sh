@@ -103,6 +103,7 @@ CONF
 start() {  # DIR CPUS
   local dir=$1 cpus=$2 deadline
   ensure_packages
+  [[ $(id -u) -eq 0 ]] || die "needs root (slurmd runs as root): run it as root, or use your cluster's SLURM"
   dir=$(cd "$dir" && pwd)
   chmod 700 "$dir"
   write_config "$dir" "$cpus"
