@@ -16,7 +16,7 @@ import pytest
 
 from scripts.study import plan as planning
 from scripts.study import scoring, slurm
-from scripts.study.__main__ import build_parser
+from scripts.study.__main__ import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,3 +187,25 @@ def test_single_node_slurm_without_root_says_so_and_does_not_hang():
         )  # fmt: skip
     assert proc.returncode == 2
     assert "needs root" in proc.stderr
+
+
+def test_submit_failed_resubmits_only_the_failed_and_missing_tasks(tmp_path, monkeypatch):
+    study = _study(tmp_path)
+    _events(study, 0, ["100 0 start 7", "150 0 end 0"])
+    _evals(study, 0)
+    _events(study, 1, ["100 0 start 7", "120 0 end 1"])  # failed
+    _events(study, 2, ["100 0 start 7", "150 0 end 0"])
+    _evals(study, 2)  # task 3: missing
+    calls = []
+
+    def fake_slurm(args):
+        calls.append(args)
+        if args[0] == "squeue":
+            return ""
+        return "42;cluster\n"
+
+    monkeypatch.setattr(slurm, "run_slurm", fake_slurm)
+    assert main(["submit", study.study_dir, "--failed"]) == 0
+    sbatch = calls[-1]
+    assert sbatch[0] == "sbatch" and "--array=1,3" in sbatch
+    assert slurm.submitted_job_ids(Path(study.study_dir)) == ["42"]
