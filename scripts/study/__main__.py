@@ -146,34 +146,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("plan", help="write the job config and the sbatch array script")
-    p.add_argument("--out", type=Path, required=True, help="the study folder to write")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the study folder to write"
+    )
     p.add_argument(
         "--contestants",
         nargs="+",
+        metavar="NAME",
         default=[planning.DEFAULT_CONTESTANT],
         help="ours, nadamw_baseline, an ablation (none, full, ...), or a *.py file",
     )
-    p.add_argument("--workloads", nargs="+", required=True, help=", ".join(planning.DATASETS))
-    p.add_argument("--studies", type=int, default=3)
-    p.add_argument("--ruleset", choices=planning.RULESETS, default="self")
-    p.add_argument("--trials", type=int, default=1, help="tuning trials (external ruleset)")
     p.add_argument(
-        "--tuning_search_space", type=Path, default=planning.ROOT / "tuning_search_space.json"
+        "--workloads", nargs="+", required=True, metavar="NAME", help=", ".join(planning.DATASETS)
     )
-    p.add_argument("--seed", type=int, default=0, help="the seed the runs' seeds derive from")
-    p.add_argument("--max_global_steps", type=int, default=None, help="for smoke runs")
-    p.add_argument("--experiment_dir", type=Path, default=None, help="default: OUT/experiments")
-    p.add_argument("--data_dir", default="/data", help="AlgoPerf's data layout root")
+    p.add_argument("--studies", type=int, default=3, metavar="N")
+    p.add_argument("--ruleset", choices=planning.RULESETS, default="self")
+    p.add_argument(
+        "--trials", type=int, default=1, metavar="N", help="tuning trials (external ruleset)"
+    )
+    p.add_argument(
+        "--tuning_search_space",
+        type=Path,
+        default=planning.ROOT / "tuning_search_space.json",
+        metavar="JSON",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="the seed the runs' seeds derive from"
+    )
+    p.add_argument("--max_global_steps", type=int, default=None, metavar="N", help="for smoke runs")
+    p.add_argument(
+        "--experiment_dir", type=Path, default=None, metavar="DIR", help="default: OUT/experiments"
+    )
+    p.add_argument("--data_dir", default="/data", metavar="DIR", help="AlgoPerf's data layout root")
     p.add_argument("--mode", choices=planning.MODES, default="venv")
-    p.add_argument("--python", default="python3", help="venv mode: Python with AlgoPerf")
-    p.add_argument("--image", default="", help="docker mode: AlgoPerf's JAX image")
-    p.add_argument("--gpus_per_node", type=int, default=8)
-    p.add_argument("--cpus_per_task", type=int, default=0)
-    p.add_argument("--time", default="", help="sbatch --time (e.g. 2-00:00:00)")
-    p.add_argument("--partition", default="")
+    p.add_argument(
+        "--python", default="python3", metavar="PATH", help="venv mode: Python with AlgoPerf"
+    )
+    p.add_argument("--image", default="", metavar="IMAGE", help="docker mode: AlgoPerf's JAX image")
+    p.add_argument("--gpus_per_node", type=int, default=8, metavar="N")
+    p.add_argument("--cpus_per_task", type=int, default=0, metavar="N")
+    p.add_argument("--time", default="", metavar="T", help="sbatch --time (e.g. 2-00:00:00)")
+    p.add_argument("--partition", default="", metavar="NAME")
     p.add_argument(
         "--runner_options",
         default=DEFAULT_RUNNER_OPTIONS,
+        metavar="OPTIONS",
         help=f"scripts.algoperf_runner's options (default: {DEFAULT_RUNNER_OPTIONS})",
     )
     p.add_argument("--check_restore", action="store_true", help="dump each resumed state")

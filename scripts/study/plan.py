@@ -114,7 +114,10 @@ def contestant(spec: str) -> Contestant:
     if spec.endswith(".py"):
         path = Path(spec) if Path(spec).is_absolute() else ROOT / spec
         if not path.is_file():
-            raise PlanError(f"--contestants: {spec!r} is not a file")
+            raise PlanError(
+                f"--contestants: {spec!r} is not a file; allowed: {', '.join(REGISTRY)}, an "
+                "ablation (a reset strategy's name) or an existing submission file (*.py)"
+            )
         name = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)
         try:
             return Contestant(name, _relative(path))
