@@ -48,59 +48,81 @@ def targets_for(scoring_utils, workloads, overrides: Mapping[str, float]) -> dic
 
 
 @contextlib.contextmanager
-def scoring_over(workloads, targets: Mapping[str, tuple[str, float]]):
-    """AlgoPerf's scoring modules set up for these workloads and targets (restored on exit)."""
-    from scoring import performance_profile as pp
-    from scoring import scoring_utils
-
-    saved = (
-        pp.BASE_WORKLOADS,
-        pp.NUM_BASE_WORKLOADS,
-        pp.HELDOUT_WORKLOADS,
-        scoring_utils.get_workload_metrics_and_targets,
-    )
-
-    def metrics_and_target(workload, split="validation"):
-        return targets[workload.removesuffix("_jax")]
-
-    pp.BASE_WORKLOADS = sorted(workloads)  # as the time table names them: no _jax
-    pp.NUM_BASE_WORKLOADS = len(workloads)
-    pp.HELDOUT_WORKLOADS = None
-    scoring_utils.get_workload_metrics_and_targets = metrics_and_target
+def on_path():
+    """AlgoPerf's work tree on sys.path (for its `scoring` package), removed on exit."""
+    tree = str(algoperf_tree())
+    sys.path.insert(0, tree)
     try:
-        yield pp, scoring_utils
+        yield
     finally:
-        (pp.BASE_WORKLOADS, pp.NUM_BASE_WORKLOADS, pp.HELDOUT_WORKLOADS) = saved[:3]
-        scoring_utils.get_workload_metrics_and_targets = saved[3]
+        sys.path.remove(tree)
+
+
+@contextlib.contextmanager
+def scoring_over(workloads, targets: Mapping[str, tuple[str, float]]):
+    """AlgoPerf's scoring modules (performance_profile, scoring_utils) set up for these
+    workloads and their (metric column, target); all restored on exit."""
+    with on_path():
+        from scoring import performance_profile as pp
+        from scoring import scoring_utils
+
+        saved = (
+            pp.BASE_WORKLOADS,
+            pp.NUM_BASE_WORKLOADS,
+            pp.HELDOUT_WORKLOADS,
+            scoring_utils.get_workload_metrics_and_targets,
+        )
+
+        def metrics_and_target(workload, split="validation"):
+            name = workload.removesuffix("_jax")
+            if name not in targets:
+                raise KeyError(f"{workload}: not one of the scored workloads {sorted(targets)}")
+            return targets[name]
+
+        pp.BASE_WORKLOADS = sorted(workloads)  # as the time table names them: no _jax
+        pp.NUM_BASE_WORKLOADS = len(workloads)
+        pp.HELDOUT_WORKLOADS = None
+        scoring_utils.get_workload_metrics_and_targets = metrics_and_target
+        try:
+            yield pp, scoring_utils
+        finally:
+            (pp.BASE_WORKLOADS, pp.NUM_BASE_WORKLOADS, pp.HELDOUT_WORKLOADS) = saved[:3]
+            scoring_utils.get_workload_metrics_and_targets = saved[3]
+
+
+def compute_profiles(pp, results, self_tuning: bool, output_dir: str):
+    """AlgoPerf's performance profiles of `results` ({submission: get_experiment_df}) with
+    scoring/score_submissions.py's settings; writes time_to_targets.csv in output_dir."""
+    return pp.compute_performance_profiles(
+        results,
+        time_col="score",
+        min_tau=1.0,
+        max_tau=MAX_TAU,
+        reference_submission_tag=None,
+        num_points=NUM_POINTS,
+        scale="linear",
+        verbosity=0,
+        self_tuning_ruleset=self_tuning,
+        strict=False,
+        output_dir=output_dir,
+    )
 
 
 def score(request: Mapping) -> dict:
     """AlgoPerf's scores, median times and profile figure for the request (module doc)."""
     layout, out = Path(request["layout"]), Path(request["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(algoperf_tree()))
-    from scoring import scoring_utils as plain
+    with on_path():
+        from scoring import scoring_utils as plain
 
-    targets = targets_for(plain, request["workloads"], request.get("targets", {}))
+        targets = targets_for(plain, request["workloads"], request.get("targets", {}))
     with scoring_over(request["workloads"], targets) as (pp, scoring_utils):
         results = {
             d.name: scoring_utils.get_experiment_df(str(d))
             for d in sorted(layout.iterdir())
             if d.is_dir()
         }
-        profiles = pp.compute_performance_profiles(
-            results,
-            time_col="score",
-            min_tau=1.0,
-            max_tau=MAX_TAU,
-            reference_submission_tag=None,
-            num_points=NUM_POINTS,
-            scale="linear",
-            verbosity=0,
-            self_tuning_ruleset=bool(request["self_tuning"]),
-            strict=False,
-            output_dir=str(out),
-        )
+        profiles = compute_profiles(pp, results, bool(request["self_tuning"]), str(out))
         pp.plot_performance_profiles(profiles, "score", save_dir=str(out))
         scores = pp.compute_leaderboard_score(profiles, normalize=True)["score"]
     figures = sorted(str(p) for p in out.glob("performance_profile_by_*"))
