@@ -11,7 +11,7 @@ CONSTRAINTS ?=
 PIP_FLAGS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN = $(VENV)/bin
 
-.PHONY: demo test test-fast lint format benchmark evidence package algoperf-checks clean
+.PHONY: demo test test-fast lint format benchmark evidence package algoperf-checks slurm-study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ package: $(VENV)/.installed-test
 # ../.algoperf-ci from ../shared/algoperf/. Needs only python3 (the checks run in its venv).
 algoperf-checks:
 	$(PYTHON) -m scripts.algoperf_checks $(ARGS)
+
+# A small study on a real single-node SLURM started here (scripts/study/single_node_slurm.sh:
+# installs munge/slurmctld/slurmd with apt-get when missing, root only; stops them on every
+# exit path): AlgoPerf's runner on mock MNIST, ours and AlgoPerf's baseline, 2 studies each,
+# one task requeued and resumed, scored by AlgoPerf (python -m scripts.study smoke).
+# Uses the AlgoPerf install of algoperf-checks (ALGOPERF_HOME, default ../.algoperf-ci).
+ALGOPERF_HOME ?= $(abspath ../.algoperf-ci)
+slurm-study:
+	ALGOPERF_HOME=$(ALGOPERF_HOME) bash scripts/study/single_node_slurm.sh run -- \
+		$(ALGOPERF_HOME)/venv/bin/python -m scripts.study smoke $(ARGS)
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .ruff_cache .hypothesis runs build *.egg-info

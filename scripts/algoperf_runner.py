@@ -6,7 +6,8 @@ from the project root. It imports AlgoPerf's `submission_runner` and runs its `m
 unchanged, with only what a CI machine lacks or cannot wait for supplied around it:
 
 * `--mock_examples N`: `tensorflow_datasets.testing.mock_data(num_examples=N)` around
-  `main`, so MNIST is random data and nothing is downloaded;
+  `main`, so MNIST is random data and nothing is downloaded (`0`: the real data in
+  `--data_dir`, as on a cluster: `scripts/study` runs every task through this module);
 * `--max_runtime_sec S` / `--eval_period_sec P`: the workload's `max_allowed_runtime_sec`
   and `eval_period_time_sec`, overridden in a subclass of the workload class the runner
   imports (the budget is 1.5 x S under `--tuning_ruleset=self`);
@@ -27,6 +28,7 @@ this process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -282,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fix_jax_restore:
         restore_workaround(checkpoint_utils)
     patch_checkpoints(checkpoint_utils, clock, args.preempt_after_checkpoints, args.dump_restored)
+    data = tfds.testing.mock_data(num_examples=args.mock_examples)
     try:
-        with tfds.testing.mock_data(num_examples=args.mock_examples):
+        with data if args.mock_examples > 0 else contextlib.nullcontext():
             app.run(runner.main, argv=runner_argv)
     except Preempted as stop:
         print(f"algoperf_runner: {stop}", file=sys.stderr, flush=True)

@@ -91,6 +91,12 @@ def command_modules() -> list[str]:
     return names
 
 
+def command_module(name: str):
+    """The module `python -m name` runs: a package's `__main__`, else the module itself."""
+    spec = importlib.util.find_spec(name)
+    return importlib.import_module(f"{name}.__main__" if spec.submodule_search_locations else name)
+
+
 def test_the_pages_quote_commands_at_all():
     modules = {module for _, module, _ in quoted_commands()}
     assert {"scripts.run", "scripts.compare", "scripts.experiments.score"} <= modules
@@ -100,7 +106,7 @@ def test_the_pages_quote_commands_at_all():
     "page,module,args", quoted_commands(), ids=lambda v: v if isinstance(v, str) else None
 )
 def test_each_quoted_command_exists_and_its_options_parse(page, module, args, capsys):
-    parser = importlib.import_module(module).build_parser()
+    parser = command_module(module).build_parser()
     try:
         parser.parse_args(args)
     except SystemExit as stop:  # --help and --list_... exit 0; a bad option exits 2.
@@ -128,7 +134,7 @@ def test_each_relative_link_resolves():
 @pytest.mark.parametrize("module", command_modules())
 def test_each_command_has_a_parser_whose_help_fits_a_screen(module, monkeypatch):
     monkeypatch.setenv("COLUMNS", str(SCREEN_COLUMNS))
-    parser = importlib.import_module(module).build_parser()
+    parser = command_module(module).build_parser()
     assert isinstance(parser, argparse.ArgumentParser)
     texts = [parser.format_help()]
     for action in parser._actions:  # Each subcommand's help must fit too.

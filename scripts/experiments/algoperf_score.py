@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from scripts.experiments.profiles import ratios
+from scripts.study.algoperf_scoring import compute_profiles, scoring_over
 
-MAX_TAU, NUM_POINTS = 4.0, 100  # As scoring/score_submissions.py calls it.
 COLUMNS = (
     "global_step",
     "score",
@@ -106,35 +106,12 @@ def algoperf_tree() -> Path | None:
     return tree if (tree / "scoring" / "performance_profile.py").exists() else None
 
 
-@contextlib.contextmanager
 def _scoring_for(problems: Mapping[str, Mapping[str, Any]]):
     """AlgoPerf's scoring modules, set up for our problems (restored on exit)."""
-    tree = algoperf_tree()
-    if tree is None:
+    if algoperf_tree() is None:
         raise ImportError("AlgoPerf's work tree (scoring/) not found")
-    sys.path.insert(0, str(tree))
-    try:
-        from scoring import performance_profile as pp
-        from scoring import scoring_utils
-
-        def metrics_and_target(workload, split="validation"):
-            name = workload.removesuffix("_jax")
-            if name not in problems:
-                raise KeyError(f"{workload}: not a problem of these records")
-            return problems[name]["metric"], problems[name]["target"]
-
-        saved = (pp.BASE_WORKLOADS, pp.NUM_BASE_WORKLOADS, pp.HELDOUT_WORKLOADS)
-        saved_targets = scoring_utils.get_workload_metrics_and_targets
-        pp.BASE_WORKLOADS, pp.NUM_BASE_WORKLOADS = sorted(problems), len(problems)
-        pp.HELDOUT_WORKLOADS = None
-        scoring_utils.get_workload_metrics_and_targets = metrics_and_target
-        try:
-            yield pp, scoring_utils
-        finally:
-            pp.BASE_WORKLOADS, pp.NUM_BASE_WORKLOADS, pp.HELDOUT_WORKLOADS = saved
-            scoring_utils.get_workload_metrics_and_targets = saved_targets
-    finally:
-        sys.path.remove(str(tree))
+    targets = {name: (p["metric"], p["target"]) for name, p in problems.items()}
+    return scoring_over(sorted(problems), targets)
 
 
 def score_layout(layout: Path, problems: Mapping[str, Mapping[str, Any]]) -> dict:
@@ -148,16 +125,7 @@ def score_layout(layout: Path, problems: Mapping[str, Mapping[str, Any]]) -> dic
             if v.is_dir()
         }
         with tempfile.TemporaryDirectory() as output_dir:
-            profiles = pp.compute_performance_profiles(
-                results,
-                time_col="score",
-                min_tau=1.0,
-                max_tau=MAX_TAU,
-                num_points=NUM_POINTS,
-                scale="linear",
-                self_tuning_ruleset=True,
-                output_dir=output_dir,
-            )
+            profiles = compute_profiles(pp, results, True, output_dir)
             times = _read_times(Path(output_dir) / "time_to_targets.csv")
         scores = pp.compute_leaderboard_score(profiles, normalize=True)["score"]
     return {
