@@ -4,6 +4,7 @@ The runs go through the local runner (`scripts/local/runner.py::train_once`, bat
 64); an `after_step` hook reads or fabricates what a test needs after each step.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -279,27 +280,51 @@ def test_the_snapshot_on_the_host_trains_exactly_like_on_the_device():
         np.testing.assert_array_equal(a, b)
 
 
+class _RecordingTiny(TinyWorkload):
+    """TinyWorkload whose training input queue keeps every batch it hands out."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batches = []
+
+    def _build_input_queue(self, *args, **kwargs):
+        for batch in super()._build_input_queue(*args, **kwargs):
+            self.batches.append(batch)
+            yield batch
+
+
+def _batch_norm_statistics(params, inputs, eps=1e-5):
+    """The batch's mean and (biased) variance at each BatchNorm of the tiny MLP under
+    `params`, by hand in float64: Dense -> BatchNorm (batch statistics) -> ReLU (no
+    dropout)."""
+    x, stats = np.asarray(inputs, np.float64), {}
+    for i in range(2):
+        dense, norm = params[f"Dense_{i}"], params[f"BatchNorm_{i}"]
+        h = x @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"], np.float64)
+        mean, var = h.mean(0), h.var(0)
+        stats[f"BatchNorm_{i}"] = {"mean": mean, "var": var}
+        x = np.maximum((h - mean) / np.sqrt(var + eps) * norm["scale"] + norm["bias"], 0.0)
+    return stats
+
+
 @pytest.mark.slow
 def test_reestimated_statistics_after_a_soft_reset():
-    """reset_model_state = "reestimate": after the reset the batch-norm statistics are
-    the current batch's under the new params, not a blend of the old and fresh ones."""
-
-    def workload():  # Three cycles of 50 steps: a planned reset at step 50.
-        return TinyWorkload(target=0.99, step_hint=150, batch_norm=True)
-
-    hyperparameters = {"early_switching": False}
-    blended, _ = _state_at(51, hyperparameters, IMPROVING, workload=workload())
-    estimated, resets = _state_at(
-        51, {**hyperparameters, "reset_model_state": "reestimate"}, IMPROVING, workload=workload()
-    )
-    assert resets[0][1]["reset/failed"] == 0.0
-    stats_b, stats_e = blended[51][1], estimated[51][1]
-    assert jax.tree.structure(stats_b) == jax.tree.structure(stats_e)
-    assert any(
-        not np.allclose(a, b)
-        for a, b in zip(jax.tree.leaves(stats_b), jax.tree.leaves(stats_e), strict=True)
-    )
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stats_e))
+    """reset_model_state = "reestimate": after the planned reset at step 50 (v2's three
+    cycles of 50 steps) the batch-norm statistics are the reset's batch's under the new
+    params, computed here by hand from those params. The step after the reset runs at
+    learning rate 0 (the warm-up's start), so the params seen after it are the reset's and
+    its EMA update of statistics b with b leaves them b."""
+    workload = _RecordingTiny(target=0.99, step_hint=150, batch_norm=True)
+    hyperparameters = {"early_switching": False, "reset_model_state": "reestimate"}
+    hyperparameters["dropout_rate"] = 0.0  # The second layer's statistics without a mask.
+    captured, resets = _state_at(51, hyperparameters, IMPROVING, workload=workload)
+    assert [(step, m["reset/failed"]) for step, m in resets] == [(50, 0.0)]
+    params, model_state, opt_state = captured[51]
+    assert float(opt_state.hyperparams["learning_rate"]) == 0.0
+    expected = _batch_norm_statistics(params, workload.batches[50]["inputs"])
+    for path, want in jax.tree_util.tree_leaves_with_path(expected):
+        got = functools.reduce(lambda tree, key: tree[key.key], path, model_state)
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=str(path))
 
 
 @pytest.mark.slow
