@@ -262,13 +262,28 @@ def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to, 
 
 
 def test_rollback_off_blends_the_failed_cycle():
-    captured, resets = _state_at(51, {"rollback_failed_cycles": False}, FLAT)
-    assert resets[0][1]["reset/failed"] == 1.0
-    initial_params, params = captured[1][0], captured[51][0]
-    assert any(
-        not np.array_equal(a, b)
-        for a, b in zip(jax.tree.leaves(initial_params), jax.tree.leaves(params), strict=True)
+    """rollback_failed_cycles = False: the failed cycle (switched at step 50, flat
+    accuracy) is soft-reset like any other: the params after the reset are
+    (1 - tau) theta + tau theta0, with theta the cycle's last params, theta0 the fresh
+    init keyed by fold_in(opt_init_rng, 1) and tau the logged one, computed here in
+    float64. The step after the reset runs at learning rate 0 (the warm-up's start)."""
+    workload = TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
+    captured, resets = _state_at(
+        51, {"rollback_failed_cycles": False}, FLAT, workload=workload, keep=(50,)
     )
+    (step, logged), *_ = resets
+    assert (step, logged["reset/failed"], logged["reset/cycle"]) == (50, 1.0, 1)
+    tau = logged["reset/tau"]
+    assert 0.05 < tau < 0.95, "a tau this near 0 or 1 cannot tell a blend from none/full"
+    last, (params, _, opt_state) = captured[50][0], captured[51]
+    assert float(opt_state.hyperparams["learning_rate"]) == 0.0
+    opt_init_rng = runner.derive_rngs(0)[1]
+    fresh, _ = workload.init_model_fn(jax.random.fold_in(opt_init_rng, 1))
+    blended = jax.tree.map(
+        lambda x, x0: (1 - tau) * np.float64(x) + tau * np.float64(x0), last, fresh
+    )
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(blended), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
