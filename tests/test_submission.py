@@ -403,16 +403,20 @@ def test_no_compilation_after_the_first_reset():
 
 
 class _HostReads:
-    """Counts reads of a jax.Array's value into host memory: its `_value` (float, int,
-    bool, format, tolist, device_get), `__array__` and `item`.
+    """Counts the ways a step can wait for the device or read a jax.Array's value on the
+    host: its `_value` (float, int, bool, so a Python `if` on it, format, tolist),
+    `__array__` (np.asarray, device_get), `item`, `block_until_ready`, and
+    `jax.block_until_ready`.
 
-    On GPU and TPU `jax.transfer_guard_device_to_host("disallow")` catches every such
-    read; on CPU it never fires (host memory is device memory), so the array type's read
-    paths are wrapped instead. numpy's buffer-protocol view of a CPU array
-    (`np.asarray(x)`) is not seen by either on CPU.
+    On GPU and TPU `jax.transfer_guard_device_to_host("disallow")` catches every read;
+    on CPU it never fires (host memory is device memory), so the array type's read paths
+    are wrapped instead. numpy reads an array on one CPU device through the buffer
+    protocol, which no wrapper sees; an array over several devices has no buffer, so
+    there `np.asarray` goes through the counted `__array__`
+    (`test_ordinary_steps_on_two_devices_do_not_sync_with_the_host`).
     """
 
-    ATTRIBUTES = ("_value", "__array__", "item")
+    ATTRIBUTES = ("_value", "__array__", "item", "block_until_ready")
 
     def __init__(self, monkeypatch):
         self.count = 0
@@ -422,37 +426,87 @@ class _HostReads:
             if original is None:
                 pytest.skip(f"jax {jax.__version__}'s arrays have no {name} to count")
             monkeypatch.setattr(cls, name, self._counted(original))
+        blocking = jax.block_until_ready
+        monkeypatch.setattr(jax, "block_until_ready", lambda x: (self.tick(), blocking(x))[1])
+
+    def tick(self):
+        self.count += 1
 
     def _counted(self, original):
-        def tick():
-            self.count += 1
-
         if isinstance(original, property):
-            return property(lambda array: (tick(), original.fget(array))[1])
-        return lambda array, *args, **kwargs: (tick(), original(array, *args, **kwargs))[1]
+            return property(lambda array: (self.tick(), original.fget(array))[1])
+        return lambda array, *args, **kwargs: (self.tick(), original(array, *args, **kwargs))[1]
+
+    def sees_every_read(self, array) -> bool:
+        """Whether each usual read of `array` (float, a Python branch, device_get,
+        np.asarray where numpy has no buffer to read, both block_until_ready) counts."""
+        reads = [float, bool, jax.device_get, jax.block_until_ready, type(array).block_until_ready]
+        if len(array.devices()) > 1:
+            reads.append(np.asarray)
+        seen = []
+        for read in reads:
+            before = self.count
+            read(array)
+            seen.append(self.count > before)
+        self.count = 0
+        return all(seen)
 
 
-def test_ordinary_step_makes_no_device_to_host_transfer(monkeypatch):
-    """Ordinary steps read nothing back from the device: no transfer (the guard, where the
-    backend checks one) and no read of an array's value (counted, on any backend)."""
+def _host_reads_in_ordinary_steps(monkeypatch) -> int:
+    """Reads of device values (`_HostReads`) in 5 ordinary update_params calls after 3
+    steps of training, on every device there is; asserts first that the counter sees
+    each usual read of a value on the params' sharding."""
     workload = TinyWorkload(target=0.99, step_hint=1000)
     result, _, _ = _train(workload, None, global_batch_size=64, eval_every_steps=NEVER, stop_at=3)
     state, params, model_state = result.optimizer_state, result.params, result.model_state
     batches = workload.train_batches(1, 64)
     rng = jax.random.PRNGKey(0)
     reads = _HostReads(monkeypatch)
-    probe = jnp.ones(2) * 3
-    float(probe[0])
-    assert reads.count == 1, "the counter does not see a read of an array's value"
-    reads.count = 0
+    probe = jax.device_put(jnp.ones(()) * 3, jax.tree.leaves(params)[0].sharding)
+    assert reads.sees_every_read(probe), "the counter misses a read of an array's value"
     for step in range(3, 8):
         batch = next(batches)
         with jax.transfer_guard_device_to_host("disallow"):
             state, params, model_state = submission.update_params(
                 workload, params, None, model_state, None, batch, None, state, [], step, rng, {}
             )
-    assert reads.count == 0, f"{reads.count} reads of device values in 5 ordinary steps"
+    count = reads.count
+    monkeypatch.undo()
     jax.block_until_ready((state[0].opt_state, params))
+    return count
+
+
+def test_ordinary_step_makes_no_device_to_host_transfer(monkeypatch):
+    """Ordinary steps neither wait for the device nor read a value back from it: no
+    transfer (the guard, where the backend checks one), no block_until_ready, float,
+    bool, item, device_get or __array__ (counted, on any backend)."""
+    count = _host_reads_in_ordinary_steps(monkeypatch)
+    assert count == 0, f"{count} reads of device values in 5 ordinary steps"
+
+
+_SYNC_SCRIPT = """
+import sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import jax, pytest
+import test_submission
+with pytest.MonkeyPatch.context() as monkeypatch:
+    print(jax.device_count(), test_submission._host_reads_in_ordinary_steps(monkeypatch))
+"""
+
+
+@pytest.mark.slow
+def test_ordinary_steps_on_two_devices_do_not_sync_with_the_host():
+    """The same count on two host devices (a fresh process), where the params and the
+    loss span both and numpy's `np.asarray` of them is counted as well."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    script = _SYNC_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    devices, count = map(int, out.stdout.split()[-2:])
+    assert devices == 2
+    assert count == 0, f"{count} reads of device values in 5 ordinary steps on 2 devices"
 
 
 _DEVICE_SCRIPT = """
