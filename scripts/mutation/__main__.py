@@ -1,0 +1,35 @@
+"""`python -m scripts.mutation [run|report] [MODULE ...]`: mutation testing of the core.
+
+run: stages each core module (default: all) in build/mutation/<module>/, runs
+`mutmut run` there, and writes its results to build/mutation/<module>/summary.json.
+report: writes docs/mutation.md from those summaries and scripts/mutation/equivalent.toml.
+Without a command, both (`make mutation`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scripts.mutation import report, results, stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the asked command on the asked modules; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scripts.mutation", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["run", "report", "all"], default="all")
+    parser.add_argument("modules", nargs="*", choices=[[], *stage.BY_NAME], default=[])
+    args = parser.parse_args(argv)
+    modules = [stage.BY_NAME[name] for name in args.modules] or list(stage.CORE)
+    if args.command in ("run", "all"):
+        for module in modules:
+            summary = results.run(module)
+            print(results.describe(summary), flush=True)
+    if args.command in ("report", "all"):
+        path = report.write()
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
