@@ -2,6 +2,9 @@
 
 run: stages each core module (default: all) in build/mutation/<module>/, runs
 `mutmut run` there, and writes its results to build/mutation/<module>/summary.json.
+collect: writes the summary of a run already done there (e.g. a long one started by hand
+in the background: `cd build/mutation/reset && mutmut run --max-children 1`), with the
+run's `--seconds`.
 report: writes docs/mutation.md from those summaries and scripts/mutation/equivalent.toml.
 Without a command, both (`make mutation`).
 """
@@ -17,14 +20,22 @@ from scripts.mutation import report, results, stage
 def main(argv: list[str] | None = None) -> int:
     """Runs the asked command on the asked modules; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m scripts.mutation", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["run", "report", "all"], default="all")
+    parser.add_argument(
+        "command", nargs="?", choices=["run", "collect", "report", "all"], default="all"
+    )
     parser.add_argument("modules", nargs="*", choices=[[], *stage.BY_NAME], default=[])
+    parser.add_argument("--seconds", type=float, help="collect: how long the run took")
     args = parser.parse_args(argv)
     modules = [stage.BY_NAME[name] for name in args.modules] or list(stage.CORE)
     if args.command in ("run", "all"):
         for module in modules:
             summary = results.run(module)
             print(results.describe(summary), flush=True)
+    if args.command == "collect":
+        if args.seconds is None:
+            parser.error("collect needs --seconds (how long the run took)")
+        for module in modules:
+            print(results.describe(results.collect(module, args.seconds)), flush=True)
     if args.command in ("report", "all"):
         path = report.write()
         print(f"wrote {path}")

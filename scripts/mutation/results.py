@@ -70,7 +70,12 @@ def run(module: stage.CoreModule) -> dict:
     folder = stage.stage(module)
     start = time.monotonic()
     subprocess.run([_mutmut(), *COMMAND[1:]], cwd=folder, check=True)
-    summary = summarize(module, folder, time.monotonic() - start)
+    return collect(module, time.monotonic() - start)
+
+
+def collect(module: stage.CoreModule, seconds: float) -> dict:
+    """Writes and returns the summary of the run already done in `module`'s stage."""
+    summary = summarize(module, stage.BUILD / module.name, seconds)
     summary_path(module).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
