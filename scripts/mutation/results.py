@@ -49,6 +49,7 @@ def summarize(module: stage.CoreModule, folder: Path, seconds: float) -> dict:
         "tests": list(module.tests),
         "mutants": len(found),
         "killed": len(found) - len(survivors),
+        "timeouts": sum(status == "timeout" for status in found.values()),
         "survivors": {name: found[name] for name in survivors},
         "seconds": round(seconds, 1),
         "command": " ".join(COMMAND) + f"  (in build/mutation/{module.name})",
