@@ -90,8 +90,9 @@ def test_metrics_without_a_reset_hold_none_and_a_v1_log_did_not_fail():
     )
     assert math.isnan(v1.param_norm_ratio) and math.isnan(v1.restored_metric)
     # A rule index out of range, or one logged for a cycle that did not fail, names no rule.
-    odd = {**FAILED.to_metrics(), "reset/failure_rule": 7.0}
-    assert ResetRecord.from_metrics(5, odd).failure_rule is None
+    for index in (len(reset.FAILURE_RULES), 7.0, -2.0):
+        odd = {**FAILED.to_metrics(), "reset/failure_rule": float(index)}
+        assert ResetRecord.from_metrics(5, odd).failure_rule is None
     unfailed = {**FAILED.to_metrics(), "reset/failed": 0.0}
     assert ResetRecord.from_metrics(5, unfailed).failure_rule is None
 
@@ -118,17 +119,17 @@ def test_resets_in_a_log_in_step_order():
 
 def test_a_refit_logs_the_fraction_of_the_budget_spent_and_reads_back():
     refit = RefitRecord.of(
-        Refit(step=40, seconds=30.0, seconds_per_step=0.25, end=300),
+        Refit(step=40, seconds=90.0, seconds_per_step=0.25, end=300),
         time_budget.Budget(seconds=120.0, fill=0.9),
     )
-    assert refit == RefitRecord(40, 0.25, 300, 0.25)
+    assert refit == RefitRecord(40, 0.25, 300, 0.75)
     assert refit.to_metrics() == {
         "plan/seconds_per_step": 0.25,
         "plan/end": 300,
-        "plan/budget_spent": 0.25,
+        "plan/budget_spent": 0.75,
     }
     assert RefitRecord.from_metrics(40, refit.to_metrics()) == refit
     assert RefitRecord.from_metrics(40, {"reset/cycle": 1.0}) is None
     assert refit.describe() == (
-        "plan re-fitted at step 40 (0.25 s per step, 25% of the budget spent): ends at step 300"
+        "plan re-fitted at step 40 (0.25 s per step, 75% of the budget spent): ends at step 300"
     )
