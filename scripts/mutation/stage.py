@@ -19,6 +19,8 @@ BUILD = ROOT / "build" / "mutation"
 PACKAGE = "cyclic_soft_reset"
 # The product: the root's modules and the libraries (scripts/ and tests/ are not in it).
 LIBRARIES = ("reset", "schedules", "early_switching")
+# Files the tests read from the checkout's root (README's generated table, the search space).
+ROOT_FILES = ("README.md", "tuning_search_space.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,7 @@ def mutmut_config(module: CoreModule) -> str:
             f"only_mutate = {_toml_list(only)}",
             f"pytest_add_cli_args_test_selection = {_toml_list(module.tests)}",
             f"pytest_add_cli_args = {_toml_list(pytest_args)}",
-            'also_copy = ["scripts"]',
+            f"also_copy = {_toml_list(['scripts', *ROOT_FILES])}",
             'process_isolation = "forkserver"',
             "use_git_change_detection = false",
             "",
@@ -111,6 +113,8 @@ def stage(module: CoreModule, root: Path = ROOT, build: Path = BUILD) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("tests", "scripts"):
         shutil.copytree(root / folder, dest / folder, ignore=ignore)
+    for name in ROOT_FILES:
+        shutil.copy2(root / name, dest / name)
     pyproject = (root / "pyproject.toml").read_text()
     (dest / "pyproject.toml").write_text(pyproject + mutmut_config(module))
     return dest
