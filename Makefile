@@ -11,7 +11,7 @@ CONSTRAINTS ?=
 PIP_FLAGS = $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 BIN = $(VENV)/bin
 
-.PHONY: demo test test-fast lint format benchmark evidence package algoperf-checks slurm-study clean
+.PHONY: demo test test-fast lint format benchmark evidence package mutation algoperf-checks slurm-study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(VENV)/.installed-demo: pyproject.toml $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(BIN)/python $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(PIP_FLAGS)
+	touch $@
+
+$(VENV)/.installed-mutation: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[mutation]' $(PIP_FLAGS)
 	touch $@
 
 demo: $(VENV)/.installed-demo
@@ -50,6 +54,12 @@ evidence: $(VENV)/.installed-demo
 
 package: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.package_submission $(ARGS)
+
+# Mutation testing of the core (mutmut; slow, not in CI): stages build/mutation/<module>/,
+# runs each core module's fast tests on its mutants, writes docs/mutation.md.
+# ARGS: `run MODULE...` or `report` (docs/contributing.md says how to read it).
+mutation: $(VENV)/.installed-mutation
+	$(BIN)/python -m scripts.mutation $(ARGS)
 
 # AlgoPerf's conformance test and official runner on the submission (what CI runs).
 # ALGOPERF_HOME=DIR reuses an install (DIR/venv, DIR/algoperf); else one is made in

@@ -334,3 +334,49 @@ def test_a_rollback_to_the_best_makes_the_next_cycle_improve_on_the_best():
     assert back.start_norm == controller.start_norm == 1.0  # Rule (b)'s reference stands.
     kept = control.after_reset(controller, rolled_back=False, start_norm=3.0)
     assert kept.cycle_start_metric == kept.kept_metric == 0.2 and kept.start_norm == 3.0
+
+
+def test_the_summary_states_the_plan_and_the_cycle_in_plain_numbers():
+    """What plots, logs and `submission.plan_summary` read: boundaries, peaks, warm-up
+    fractions, shape names, the current cycle and the planned total, as Python numbers."""
+    settings = schedules.PlanSettings(
+        num_cycles=2,
+        learning_rate=0.5,
+        cycle_lr_factors=[1.0, 0.5],
+        cycle_warmup_factors=[1.0, 2.0],
+        warmup_shape="exponential",
+        decay_shape="linear",
+    )
+    controller = _start(schedules.make_plan(40, settings))._replace(cycle=1)
+    summary = control.summary(controller)
+    assert summary == {
+        "boundaries": [0, 20, 40],
+        "peak_learning_rates": [0.5, 0.25],
+        "warmup_fractions": [0.02, 0.04],
+        "warmup_shape": "exponential",
+        "decay_shape": "linear",
+        "cycle": 1,
+        "planned_total_steps": 40,
+    }
+    assert all(type(x) is int for x in summary["boundaries"])
+    assert all(type(x) is float for x in summary["peak_learning_rates"])
+    assert all(type(x) is float for x in summary["warmup_fractions"])
+    # The default plan has one cycle: its shapes are read from it.
+    one = control.summary(_start(schedules.make_plan(10, schedules.PlanSettings(1, 1.0))))
+    assert (one["warmup_shape"], one["decay_shape"], one["boundaries"]) == (
+        "linear",
+        "cosine",
+        [0, 10],
+    )
+
+
+def test_a_reset_is_described_in_one_log_line():
+    planned = control.Reset(step=20, cycle=2, early=False, tau=0.25, metric=0.5, end=30)
+    assert control.describe(planned) == (
+        "reset at step 20: cycle 2 starts, planned, tau 0.2500 (metric 0.5), until step 30"
+    )
+    early = planned._replace(early=True, reason="rising")
+    assert control.describe(early) == (
+        "reset at step 20: cycle 2 starts, early switch (rising), tau 0.2500 (metric 0.5), "
+        "until step 30"
+    )

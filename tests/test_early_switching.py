@@ -224,6 +224,23 @@ def test_relative_and_absolute_tolerances_differ():
             assert [tuple(d) for d in decisions(seq, cfg)] == reference(seq, cfg)
 
 
+def test_the_rising_tolerance_at_the_second_evaluation_is_relative_to_the_first():
+    """Relative: at t = 2 the rising tolerance is eps1 |l(1)|. With l(1) = 10 a trend of
+    0.05 is under 0.1 and does not switch, though it is over the absolute 0.01."""
+    config = DEFAULT._replace(grace_evals=1)
+    losses = [10.0, 10.0 + 0.05 / 0.7]  # l(2) = 10.05 (lambda = 0.7)
+    assert first_switch(losses, config) is None
+    assert first_switch(losses, config._replace(relative=False)) == (2, "rising")
+
+
+def test_the_absolute_plateau_tolerance_is_eps2():
+    """Not relative: a plateau switches once m l' + l reaches min l + eps2 (lambda = 1:
+    minimum 10 at t = 2, then flat at 10.015 >= 10.01, k = 9 evaluations later)."""
+    config = DEFAULT._replace(lambda_=1.0, eps1=1.0, relative=False)  # Never rising.
+    assert first_switch([11.0, 10.0] + [10.015] * 10, config) == (11, "plateau")
+    assert first_switch([11.0, 10.0] + [10.005] * 10, config) is None
+
+
 # --- replay and agreement with the formulas ---------------------------------------------
 
 configs = st.builds(
@@ -270,6 +287,12 @@ def test_initial_state():
     state = es.initial_state()
     assert state.num_evals == 0 and state.best == math.inf
     assert es.replay([], DEFAULT) == (state, [])
+
+
+def test_the_first_evaluation_sets_the_smoothed_loss_and_a_zero_trend():
+    """l(1) = L(1) and l'(1) = 0 (METHOD.md section 5), the state a checkpoint keeps."""
+    state = es.smooth(es.initial_state(), 2.5, 0.7)
+    assert state == es.DetectorState(num_evals=1, smoothed=2.5, trend=0.0, best=2.5, best_index=1)
 
 
 def test_default_config_is_methods():

@@ -204,3 +204,35 @@ def test_library_defaults_are_the_schemas():
         own = schedules.PlanSettings(config.num_cycles, config.learning_rate)
         for a, b in zip(schedules.make_plan(1000, own), hp.make_plan(config, 1000), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "flags, rules",
+    [
+        ({}, ("non_finite", "norm", "no_improvement")),
+        ({"fail_on_norm": False}, ("non_finite", "no_improvement")),
+        ({"fail_on_non_finite": False, "fail_on_no_improvement": False}, ("norm",)),
+    ],
+)
+def test_the_enabled_failure_rules_in_their_order(flags, rules):
+    assert hp.failure_rules(hp.resolve(flags)) == rules
+
+
+@pytest.mark.parametrize(
+    "given, name, rolls_back, reestimates",
+    [
+        ({}, "soft", True, False),
+        ({"rollback_failed_cycles": False}, "soft", False, False),
+        ({"reset_model_state": "reestimate"}, "soft", True, True),
+        ({"reset_strategy": "full", "reset_model_state": "reestimate"}, "full", False, False),
+        ({"reset_strategy": "none"}, "none", False, False),
+    ],
+)
+def test_the_reset_strategy_carries_the_schemas_choices(given, name, rolls_back, reestimates):
+    """The strategy named, whether it rolls a failed cycle back, and whether the reset
+    step re-estimates the statistics (only `soft` asks)."""
+    strategy = hp.reset_strategy(hp.resolve(given))
+    assert strategy.name == name
+    assert bool(strategy.rolls_back(True)) is rolls_back
+    assert not bool(strategy.rolls_back(False))
+    assert strategy.reestimates_model_state is reestimates

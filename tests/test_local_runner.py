@@ -149,13 +149,44 @@ def plain_sgd_submission(calls, with_train_state):
     )
 
 
-def test_rngs_follow_the_runner():
-    rng = jax.random.split(jax.random.PRNGKey(5), 2)[0]
-    expected = jax.random.split(rng, 4)
-    for got, want in zip(local_runner.derive_rngs(5), expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-    per_step = jax.random.split(jax.random.fold_in(expected[3], 7), 4)
-    got = local_runner.step_rngs(expected[3], 7)
+def _algoperf_keys(seed: int, self_tuning: bool):
+    """AlgoPerf 0.6's rule, stated from its submission_runner.py: score_submission_on_workload
+    passes PRNGKey(seed) as it is under self-tuning and the first of its two splits under
+    external tuning; train_once splits that into (data, opt_init, model_init, rng)."""
+    key = jax.random.PRNGKey(seed)
+    if not self_tuning:
+        key = jax.random.split(key)[0]
+    return tuple(jax.random.split(key, 4))
+
+
+@pytest.mark.parametrize("self_tuning", [True, False])
+def test_keys_are_derived_as_algoperfs_runner_derives_them_in_each_ruleset(self_tuning):
+    """The local runner's keys per ruleset are AlgoPerf's (tests/test_algoperf_runner_keys.py
+    checks the same against AlgoPerf's own runner); the two rulesets differ."""
+    for seed in (1, 5, 2**31 + 3):
+        got = local_runner.derive_rngs(seed, self_tuning)
+        for a, b in zip(got, _algoperf_keys(seed, self_tuning), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(local_runner.derive_rngs(5)[2], _algoperf_keys(5, False)[2])
+
+
+def test_a_run_inits_the_model_with_the_self_tuning_rulesets_key():
+    """train_once (self-tuning by default) initialises the model from AlgoPerf's
+    self-tuning model_init_rng, not external tuning's."""
+    seen = []
+    workload = tiny()
+    init = workload.init_model_fn
+    workload.init_model_fn = lambda rng: (seen.append(np.asarray(rng)), init(rng))[1]
+    local_runner.train_once(
+        workload, plain_sgd_submission([], True), None, 5, global_batch_size=8, max_global_steps=1
+    )
+    np.testing.assert_array_equal(seen[0], _algoperf_keys(5, True)[2])
+
+
+def test_step_keys_fold_in_the_step_and_split_in_four():
+    rng = _algoperf_keys(5, True)[3]
+    per_step = jax.random.split(jax.random.fold_in(rng, 7), 4)
+    got = local_runner.step_rngs(rng, 7)
     for a, b in zip(got, per_step, strict=True):
         np.testing.assert_array_equal(a, b)
 

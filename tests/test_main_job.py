@@ -20,10 +20,12 @@ from scripts.main_job import monitor, options, resume, train
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
 
 ROOT = Path(__file__).resolve().parents[1]
-# 600 planned steps (3 cycles of 200: cycle_budget_factor 10 x the tiny step_hint of 60)
-# in a budget of 15 x the tiny workload's (1.8 s of the reference clock: 900 steps, the
-# plan re-fitted to it), evaluations and checkpoints every 25 steps, past the target: the
-# resumed part crosses the boundaries at steps 200 and about 480.
+# v3's one planned cycle, of 600 steps (cycle_budget_factor 10 x the tiny step_hint of 60),
+# in a budget of 1.8 s of the reference clock (900 steps), evaluations and checkpoints every
+# 25 steps, past the target (reached at step 375, so every reset's tau is 0: the params carry
+# over, the schedule re-warms). The part resumed after step 100 crosses the planned cycle's
+# end (a reset at 600), runs the cycle to the budget that follows it (its reset at 890) and
+# ends by the time budget at step 900: RESUMED_RESETS, checked exactly.
 LONG_RUN = [
     "--workload",
     "digits",
@@ -42,6 +44,7 @@ LONG_RUN = [
     "--no_progress",
 ]
 SIGINT_AFTER = "step    100 |"  # The evaluation line after which the test presses Ctrl-C.
+RESUMED_RESETS = [(600, 1, "planned"), (890, 2, "planned")]  # (step, cycle, reason)
 
 
 def read_rows(path):
@@ -159,7 +162,9 @@ def test_resume_in_a_fresh_process_continues_bit_for_bit(interrupted, uninterrup
     whole = [(e["event"], e.get("step")) for e in events(uninterrupted)]
     assert [k for k in kinds if k[0] != "resumed"] == whole
     resumed_at = next(e["step"] for e in events(out) if e["event"] == "resumed")
-    assert any(e["step"] > resumed_at for e in events(out) if e["event"] == "reset")
+    resets = [(e["step"], e["cycle"], e["reason"]) for e in events(out) if e["event"] == "reset"]
+    assert [r for r in resets if r[0] > resumed_at] == RESUMED_RESETS
+    assert (events(out)[-1]["event"], events(out)[-1]["reason"]) == ("end", "time_budget")
     # Finished now: nothing left to resume, said clearly.
     again = subprocess.run(command("--resume", out), cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 2 and "every run ended" in again.stderr

@@ -24,9 +24,10 @@ from scripts.local.workloads.tiny import TinyWorkload
 pytestmark = pytest.mark.slow  # Subprocesses, fresh processes or AlgoPerf itself.
 
 ROOT = Path(__file__).resolve().parents[1]
-# Cycle 1's peak is 10x: its loss rises and the detector ends it at step 150, where its
-# params norm has grown by 6.5%: with kappa 1.05 the cycle failed (rule (b)) and is rolled
-# back, so the checkpoints after it cover a rollback.
+# Cycle 1's peak is 10x: on seed SEED its loss rises and the detector ends it at step 130
+# (EARLY_SWITCH), where its params norm has grown by more than kappa = 1.05: the cycle failed
+# (rule (b)) and is rolled back, so the checkpoints after it cover a rollback. (Seed 0 no
+# longer switches since the local runner derives AlgoPerf's self-tuning keys.)
 # v2's plan of 3 cycles and its rules (the default since v3 has one planned cycle).
 HYPERPARAMETERS = {
     **hp.V2_DEFAULTS,
@@ -35,6 +36,7 @@ HYPERPARAMETERS = {
 }
 NUM_STEPS = 300
 EARLY_SWITCH = 130
+SEED = 4
 RUN = dict(global_batch_size=64, eval_every_steps=10, max_global_steps=NUM_STEPS)
 
 _SCRIPT = """
@@ -54,11 +56,11 @@ def after_step(global_step, optimizer_state, params, model_state, eval_results):
 
 kwargs = dict({run!r}, hooks=runner.RunnerHooks(after_step=after_step))
 if {part!r} == "first":
-    r = runner.train_once(w, submission, {hparams!r}, 0, checkpoint_path={path!r},
+    r = runner.train_once(w, submission, {hparams!r}, {seed}, checkpoint_path={path!r},
                           checkpoint_at_steps=[{at}], **kwargs)
     print(json.dumps({{"stop_reason": r.stop_reason, "global_step": r.global_step}}))
 else:
-    r = runner.train_once(w, submission, {hparams!r}, 0, resume_from={path!r}, **kwargs)
+    r = runner.train_once(w, submission, {hparams!r}, {seed}, resume_from={path!r}, **kwargs)
     print(json.dumps({{
         "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.params)],
         "learning_rates": learning_rates,
@@ -78,6 +80,7 @@ def _subprocess(part: str, at: int, path: Path, hparams=HYPERPARAMETERS) -> dict
         part=part,
         hparams=hparams,
         run=RUN,
+        seed=SEED,
         at=at,
         path=str(path),
     )
@@ -95,7 +98,7 @@ def _run_through(hparams):
         learning_rates.append(float(optimizer_state[0].opt_state.hyperparams["learning_rate"]))
 
     result = runner.train_once(
-        workload, submission, hparams, 0, hooks=runner.RunnerHooks(after_step=after_step), **RUN
+        workload, submission, hparams, SEED, hooks=runner.RunnerHooks(after_step=after_step), **RUN
     )
     resets = [(s, m) for s, m, _ in result.metrics_logger.records if "reset/cycle" in m]
     return result, resets, np.asarray(learning_rates)

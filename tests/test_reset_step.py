@@ -23,7 +23,7 @@ from scripts.local import runner
 from scripts.local.workloads.tiny import TinyWorkload
 
 NEVER = 10**9  # eval_every_steps: the runner never evaluates by itself.
-RESET = 100  # step_hint 300, three cycles: the first planned reset.
+RESET = 100  # step_hint 300, v2's three cycles (as run below): the first planned reset.
 
 
 class CountingWorkload(TinyWorkload):

@@ -4,6 +4,7 @@ The runs go through the local runner (`scripts/local/runner.py::train_once`, bat
 64); an `after_step` hook reads or fabricates what a test needs after each step.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -261,13 +262,28 @@ def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to, 
 
 
 def test_rollback_off_blends_the_failed_cycle():
-    captured, resets = _state_at(51, {"rollback_failed_cycles": False}, FLAT)
-    assert resets[0][1]["reset/failed"] == 1.0
-    initial_params, params = captured[1][0], captured[51][0]
-    assert any(
-        not np.array_equal(a, b)
-        for a, b in zip(jax.tree.leaves(initial_params), jax.tree.leaves(params), strict=True)
+    """rollback_failed_cycles = False: the failed cycle (switched at step 50, flat
+    accuracy) is soft-reset like any other: the params after the reset are
+    (1 - tau) theta + tau theta0, with theta the cycle's last params, theta0 the fresh
+    init keyed by fold_in(opt_init_rng, 1) and tau the logged one, computed here in
+    float64. The step after the reset runs at learning rate 0 (the warm-up's start)."""
+    workload = TinyWorkload(target=0.99, step_hint=300, batch_norm=True)
+    captured, resets = _state_at(
+        51, {"rollback_failed_cycles": False}, FLAT, workload=workload, keep=(50,)
     )
+    (step, logged), *_ = resets
+    assert (step, logged["reset/failed"], logged["reset/cycle"]) == (50, 1.0, 1)
+    tau = logged["reset/tau"]
+    assert 0.05 < tau < 0.95, "a tau this near 0 or 1 cannot tell a blend from none/full"
+    last, (params, _, opt_state) = captured[50][0], captured[51]
+    assert float(opt_state.hyperparams["learning_rate"]) == 0.0
+    opt_init_rng = runner.derive_rngs(0)[1]
+    fresh, _ = workload.init_model_fn(jax.random.fold_in(opt_init_rng, 1))
+    blended = jax.tree.map(
+        lambda x, x0: (1 - tau) * np.float64(x) + tau * np.float64(x0), last, fresh
+    )
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(blended), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -279,27 +295,51 @@ def test_the_snapshot_on_the_host_trains_exactly_like_on_the_device():
         np.testing.assert_array_equal(a, b)
 
 
+class _RecordingTiny(TinyWorkload):
+    """TinyWorkload whose training input queue keeps every batch it hands out."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batches = []
+
+    def _build_input_queue(self, *args, **kwargs):
+        for batch in super()._build_input_queue(*args, **kwargs):
+            self.batches.append(batch)
+            yield batch
+
+
+def _batch_norm_statistics(params, inputs, eps=1e-5):
+    """The batch's mean and (biased) variance at each BatchNorm of the tiny MLP under
+    `params`, by hand in float64: Dense -> BatchNorm (batch statistics) -> ReLU (no
+    dropout)."""
+    x, stats = np.asarray(inputs, np.float64), {}
+    for i in range(2):
+        dense, norm = params[f"Dense_{i}"], params[f"BatchNorm_{i}"]
+        h = x @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"], np.float64)
+        mean, var = h.mean(0), h.var(0)
+        stats[f"BatchNorm_{i}"] = {"mean": mean, "var": var}
+        x = np.maximum((h - mean) / np.sqrt(var + eps) * norm["scale"] + norm["bias"], 0.0)
+    return stats
+
+
 @pytest.mark.slow
 def test_reestimated_statistics_after_a_soft_reset():
-    """reset_model_state = "reestimate": after the reset the batch-norm statistics are
-    the current batch's under the new params, not a blend of the old and fresh ones."""
-
-    def workload():  # Three cycles of 50 steps: a planned reset at step 50.
-        return TinyWorkload(target=0.99, step_hint=150, batch_norm=True)
-
-    hyperparameters = {"early_switching": False}
-    blended, _ = _state_at(51, hyperparameters, IMPROVING, workload=workload())
-    estimated, resets = _state_at(
-        51, {**hyperparameters, "reset_model_state": "reestimate"}, IMPROVING, workload=workload()
-    )
-    assert resets[0][1]["reset/failed"] == 0.0
-    stats_b, stats_e = blended[51][1], estimated[51][1]
-    assert jax.tree.structure(stats_b) == jax.tree.structure(stats_e)
-    assert any(
-        not np.allclose(a, b)
-        for a, b in zip(jax.tree.leaves(stats_b), jax.tree.leaves(stats_e), strict=True)
-    )
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(stats_e))
+    """reset_model_state = "reestimate": after the planned reset at step 50 (v2's three
+    cycles of 50 steps) the batch-norm statistics are the reset's batch's under the new
+    params, computed here by hand from those params. The step after the reset runs at
+    learning rate 0 (the warm-up's start), so the params seen after it are the reset's and
+    its EMA update of statistics b with b leaves them b."""
+    workload = _RecordingTiny(target=0.99, step_hint=150, batch_norm=True)
+    hyperparameters = {"early_switching": False, "reset_model_state": "reestimate"}
+    hyperparameters["dropout_rate"] = 0.0  # The second layer's statistics without a mask.
+    captured, resets = _state_at(51, hyperparameters, IMPROVING, workload=workload)
+    assert [(step, m["reset/failed"]) for step, m in resets] == [(50, 0.0)]
+    params, model_state, opt_state = captured[51]
+    assert float(opt_state.hyperparams["learning_rate"]) == 0.0
+    expected = _batch_norm_statistics(params, workload.batches[50]["inputs"])
+    for path, want in jax.tree_util.tree_leaves_with_path(expected):
+        got = functools.reduce(lambda tree, key: tree[key.key], path, model_state)
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5, err_msg=str(path))
 
 
 @pytest.mark.slow
@@ -363,16 +403,20 @@ def test_no_compilation_after_the_first_reset():
 
 
 class _HostReads:
-    """Counts reads of a jax.Array's value into host memory: its `_value` (float, int,
-    bool, format, tolist, device_get), `__array__` and `item`.
+    """Counts the ways a step can wait for the device or read a jax.Array's value on the
+    host: its `_value` (float, int, bool, so a Python `if` on it, format, tolist),
+    `__array__` (np.asarray, device_get), `item`, `block_until_ready`, and
+    `jax.block_until_ready`.
 
-    On GPU and TPU `jax.transfer_guard_device_to_host("disallow")` catches every such
-    read; on CPU it never fires (host memory is device memory), so the array type's read
-    paths are wrapped instead. numpy's buffer-protocol view of a CPU array
-    (`np.asarray(x)`) is not seen by either on CPU.
+    On GPU and TPU `jax.transfer_guard_device_to_host("disallow")` catches every read;
+    on CPU it never fires (host memory is device memory), so the array type's read paths
+    are wrapped instead. numpy reads an array on one CPU device through the buffer
+    protocol, which no wrapper sees; an array over several devices has no buffer, so
+    there `np.asarray` goes through the counted `__array__`
+    (`test_ordinary_steps_on_two_devices_do_not_sync_with_the_host`).
     """
 
-    ATTRIBUTES = ("_value", "__array__", "item")
+    ATTRIBUTES = ("_value", "__array__", "item", "block_until_ready")
 
     def __init__(self, monkeypatch):
         self.count = 0
@@ -382,37 +426,87 @@ class _HostReads:
             if original is None:
                 pytest.skip(f"jax {jax.__version__}'s arrays have no {name} to count")
             monkeypatch.setattr(cls, name, self._counted(original))
+        blocking = jax.block_until_ready
+        monkeypatch.setattr(jax, "block_until_ready", lambda x: (self.tick(), blocking(x))[1])
+
+    def tick(self):
+        self.count += 1
 
     def _counted(self, original):
-        def tick():
-            self.count += 1
-
         if isinstance(original, property):
-            return property(lambda array: (tick(), original.fget(array))[1])
-        return lambda array, *args, **kwargs: (tick(), original(array, *args, **kwargs))[1]
+            return property(lambda array: (self.tick(), original.fget(array))[1])
+        return lambda array, *args, **kwargs: (self.tick(), original(array, *args, **kwargs))[1]
+
+    def sees_every_read(self, array) -> bool:
+        """Whether each usual read of `array` (float, a Python branch, device_get,
+        np.asarray where numpy has no buffer to read, both block_until_ready) counts."""
+        reads = [float, bool, jax.device_get, jax.block_until_ready, type(array).block_until_ready]
+        if len(array.devices()) > 1:
+            reads.append(np.asarray)
+        seen = []
+        for read in reads:
+            before = self.count
+            read(array)
+            seen.append(self.count > before)
+        self.count = 0
+        return all(seen)
 
 
-def test_ordinary_step_makes_no_device_to_host_transfer(monkeypatch):
-    """Ordinary steps read nothing back from the device: no transfer (the guard, where the
-    backend checks one) and no read of an array's value (counted, on any backend)."""
+def _host_reads_in_ordinary_steps(monkeypatch) -> int:
+    """Reads of device values (`_HostReads`) in 5 ordinary update_params calls after 3
+    steps of training, on every device there is; asserts first that the counter sees
+    each usual read of a value on the params' sharding."""
     workload = TinyWorkload(target=0.99, step_hint=1000)
     result, _, _ = _train(workload, None, global_batch_size=64, eval_every_steps=NEVER, stop_at=3)
     state, params, model_state = result.optimizer_state, result.params, result.model_state
     batches = workload.train_batches(1, 64)
     rng = jax.random.PRNGKey(0)
     reads = _HostReads(monkeypatch)
-    probe = jnp.ones(2) * 3
-    float(probe[0])
-    assert reads.count == 1, "the counter does not see a read of an array's value"
-    reads.count = 0
+    probe = jax.device_put(jnp.ones(()) * 3, jax.tree.leaves(params)[0].sharding)
+    assert reads.sees_every_read(probe), "the counter misses a read of an array's value"
     for step in range(3, 8):
         batch = next(batches)
         with jax.transfer_guard_device_to_host("disallow"):
             state, params, model_state = submission.update_params(
                 workload, params, None, model_state, None, batch, None, state, [], step, rng, {}
             )
-    assert reads.count == 0, f"{reads.count} reads of device values in 5 ordinary steps"
+    count = reads.count
+    monkeypatch.undo()
     jax.block_until_ready((state[0].opt_state, params))
+    return count
+
+
+def test_ordinary_step_makes_no_device_to_host_transfer(monkeypatch):
+    """Ordinary steps neither wait for the device nor read a value back from it: no
+    transfer (the guard, where the backend checks one), no block_until_ready, float,
+    bool, item, device_get or __array__ (counted, on any backend)."""
+    count = _host_reads_in_ordinary_steps(monkeypatch)
+    assert count == 0, f"{count} reads of device values in 5 ordinary steps"
+
+
+_SYNC_SCRIPT = """
+import sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import jax, pytest
+import test_submission
+with pytest.MonkeyPatch.context() as monkeypatch:
+    print(jax.device_count(), test_submission._host_reads_in_ordinary_steps(monkeypatch))
+"""
+
+
+@pytest.mark.slow
+def test_ordinary_steps_on_two_devices_do_not_sync_with_the_host():
+    """The same count on two host devices (a fresh process), where the params and the
+    loss span both and numpy's `np.asarray` of them is counted as well."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    script = _SYNC_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    devices, count = map(int, out.stdout.split()[-2:])
+    assert devices == 2
+    assert count == 0, f"{count} reads of device values in 5 ordinary steps on 2 devices"
 
 
 _DEVICE_SCRIPT = """

@@ -140,14 +140,17 @@ def _to_python(value: Any) -> Any:
     return value
 
 
-def derive_rngs(rng_seed: int) -> tuple[Any, Any, Any, Any]:
-    """``(data_rng, opt_init_rng, model_init_rng, rng)`` exactly as AlgoPerf's runner.
+def derive_rngs(rng_seed: int, self_tuning: bool = True) -> tuple[Any, Any, Any, Any]:
+    """``(data_rng, opt_init_rng, model_init_rng, rng)`` exactly as AlgoPerf 0.6's runner.
 
-    ``score_submission_on_workload`` makes ``PRNGKey(seed)`` and keeps the first of
-    two splits; ``train_once`` splits that into four.
+    ``score_submission_on_workload`` makes ``PRNGKey(seed)``; under external tuning it
+    keeps the first of two splits of it (the tuning loop), under self-tuning it passes
+    the key as it is. ``train_once`` splits that key into four. (AlgoPerf draws a random
+    seed when the seed is 0; here seed 0 stays 0, so that runs repeat.)
     """
     rng = jax.random.PRNGKey(rng_seed)
-    rng, _ = jax.random.split(rng, 2)
+    if not self_tuning:
+        rng, _ = jax.random.split(rng, 2)
     data_rng, opt_init_rng, model_init_rng, rng = jax.random.split(rng, 4)
     return data_rng, opt_init_rng, model_init_rng, rng
 
@@ -282,7 +285,7 @@ def train_once(
     update_params = submission_module.update_params
     needs_train_state = "train_state" in inspect.signature(update_params).parameters
 
-    data_rng, opt_init_rng, model_init_rng, rng = derive_rngs(rng_seed)
+    data_rng, opt_init_rng, model_init_rng, rng = derive_rngs(rng_seed, self_tuning)
     input_queue = CountingQueue(
         workload._build_input_queue(
             data_rng, "train", data_dir=data_dir, global_batch_size=batch_size

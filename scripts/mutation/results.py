@@ -1,0 +1,89 @@
+"""One core module's mutmut run, and its results as a summary (JSON beside the stage)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from scripts.mutation import stage
+
+COMMAND = ["mutmut", "run", "--max-children", "1"]
+KILLED = {"killed", "caught by type check", "timeout", "segfault"}
+
+
+def _mutmut() -> str:
+    """The mutmut of the running venv (`pip install -e '.[mutation]'`)."""
+    return str(Path(sys.executable).with_name("mutmut"))
+
+
+def statuses(folder: Path) -> dict[str, str]:
+    """{mutant name: status} from `mutmut results --all true` in a staged folder."""
+    out = subprocess.run(
+        [_mutmut(), "results", "--all", "true"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = {}
+    for line in out.stdout.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            found[name] = status
+    return found
+
+
+def summarize(module: stage.CoreModule, folder: Path, seconds: float) -> dict:
+    """Counts, survivors, run time, command, versions and machine of one run."""
+    found = statuses(folder)
+    survivors = sorted(name for name, status in found.items() if status not in KILLED)
+    return {
+        "module": module.name,
+        "files": list(module.files),
+        "tests": list(module.tests),
+        "mutants": len(found),
+        "killed": len(found) - len(survivors),
+        "timeouts": sum(status == "timeout" for status in found.values()),
+        "survivors": {name: found[name] for name in survivors},
+        "seconds": round(seconds, 1),
+        "command": " ".join(COMMAND) + f"  (in build/mutation/{module.name})",
+        "versions": {
+            "python": platform.python_version(),
+            **{name: metadata.version(name) for name in ("mutmut", "jax", "pytest")},
+        },
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+
+
+def summary_path(module: stage.CoreModule) -> Path:
+    return stage.BUILD / module.name / "summary.json"
+
+
+def run(module: stage.CoreModule) -> dict:
+    """Stages `module`, runs mutmut on it, and writes and returns its summary."""
+    folder = stage.stage(module)
+    start = time.monotonic()
+    subprocess.run([_mutmut(), *COMMAND[1:]], cwd=folder, check=True)
+    return collect(module, time.monotonic() - start)
+
+
+def collect(module: stage.CoreModule, seconds: float) -> dict:
+    """Writes and returns the summary of the run already done in `module`'s stage."""
+    summary = summarize(module, stage.BUILD / module.name, seconds)
+    summary_path(module).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """One line: module, mutants, killed, survived, seconds."""
+    return (
+        f"{summary['module']}: {summary['mutants']} mutants, {summary['killed']} killed, "
+        f"{len(summary['survivors'])} survived, {summary['seconds']} s"
+    )

@@ -1,0 +1,120 @@
+"""The core's modules, their fast tests, and the staged copy of the checkout mutmut runs in.
+
+mutmut names a mutant by its file's path and activates it by the running function's
+`__module__`, so the product must sit under the name the tests import it by:
+`build/mutation/<module>/cyclic_soft_reset/` holds a copy of the product, beside copies
+of `tests/` and `scripts/`, and a pyproject.toml whose `[tool.mutmut]` mutates only that
+core module and collects only its fast tests. mutmut's copy (`mutants/`) comes first on
+sys.path, so the tests import the mutated package, not the editable install.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build" / "mutation"
+PACKAGE = "cyclic_soft_reset"
+# The product: the root's modules and the libraries (scripts/ and tests/ are not in it).
+LIBRARIES = ("reset", "schedules", "early_switching")
+# Files the tests read from the checkout's root (README's generated table, the search space).
+ROOT_FILES = ("README.md", "tuning_search_space.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreModule:
+    """One module of the pure core: the files mutated and the fast tests run on them."""
+
+    name: str
+    files: tuple[str, ...]  # Globs relative to the package, as mutmut's only_mutate takes.
+    tests: tuple[str, ...]
+    # Fast tests that train end to end (seconds per mutant); their modules' pure tests
+    # check the same decisions from plain numbers.
+    skip: tuple[str, ...] = ()
+
+
+TRAINING_TIME_BUDGET_TESTS = ("plan_stretches", "evaluations_follow_the_clock")
+CORE = (
+    CoreModule(
+        "reset",
+        ("reset/*",),
+        ("tests/test_reset.py", "tests/test_failure.py", "tests/test_optimizer.py"),
+    ),
+    CoreModule(
+        "schedules",
+        ("schedules/*",),
+        ("tests/test_schedules.py", "tests/test_time_budget.py"),
+        TRAINING_TIME_BUDGET_TESTS,
+    ),
+    CoreModule("early_switching", ("early_switching/*",), ("tests/test_early_switching.py",)),
+    CoreModule(
+        "controller",
+        ("controller.py",),
+        ("tests/test_controller.py", "tests/test_time_budget.py"),
+        TRAINING_TIME_BUDGET_TESTS,
+    ),
+    CoreModule("records", ("records.py",), ("tests/test_records.py",)),
+    CoreModule(
+        "hyperparameters",
+        ("hyperparameters.py",),
+        ("tests/test_hyperparameters.py", "tests/test_bad_input.py"),
+    ),
+)
+BY_NAME = {module.name: module for module in CORE}
+
+
+def _toml_list(values) -> str:
+    return "[" + ", ".join(f'"{value}"' for value in values) + "]"
+
+
+def mutmut_config(module: CoreModule) -> str:
+    """The `[tool.mutmut]` section for `module`: its files only, its fast tests only
+    (`-m "not slow"`, less `module.skip`), mutants forked from a server process (JAX's
+    threads are not fork-safe in a process that ran the suite)."""
+    only = [f"{PACKAGE}/{pattern}" for pattern in module.files]
+    pytest_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q"]
+    if module.skip:
+        pytest_args += ["-k", " and ".join(f"not {name}" for name in module.skip)]
+    return "\n".join(
+        [
+            "",
+            "[tool.mutmut]",
+            f'source_paths = ["{PACKAGE}"]',
+            f"only_mutate = {_toml_list(only)}",
+            f"pytest_add_cli_args_test_selection = {_toml_list(module.tests)}",
+            f"pytest_add_cli_args = {_toml_list(pytest_args)}",
+            f"also_copy = {_toml_list(['scripts', *ROOT_FILES])}",
+            'process_isolation = "forkserver"',
+            "use_git_change_detection = false",
+            "",
+        ]
+    )
+
+
+def _product_files(root: Path):
+    """The product's source files, relative to the root."""
+    yield from sorted(p.relative_to(root) for p in root.glob("*.py"))
+    for library in LIBRARIES:
+        yield from sorted(p.relative_to(root) for p in (root / library).rglob("*.py"))
+    yield Path("tuning_search_space.json")
+
+
+def stage(module: CoreModule, root: Path = ROOT, build: Path = BUILD) -> Path:
+    """A fresh staged copy of the checkout for mutating `module`; returns its folder."""
+    dest = build / module.name
+    if dest.exists():
+        shutil.rmtree(dest)
+    package = dest / PACKAGE
+    for relative in _product_files(root):
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / relative, package / relative)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("tests", "scripts"):
+        shutil.copytree(root / folder, dest / folder, ignore=ignore)
+    for name in ROOT_FILES:
+        shutil.copy2(root / name, dest / name)
+    pyproject = (root / "pyproject.toml").read_text()
+    (dest / "pyproject.toml").write_text(pyproject + mutmut_config(module))
+    return dest
