@@ -66,3 +66,20 @@ def test_score_table_from_records():
     assert "never" in lines[3]
     reach = profiles.reach_table(records, ["soft", "none"], {})
     assert reach[2] == "| soft | 2/3 | 2/3 |" and reach[3] == "| none | 1/3 | 1/3 |"
+
+
+def test_the_score_report_names_its_versions_and_machine(tmp_path):
+    """docs/score.md says what it was made with: the versions and the processor."""
+    import importlib.metadata
+    import platform
+
+    from scripts.experiments.score import write_report
+
+    figure = tmp_path / "score_profile.png"
+    figure.write_bytes(b"png")
+    report = tmp_path / "docs" / "score.md"
+    write_report(report, ["| table |"], figure, [], 10, ["--no_run"])
+    text = report.read_text()
+    assert f"jax {importlib.metadata.version('jax')}" in text
+    assert f"optax {importlib.metadata.version('optax')}" in text
+    assert platform.machine() in text and "Reproduce:" in text

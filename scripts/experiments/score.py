@@ -124,6 +124,32 @@ def _title(seeds: int) -> str:
     )
 
 
+def conditions() -> str:
+    """The versions and the machine a report's runs were made with, in one sentence."""
+    import importlib.metadata
+    import os
+    import platform
+
+    names = ("jax", "jaxlib", "flax", "optax")
+    versions = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+        platform.processor() or "an unnamed processor",
+    )
+    return (
+        f"Made with Python {platform.python_version()}, {versions}, on {cpu} "
+        f"({platform.machine()}, {os.cpu_count()} cores); the runs' trajectories depend on the "
+        "processor and the versions (float rounding), their times on the simulated clock do not."
+    )
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+
+
 def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -> None:
     """docs/score.md: how it was scored, the tables, the profile."""
     import shutil
@@ -143,6 +169,7 @@ def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -
         f"{len(records)} runs; every time is on the simulated clock {CLOCK} of each "
         "workload's reference hardware (`scripts/local/runner.py::reference_clock`), so "
         "the numbers do not depend on the machine's load.",
+        conditions(),
         "",
         "The problems are posed as the benchmark poses them: every target and budget comes "
         "from the reference baseline's own runs (`python -m scripts.experiments.calibrate`, "
