@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Cycle 1's peak is 10x: on seed SEED its loss rises and the detector ends it at step 130
 # (EARLY_SWITCH), where its params norm has grown by more than kappa = 1.05: the cycle failed
 # (rule (b)) and is rolled back, so the checkpoints after it cover a rollback. (Seed 0 no
-# longer switches since the local runner derives AlgoPerf's self-tuning keys.)
+# longer switches since the local runner derives AlgoPerf's self-tuning keys; of seeds 0-15,
+# 6 and 12 give this scenario under both jax 0.10.2 and AlgoPerf's pinned jax 0.7.0, seed 4
+# only under 0.10.2.)
 # v2's plan of 3 cycles and its rules (the default since v3 has one planned cycle).
 HYPERPARAMETERS = {
     **hp.V2_DEFAULTS,
@@ -36,7 +38,7 @@ HYPERPARAMETERS = {
 }
 NUM_STEPS = 300
 EARLY_SWITCH = 130
-SEED = 4
+SEED = 6
 RUN = dict(global_batch_size=64, eval_every_steps=10, max_global_steps=NUM_STEPS)
 
 _SCRIPT = """
