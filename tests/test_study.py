@@ -209,3 +209,17 @@ def test_submit_failed_resubmits_only_the_failed_and_missing_tasks(tmp_path, mon
     sbatch = calls[-1]
     assert sbatch[0] == "sbatch" and "--array=1,3" in sbatch
     assert slurm.submitted_job_ids(Path(study.study_dir)) == ["42"]
+
+
+def test_the_restored_step_is_the_dump_s_own_not_the_last_evaluation(tmp_path):
+    """The runner may log an evaluation after the requeue's checkpoint and die before it
+    checkpoints that step (CI, stop 34: step 28 logged, 19 restored): the smoke check reads
+    the step from the state the resumed run dumped."""
+    from flax import serialization
+
+    from scripts.study import smoke
+
+    dump = tmp_path / "task_0.restored_2.msgpack"
+    state = {"global_step": 19, "preemption_count": 0, "model_params": {"w": [1.0]}}
+    dump.write_bytes(serialization.msgpack_serialize(state))
+    assert smoke.dumped_step(dump) == 19

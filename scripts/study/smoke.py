@@ -94,8 +94,16 @@ def eval_rows(trial: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def check_resumed(study: planning.Study, algoperf_python: list[str]) -> str:
-    """SmokeFailed unless the requeued task resumed from its checkpoint (module doc, 4)."""
+def dumped_step(dump: Path) -> int:
+    """The global step of a state the resumed runner restored (algoperf_runner.write_state)."""
+    from flax import serialization
+
+    return int(serialization.msgpack_restore(dump.read_bytes())["global_step"])
+
+
+def check_resumed(study: planning.Study, algoperf_python: list[str], requeued_at: int) -> str:
+    """SmokeFailed unless the requeued task resumed from a checkpoint at least as new as
+    the one seen before the requeue, bit for bit (module doc, 4)."""
     job = study.jobs[REQUEUE_TASK]
     logs = Path(study.study_dir) / "logs"
     kept = sorted(p.name for p in logs.glob(f"task_{job.index}.attempt_*.log"))
@@ -108,13 +116,20 @@ def check_resumed(study: planning.Study, algoperf_python: list[str]) -> str:
     dumps = sorted(Path(study.study_dir, "state").glob(f"task_{job.index}.restored_*.msgpack"))
     if not dumps:
         raise SmokeFailed(f"task {job.index}: the resumed attempt restored no checkpoint")
-    restored_step = max(
-        round(float(r["global_step"])) for r in rows if r["preemption_count"] in ("0", "0.0")
-    )
+    # The step restored is the dump's own: the runner may log an evaluation (preemption
+    # count 0) after the requeue's checkpoint and die before it checkpoints that step.
+    restored_step = dumped_step(dumps[0])
+    if restored_step < requeued_at:
+        raise SmokeFailed(
+            f"task {job.index}: restored step {restored_step}, older than the checkpoint at "
+            f"step {requeued_at} written before the requeue"
+        )
     after = [round(float(r["global_step"])) for r in rows if r["preemption_count"] in ("1", "1.0")]
     if not after or min(after) <= restored_step:
         raise SmokeFailed(f"task {job.index}: did not continue past step {restored_step}")
     checkpoint = slurm.trial_dir(study, job) / f"checkpoint_{restored_step}"
+    if not checkpoint.exists():
+        raise SmokeFailed(f"task {job.index}: restored step {restored_step}, no {checkpoint}")
     code = (
         "import sys; from pathlib import Path; from scripts.algoperf_runner import "
         "compare_restored; print(compare_restored(Path(sys.argv[1]), Path(sys.argv[2])))"
@@ -161,7 +176,7 @@ def run(out: Path) -> str:
     bad = scoring.left_out(statuses)
     if bad:
         raise SmokeFailed(f"{len(bad)} task(s) not done: {bad[0]}")
-    resumed = check_resumed(study, python)
+    resumed = check_resumed(study, python, step)
     print(f"SLURM study: {resumed}", flush=True)
     result = scoring.score_study(study, statuses, out / "score", targets=TARGET)
     print("\n".join(scoring.table_lines(result, sorted(TARGET))), flush=True)
