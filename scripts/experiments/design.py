@@ -125,6 +125,10 @@ VARIANTS: dict[str, Variant] = {
     "plan-4": Variant("plan", "4 equal cycles", {"num_cycles": 4}),
     # AlgoPerf's self-tuning NAdamW baseline (the project's copy of its algorithm).
     "baseline": Variant("contestant", "AlgoPerf's NAdamW baseline", {}, "nadamw_baseline"),
+    # AlgoPerf's 2026 self-tuning leader (scripts/local/contestants/schedule_free_adamw.py).
+    "schedule-free": Variant(
+        "contestant", "Schedule-Free AdamW (the field's leader)", {}, "schedule_free_adamw"
+    ),
     # Method v3 candidates (docs/METHOD.md section 7), each adding one decision to the last:
     # the plan ends at 1.0x max_allowed_runtime_sec (fill 1/1.5 of the self-tuning budget),
     # its rest kept for rescue cycles; rule (b) only where an early switch confirms it; tau
@@ -327,6 +331,7 @@ SCORE_PROBLEMS = (
 )
 SCORE_VARIANTS = (
     "baseline",
+    "schedule-free",
     "default",
     "default-start",
     "default-none",

@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or ROOT / "runs" / "score"
     report = args.report or (ROOT / "docs" / "score.md" if args.out is None else None)
-    variants = list(dict.fromkeys(args.variants))
+    variants, skipped = runnable(dict.fromkeys(args.variants))
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
     specs = problem_grid(SCORE_PROBLEMS, variants, range(args.seeds))
     # The detector's twin runs where switches are judged; it is not scored.
     twins = problem_grid(SWITCH_PROBLEMS, [SWITCH_TWIN], range(args.seeds))
@@ -94,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         scorer,
         "",
+        *(f"Not in this race: `{name}`, {why}.\n" for name, why in skipped.items()),
         "Seeds reaching the target:",
         "",
         *reach_table(records, variants, labels),
@@ -115,6 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def runnable(variants) -> tuple[list[str], dict[str, str]]:
+    """(the variants that can run here, {variant: why not} for those that cannot: a
+    contestant this environment lacks, e.g. Schedule-Free AdamW under an older optax)."""
+    from scripts.experiments.design import VARIANTS
+    from scripts.local.contestants import unavailable
+
+    why = {v: unavailable(VARIANTS[v].submission) for v in variants}
+    return [v for v in variants if not why[v]], {v: w for v, w in why.items() if w}
 
 
 def _title(seeds: int) -> str:
@@ -175,7 +188,9 @@ def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -
         "from the reference baseline's own runs (`python -m scripts.experiments.calibrate`, "
         "calibration seeds 1000-1004, never the scoring seeds 0-9; docs/METHOD.md section "
         "7), `baseline` is AlgoPerf's self-tuning NAdamW (`scripts/local/contestants/"
-        "nadamw_baseline.py`), and a held-out variant keeps its base workload's target. "
+        "nadamw_baseline.py`), `schedule-free` is the field's self-tuning leader, "
+        "Schedule-Free AdamW at its JAX port's fixed setting (`scripts/local/contestants/"
+        "schedule_free_adamw.py`), and a held-out variant keeps its base workload's target. "
         "Problems: " + "; ".join(problems) + ".",
         "",
         "t is the submission seconds at the first evaluation on target, the median over "

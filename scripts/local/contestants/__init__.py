@@ -36,6 +36,8 @@ REGISTRY: MappingProxyType[str, Contestant] = MappingProxyType(
         "ours": Contestant(ROOT / "submission.py"),
         # AlgoPerf's self-tuning NAdamW baseline, the project's own copy of its algorithm.
         "nadamw_baseline": Contestant(Path(__file__).with_name("nadamw_baseline.py")),
+        # The field's leader: Schedule-Free AdamW, the JAX port's self-tuning setting.
+        "schedule_free_adamw": Contestant(Path(__file__).with_name("schedule_free_adamw.py")),
     }
 )
 CONTESTANT_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -81,6 +83,14 @@ def load_submission(path_or_name: str | os.PathLike) -> ModuleType:
     if missing:
         raise ValueError(f"--submission {key!r} is not an AlgoPerf submission: no {missing}.")
     return module
+
+
+def unavailable(path_or_name: str | os.PathLike) -> str | None:
+    """Why a contestant cannot run in this environment (its module's `UNAVAILABLE`, e.g.
+    Schedule-Free AdamW under an optax without it); None when it can."""
+    if str(path_or_name) == "ours":
+        return None
+    return getattr(load_submission(path_or_name), "UNAVAILABLE", None)
 
 
 def algoperf_contestant(algoperf_dir: str | os.PathLike) -> Contestant:
