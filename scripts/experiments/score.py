@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "",
                 *switch_lines({**records, **twin_records}, SCORE_PROBLEMS, default, SWITCH_TWIN),
             ]
+    if default is not None and "baseline" in variants:
+        sections += ["", *seeds_section(records, default, args.seeds)]
     print("\n".join(sections[len(lines) :]))
     if report is not None:
         write_report(report, sections, figure, records, args.seeds, argv)
@@ -128,6 +130,24 @@ def runnable(variants) -> tuple[list[str], dict[str, str]]:
 
     why = {v: unavailable(VARIANTS[v].submission) for v in variants}
     return [v for v in variants if not why[v]], {v: w for v, w in why.items() if w}
+
+
+def seeds_section(records, default: str, seeds: int) -> list[str]:
+    """Whether the seeds can see the healthy gate's 5% (scripts/experiments/power.py)."""
+    from scripts.experiments.design import SCORE_PROBLEMS
+    from scripts.experiments.power import noise_lines, paired_noise
+
+    healthy = [(w, s) for w, s in SCORE_PROBLEMS if s == "healthy"]
+    rows = [paired_noise(records, w, s, default, "baseline") for w, s in healthy]
+    return [
+        f"Seeds enough to see 5%? The healthy problems paired on seeds, `{default}` against "
+        "`baseline` (`scripts/experiments/power.py`): where both reach the target, the "
+        "spread of ln(t ratio) from seed to seed, and the paired seeds a test needs to see a "
+        f"true 5% difference (alpha 0.05, power 0.8; a median needs about pi/2 x that). "
+        f"This grid has {seeds}.",
+        "",
+        *noise_lines(rows, default, "baseline"),
+    ]
 
 
 def _title(seeds: int) -> str:
