@@ -57,7 +57,7 @@ def test_held_out_gate_counts_seeds_and_rolled_back_learners():
     found = _by_name(
         gates.gates(_records(learned, collapsed, *base), [("digits", "lr300x")], "default", {})
     )
-    assert found[("held-out", "digits lr300x")].holds  # 1/2 against 1/2.
+    assert found[("reach >= baseline", "digits lr300x")].holds  # 1/2 against 1/2.
     rollback = found[("no rollback discards learning", "digits lr300x")]
     assert not rollback.holds and rollback.numbers.startswith("1 rollbacks")
     assert gates.rolled_back_learners(learned) == 1
@@ -80,13 +80,45 @@ def test_failed_first_cycle_is_judged_against_full_and_exempt_from_the_rollback_
         resets=[{"step": 30, "rolled_back": True, "early_switch": False}],
     )
     full = _record("default-full", "failed", 0, None)
-    found = gates.gates(_records(rescued, full), [("digits", "failed")], "default", {})
+    found = gates.gates(_records(rescued, full), [("digits", "failed")], "default", {}, rivals=())
     assert [g.name for g in found] == ["failed first cycle: reach >= full"]
     assert found[0].holds and "default-full 0/1" in found[0].numbers
+    # Without `full`'s runs there is nothing to beat: the gate does not hold (it did, 0 >= 0).
+    (alone,) = gates.gates(_records(rescued), [("digits", "failed")], "default", {}, rivals=())
+    assert not alone.holds and "default-full 0/0" in alone.numbers
+
+
+def test_every_rival_is_raced_on_every_problem_and_a_missing_rival_never_passes():
+    ours = [_record("default", "lr30x", s, 2.0) for s in range(2)]
+    leader = [_record("schedule-free", "lr30x", s, 1.0) for s in range(2)]
+    base = [_record("baseline", "lr30x", s, None) for s in range(2)]
+    found = _by_name(
+        gates.gates(
+            _records(*ours, *leader, *base),
+            [("digits", "lr30x")],
+            "default",
+            {},
+            rivals=("baseline", "schedule-free", "absent"),
+        )
+    )
+    assert found[("reach >= baseline", "digits lr30x")].holds
+    assert found[("reach >= schedule-free", "digits lr30x")].holds  # 2/2 against 2/2
+    assert not found[("reach >= absent", "digits lr30x")].holds  # no runs: not judged a pass
 
 
 @pytest.mark.parametrize(("ours", "holds"), [(0.70, True), (0.67, False)])
-def test_score_within_two_hundredths_of_the_best(ours, holds):
-    scores = {"default": ours, "baseline": 0.71}
-    (gate,) = gates.gates({}, [], "default", scores)
-    assert gate.holds is holds and "best baseline 0.710" in gate.numbers
+def test_score_within_two_hundredths_of_the_best_of_ours(ours, holds):
+    scores = {"default": ours, "default-none": 0.71, "baseline": 0.9}
+    above, within = gates.gates({}, [], "default", scores)
+    assert within.holds is holds and "best of ours default-none 0.710" in within.numbers
+    assert not above.holds and above.name == "score above baseline's"
+
+
+def test_score_above_every_rival():
+    scores = {"default": 0.6, "baseline": 0.5, "schedule-free": 0.7}
+    found = gates.gates({}, [], "default", scores, rivals=("baseline", "schedule-free"))
+    assert [(g.name, g.holds) for g in found] == [
+        ("score above baseline's", True),
+        ("score above schedule-free's", False),
+        ("score within 0.02 of the best of ours", True),
+    ]

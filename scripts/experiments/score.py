@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if default is not None:
         sections += ["", f"Gates (docs/METHOD.md section 7) for the default, `{default}`:", ""]
-        sections += gates_lines(gates(records, SCORE_PROBLEMS, default, scores))
+        rivals = [v for v in variants if VARIANTS[v].submission != "ours"]
+        sections += gates_lines(gates(records, SCORE_PROBLEMS, default, scores, rivals=rivals))
         if twin_records:
             title = f"Early switches of the default, judged against `{SWITCH_TWIN}` (the same run"
             sections += ["", f"{title} with the detector off: identical up to the first switch):"]
