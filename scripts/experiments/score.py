@@ -197,9 +197,10 @@ def write_report(report: Path, lines, figure: Path, records, seeds: int, argv) -
     given = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no_run")
     problems = [f"`{w} {s}` ({SCENARIOS[s].description})" for w, s in SCORE_PROBLEMS]
     text = [
-        "# The score: the submission against AlgoPerf's baseline, scored as AlgoPerf scores",
+        "# The score: the submission against AlgoPerf's baseline and the field's leader, "
+        "scored as AlgoPerf scores",
         "",
-        f"Reproduce: `.venv/bin/python -m scripts.experiments.score {given}`".rstrip() + ".",
+        f"Reproduce: `{f'.venv/bin/python -m scripts.experiments.score {given}'.rstrip()}`.",
         f"{len(records)} runs; every time is on the simulated clock {CLOCK} of each "
         "workload's reference hardware (`scripts/local/runner.py::reference_clock`), so "
         "the numbers do not depend on the machine's load.",
