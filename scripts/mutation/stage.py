@@ -6,6 +6,11 @@ mutmut names a mutant by its file's path and activates it by the running functio
 of `tests/` and `scripts/`, and a pyproject.toml whose `[tool.mutmut]` mutates only that
 core module and collects only its fast tests. mutmut's copy (`mutants/`) comes first on
 sys.path, so the tests import the mutated package, not the editable install.
+
+Each mutant's tests run in a process forked from a server that has imported only the
+libraries (`PRELOAD`), never run a JAX computation: a test module that computes at import
+(test_failure.py's PARAMS) would start XLA's threads in the server, and its forked children
+then hang in their first compilation until mutmut's timeout (counted as killed).
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class CoreModule:
     # check the same decisions from plain numbers.
     skip: tuple[str, ...] = ()
 
+
+# Imported once by mutmut's fork server (`forkserver_warmup = "import"`): importing them
+# starts no XLA backend, so forking after them is safe; the tests and the product are
+# imported by each mutant's process.
+PRELOAD = ("numpy", "jax", "jax.numpy", "optax", "flax.linen")
+PRELOAD_FILE = "mutmut-preload.txt"
 
 TRAINING_TIME_BUDGET_TESTS = ("plan_stretches", "evaluations_follow_the_clock")
 CORE = (
@@ -71,8 +82,8 @@ def _toml_list(values) -> str:
 
 def mutmut_config(module: CoreModule) -> str:
     """The `[tool.mutmut]` section for `module`: its files only, its fast tests only
-    (`-m "not slow"`, less `module.skip`), mutants forked from a server process (JAX's
-    threads are not fork-safe in a process that ran the suite)."""
+    (`-m "not slow"`, less `module.skip`), mutants forked from a server process that has
+    imported the libraries and computed nothing (JAX's threads are not fork-safe)."""
     only = [f"{PACKAGE}/{pattern}" for pattern in module.files]
     pytest_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q"]
     if module.skip:
@@ -87,6 +98,8 @@ def mutmut_config(module: CoreModule) -> str:
             f"pytest_add_cli_args = {_toml_list(pytest_args)}",
             f"also_copy = {_toml_list(['scripts', *ROOT_FILES])}",
             'process_isolation = "forkserver"',
+            'forkserver_warmup = "import"',
+            f'preload_modules_file = "{PRELOAD_FILE}"',
             "use_git_change_detection = false",
             "",
         ]
@@ -117,4 +130,5 @@ def stage(module: CoreModule, root: Path = ROOT, build: Path = BUILD) -> Path:
         shutil.copy2(root / name, dest / name)
     pyproject = (root / "pyproject.toml").read_text()
     (dest / "pyproject.toml").write_text(pyproject + mutmut_config(module))
+    (dest / PRELOAD_FILE).write_text("\n".join(PRELOAD) + "\n")
     return dest
