@@ -7,10 +7,12 @@ of `tests/` and `scripts/`, and a pyproject.toml whose `[tool.mutmut]` mutates o
 core module and collects only its fast tests. mutmut's copy (`mutants/`) comes first on
 sys.path, so the tests import the mutated package, not the editable install.
 
-Each mutant's tests run in a process forked from a server that has imported only the
-libraries (`PRELOAD`), never run a JAX computation: a test module that computes at import
-(test_failure.py's PARAMS) would start XLA's threads in the server, and its forked children
-then hang in their first compilation until mutmut's timeout (counted as killed).
+Each mutant's tests run in a process forked from a server that has imported the test
+modules (mutmut's `collect` warm-up: about 1 s a mutant) and so must not have run a JAX
+computation: a test module that computes at import (test_failure.py's PARAMS) starts XLA's
+threads in the server, and its forked children then hang in their first compilation until
+mutmut's timeout (counted as killed). Such a module's server imports only the libraries
+(`warmup = "import"`, `PRELOAD`; each mutant then imports the tests itself, about 4 s).
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ class CoreModule:
     # Fast tests that train end to end (seconds per mutant); their modules' pure tests
     # check the same decisions from plain numbers.
     skip: tuple[str, ...] = ()
+    # mutmut's fork-server warm-up: "collect" (imports the tests), or "import" (only
+    # PRELOAD) where a test module computes with JAX at import.
+    warmup: str = "collect"
 
 
-# Imported once by mutmut's fork server (`forkserver_warmup = "import"`): importing them
+# Imported once by the fork server of a module with `warmup = "import"`: importing them
 # starts no XLA backend, so forking after them is safe; the tests and the product are
 # imported by each mutant's process.
 PRELOAD = ("numpy", "jax", "jax.numpy", "optax", "flax.linen")
@@ -52,6 +57,7 @@ CORE = (
         "reset",
         ("reset/*",),
         ("tests/test_reset.py", "tests/test_failure.py", "tests/test_optimizer.py"),
+        warmup="import",  # test_failure.py computes PARAMS' norm at import.
     ),
     CoreModule(
         "schedules",
@@ -98,7 +104,7 @@ def mutmut_config(module: CoreModule) -> str:
             f"pytest_add_cli_args = {_toml_list(pytest_args)}",
             f"also_copy = {_toml_list(['scripts', *ROOT_FILES])}",
             'process_isolation = "forkserver"',
-            'forkserver_warmup = "import"',
+            f'forkserver_warmup = "{module.warmup}"',
             f'preload_modules_file = "{PRELOAD_FILE}"',
             "use_git_change_detection = false",
             "",
