@@ -15,6 +15,7 @@ from scripts.mutation import stage
 
 COMMAND = ["mutmut", "run", "--max-children", "1"]
 KILLED = {"killed", "caught by type check", "timeout", "segfault"}
+NOT_CHECKED = "not checked"
 
 
 def _mutmut() -> str:
@@ -42,13 +43,16 @@ def statuses(folder: Path) -> dict[str, str]:
 def summarize(module: stage.CoreModule, folder: Path, seconds: float) -> dict:
     """Counts, survivors, run time, command, versions and machine of one run."""
     found = statuses(folder)
-    survivors = sorted(name for name, status in found.items() if status not in KILLED)
+    # A run stopped before its end leaves mutants "not checked": neither killed nor survived.
+    unchecked = sum(status == NOT_CHECKED for status in found.values())
+    survivors = sorted(n for n, status in found.items() if status not in KILLED | {NOT_CHECKED})
     return {
         "module": module.name,
         "files": list(module.files),
         "tests": list(module.tests),
         "mutants": len(found),
-        "killed": len(found) - len(survivors),
+        "not_checked": unchecked,
+        "killed": len(found) - unchecked - len(survivors),
         "timeouts": sum(status == "timeout" for status in found.values()),
         "survivors": {name: found[name] for name in survivors},
         "seconds": round(seconds, 1),
@@ -99,7 +103,8 @@ def collect(module: stage.CoreModule, seconds: float) -> dict:
 
 def describe(summary: dict) -> str:
     """One line: module, mutants, killed, survived, seconds."""
+    unchecked = summary.get("not_checked", 0)
     return (
         f"{summary['module']}: {summary['mutants']} mutants, {summary['killed']} killed, "
-        f"{len(summary['survivors'])} survived, {summary['seconds']} s"
+        f"{len(summary['survivors'])} survived, {unchecked} not checked, {summary['seconds']} s"
     )
