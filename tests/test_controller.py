@@ -474,13 +474,19 @@ def test_a_stop_reports_the_refit_and_the_kept_state_of_the_same_call():
     )
 
 
-@pytest.mark.parametrize(("seconds", "end"), [(100.0, 34), (60.0, 70)])
-def test_past_the_plan_a_cycle_lasts_until_the_budget_and_at_least_min_steps(seconds, end):
-    """Budget spent (100 s of 100): the cycle past the plan is min_steps (4) long after the
-    plan's end 30; with 40 s left at 1 s per step, it ends at 30 + 40."""
-    budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=4)
+@pytest.mark.parametrize(
+    ("seconds", "min_steps", "scale", "end"),
+    [(100.0, 4, 1.0, 34), (60.0, 4, 1.0, 70), (100.0, 1, 1.0, 31), (100.0, 4, 0.5, 32)],
+)
+def test_past_the_plan_a_cycle_lasts_until_the_budget_and_at_least_min_steps(
+    seconds, min_steps, scale, end
+):
+    """Budget spent (100 s of 100): the cycle past the plan is min_steps long after the
+    plan's end 30, in the plan's steps (x first_cycle_scale: half of 4 after a first cycle
+    fitted to half its length); with 40 s left at 1 s per step, it ends at 30 + 40."""
+    budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=min_steps)
     settings = SETTINGS._replace(stop_when_plan_ends=False, budget=budget)
-    controller = _start()._replace(cycle=2, time_samples=SAMPLES)
+    controller = _start()._replace(cycle=2, time_samples=SAMPLES, first_cycle_scale=scale)
     extended = control.extend(controller, 30, seconds, settings)
     assert extended.plan.boundaries.tolist() == [0, 10, 20, 30, end]
     controller, decision = control.decide(controller, None, 30, settings, seconds=seconds)
@@ -577,3 +583,34 @@ def test_refit_reports_nothing_when_the_plan_already_fits():
     controller, refit = control.refit(controller, 20, 20.0, budget)
     assert refit is None and controller.plan.boundaries.tolist() == [0, 10, 20, 30]
     assert controller.time_samples.tolist() == SAMPLES.tolist()
+
+
+# 2 s per step from (0, 0), (2, 4), (4, 8): at step 4 after 8 s, half of 28 s is spent
+# at step 4 + (14 - 8) / 2 = 7, short of the first cycle's end 10 by more than 10%.
+SLOW = np.array([[0.0, 0.0], [2.0, 4.0]])
+
+
+@pytest.mark.parametrize("fit_first", [True, False])
+def test_on_slow_hardware_the_first_cycle_is_fitted_only_when_asked(fit_first):
+    """fit_first_cycle: the first cycle ends at 7, the later ones are dropped, the scale of
+    the shortest cycle past the plan is 7 / 10, and the refit says the window moved.
+    Without it the first cycle keeps its end 10 and the later ones, with no time left,
+    are dropped."""
+    budget = schedules.Budget(seconds=28.0, fill=0.5, fit_first=fit_first)
+    controller = _start()._replace(time_samples=SLOW)
+    controller, refit = control.refit(controller, 4, 8.0, budget)
+    end = 7 if fit_first else 10
+    assert controller.plan.boundaries.tolist() == [0, end]
+    assert refit == control.Refit(4, 8.0, 2.0, end, fit_first)
+    assert controller.first_cycle_scale == pytest.approx(0.7 if fit_first else 1.0)
+
+
+def test_only_the_first_cycle_is_fitted_to_slow_hardware():
+    """In cycle 1 (2 s per step, half of 64 s spent at step 16) the current cycle keeps its
+    end 20; the one after it, with no time left, is dropped."""
+    budget = schedules.Budget(seconds=64.0, fill=0.5, fit_first=True)
+    controller = _start()._replace(cycle=1, time_samples=np.array([[0.0, 0.0], [12.0, 24.0]]))
+    controller, refit = control.refit(controller, 14, 28.0, budget)
+    assert controller.plan.boundaries.tolist() == [0, 10, 20]
+    assert refit == control.Refit(14, 28.0, 2.0, 20, False)
+    assert controller.first_cycle_scale == 1.0
