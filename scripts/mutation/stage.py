@@ -28,6 +28,9 @@ PACKAGE = "cyclic_soft_reset"
 LIBRARIES = ("reset", "schedules", "early_switching")
 # Files the tests read from the checkout's root (README's generated table, the search space).
 ROOT_FILES = ("README.md", "tuning_search_space.json")
+# Folders the tests read beside the product: docs/ holds the hyperparameter table that
+# tests/test_hyperparameters.py compares with the schema.
+FOLDERS = ("scripts", "docs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +105,7 @@ def mutmut_config(module: CoreModule) -> str:
             f"only_mutate = {_toml_list(only)}",
             f"pytest_add_cli_args_test_selection = {_toml_list(module.tests)}",
             f"pytest_add_cli_args = {_toml_list(pytest_args)}",
-            f"also_copy = {_toml_list(['scripts', *ROOT_FILES])}",
+            f"also_copy = {_toml_list([*FOLDERS, *ROOT_FILES])}",
             'process_isolation = "forkserver"',
             f'forkserver_warmup = "{module.warmup}"',
             f'preload_modules_file = "{PRELOAD_FILE}"',
@@ -130,7 +133,7 @@ def stage(module: CoreModule, root: Path = ROOT, build: Path = BUILD) -> Path:
         (package / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / relative, package / relative)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("tests", "scripts"):
+    for folder in ("tests", *FOLDERS):
         shutil.copytree(root / folder, dest / folder, ignore=ignore)
     for name in ROOT_FILES:
         shutil.copy2(root / name, dest / name)
