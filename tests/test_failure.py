@@ -290,3 +290,12 @@ def test_the_improvement_margin_is_the_tolerance_times_the_value_or_the_gap(
 def test_a_best_exactly_at_the_margin_is_no_improvement(best, higher):
     """start 2, tolerance 0.5: margin 1; 3 (or 1 for a loss) does not beat it."""
     assert reset.improved(best, 2.0, higher, 0.5) is False
+
+
+def test_the_norm_is_float32_even_with_64_bit_types_enabled():
+    """The docstring's promise holds where jax_enable_x64 is on: float64 leaves are summed
+    in float32, and a tree without float leaves gives a float32 zero."""
+    with jax.enable_x64(True):
+        norm = reset.global_norm({"w": jnp.array([3.0, 4.0], jnp.float64)})
+        assert norm.dtype == jnp.float32 and float(norm) == 5.0
+        assert reset.global_norm({}).dtype == jnp.float32
