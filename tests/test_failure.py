@@ -299,3 +299,24 @@ def test_the_norm_is_float32_even_with_64_bit_types_enabled():
         norm = reset.global_norm({"w": jnp.array([3.0, 4.0], jnp.float64)})
         assert norm.dtype == jnp.float32 and float(norm) == 5.0
         assert reset.global_norm({}).dtype == jnp.float32
+
+
+def test_a_reestimated_statistic_keeps_its_dtype():
+    """An EMA kept in bfloat16 (s <- 0.9 s + 0.1 b, b = 2) comes back as b in bfloat16."""
+
+    def forward(state):
+        return {"mean": (0.9 * state["mean"] + 0.1 * 2.0).astype(state["mean"].dtype)}
+
+    estimated = reset.reestimate_ema(forward, {"mean": jnp.zeros(3, jnp.bfloat16)})
+    assert estimated["mean"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(estimated["mean"], np.float32), 2.0, rtol=0.05)  # bf16
+
+
+def test_a_blend_keeps_counters_and_each_leafs_dtype():
+    """(1 - tau) x + tau x0 on float leaves, in their dtype; an integer leaf (a counter)
+    is kept from the current state."""
+    current = {"w": jnp.full(2, 2.0, jnp.bfloat16), "count": jnp.array(10, jnp.int32)}
+    fresh = {"w": jnp.zeros(2, jnp.bfloat16), "count": jnp.array(0, jnp.int32)}
+    blended = reset.blend(current, fresh, 0.25)
+    assert blended["w"].dtype == jnp.bfloat16 and blended["w"].tolist() == [1.5, 1.5]
+    assert blended["count"].dtype == jnp.int32 and int(blended["count"]) == 10
