@@ -380,3 +380,237 @@ def test_a_reset_is_described_in_one_log_line():
         "reset at step 20: cycle 2 starts, early switch (rising), tau 0.2500 (metric 0.5), "
         "until step 30"
     )
+
+
+# Budgets of the tests below: r = 1 s per step from the samples (0, 0), (10, 10), (20, 20).
+SAMPLES = np.array([[0.0, 0.0], [10.0, 10.0], [20.0, 20.0]])
+
+
+def test_start_keeps_the_params_norm_and_takes_plain_ints_as_key_data():
+    controller = control.start(PLAN, seed=[0, 7], start_norm=2.5)
+    assert controller.start_norm == 2.5 and controller.cycle == 0
+    assert controller.seed.dtype == np.uint32  # Key data for jax.random.fold_in.
+    assert (jax.random.fold_in(controller.seed, 1) == jax.random.fold_in(_start().seed, 1)).all()
+
+
+def test_a_checkpoint_on_the_device_comes_back_as_host_numbers():
+    """Restored onto the device (32-bit arrays) or with wider integers, the controller is
+    host numbers again: numpy arrays, key data uint32, time samples float64 (k x 2)."""
+    live = _start()._replace(time_samples=SAMPLES)
+    host = control.as_host(jax.tree.map(jax.numpy.asarray, live))
+    for field in (*host.plan, host.seed, host.time_samples):
+        assert type(field) is np.ndarray
+    assert host.time_samples.dtype == np.float64 and host.time_samples.shape == (3, 2)
+    np.testing.assert_array_equal(host.time_samples, SAMPLES)
+    wide = control.as_host(live._replace(cycle=np.int64(0), seed=live.seed.astype(np.int64)))
+    assert wide.seed.dtype == np.uint32 and wide.seed.tolist() == [0, 7]
+
+
+def test_after_reset_by_default_changes_no_peak_and_takes_norm_one():
+    controller = _start()._replace(start_norm=3.0)
+    peaks = PLAN.peak_learning_rates.tolist()
+    assert control.after_reset(controller, rolled_back=False).start_norm == 1.0
+    for kwargs in ({"lr_factor": 0.5}, {"failed": True}):  # Not failed; a factor of 1.
+        after = control.after_reset(controller, rolled_back=False, **kwargs)
+        assert after.plan.peak_learning_rates.tolist() == peaks
+    raised = control.after_reset(controller._replace(cycle=1), False, failed=True, lr_factor=2.0)
+    assert raised.plan.peak_learning_rates.tolist() == [peaks[0], 2 * peaks[1], 2 * peaks[2]]
+
+
+def test_a_cycle_can_follow_until_the_last_when_the_plan_end_stops_the_run():
+    assert control.can_follow(_start()._replace(cycle=1), SETTINGS)
+    assert not control.can_follow(_start()._replace(cycle=2), SETTINGS)
+    assert control.can_follow(
+        _start()._replace(cycle=2), SETTINGS._replace(stop_when_plan_ends=False)
+    )
+
+
+def test_the_runners_seconds_are_read_only_with_a_budget_and_a_budget_only_with_them():
+    evals = [Evaluation(3, 0.5, 1.0), Evaluation(5, 0.5, 1.0), Evaluation(7, 0.5, 1.0)]
+    budget = schedules.Budget(seconds=40.0, fill=0.5)
+    controller = _start()
+    for k, step in enumerate((3, 5, 7)):
+        controller, decision = control.decide(controller, evals[: k + 1], step, SETTINGS, step)
+        assert decision.refit is None
+    controller, decision = control.decide(controller, evals, 8, SETTINGS._replace(budget=budget))
+    assert decision.refit is None
+    np.testing.assert_array_equal(controller.time_samples, np.zeros((1, 2)))
+
+
+def test_after_a_switch_only_the_moved_boundary_is_an_early_reset():
+    """A call late enough to pass several boundaries: the reset at the switch's step is
+    early, the next ones are planned; at the plan's end the stop still reports the switch."""
+    evals = [Evaluation(3, 0.5, 1.0), Evaluation(5, 0.4, 2.0)]  # The loss rises: switch at 5.
+    _, decision = control.decide(_start(), evals, 25, SETTINGS)
+    assert [(r.step, r.cycle, r.early, r.reason) for r in decision.resets] == [
+        (25, 1, True, early_switching.RISING),
+        (25, 2, False, "planned"),
+    ]
+    _, decision = control.decide(_start(), evals, 35, SETTINGS)
+    assert decision.stop == "the cycle plan ended at step 30."
+    assert decision.switch == control.Switch(5, early_switching.RISING, 2.0)
+    assert decision.refit is None and decision.keep is False
+
+
+def test_a_stop_reports_the_refit_and_the_kept_state_of_the_same_call():
+    """At step 35 (1 s per step, 35 s spent) the plan is re-fitted to end at 35 (half of a
+    70 s budget), cycle 2 starts and ends at once: the run stops; the evaluation at 35
+    beat the kept state, so the state is kept first."""
+    budget = schedules.Budget(seconds=70.0, fill=0.5)
+    settings = SETTINGS._replace(early_switching=False, rollback_to="best", budget=budget)
+    controller = _start()._replace(
+        cycle=1, time_samples=SAMPLES, last_eval_step=20, first_metric=0.1, kept_metric=0.2
+    )
+    controller, decision = control.decide(
+        controller, [Evaluation(35, 0.6, 1.0)], 35, settings, seconds=35.0
+    )
+    assert [(r.step, r.cycle, r.end) for r in decision.resets] == [(35, 2, 35)]
+    assert decision == control.Decision(
+        decision.resets,
+        "the cycle plan ended at step 35.",
+        None,
+        control.Refit(35, 35.0, 1.0, 35),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "min_steps", "scale", "end"),
+    [(100.0, 4, 1.0, 34), (60.0, 4, 1.0, 70), (100.0, 1, 1.0, 31), (100.0, 4, 0.5, 32)],
+)
+def test_past_the_plan_a_cycle_lasts_until_the_budget_and_at_least_min_steps(
+    seconds, min_steps, scale, end
+):
+    """Budget spent (100 s of 100): the cycle past the plan is min_steps long after the
+    plan's end 30, in the plan's steps (x first_cycle_scale: half of 4 after a first cycle
+    fitted to half its length); with 40 s left at 1 s per step, it ends at 30 + 40."""
+    budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=min_steps)
+    settings = SETTINGS._replace(stop_when_plan_ends=False, budget=budget)
+    controller = _start()._replace(cycle=2, time_samples=SAMPLES, first_cycle_scale=scale)
+    extended = control.extend(controller, 30, seconds, settings)
+    assert extended.plan.boundaries.tolist() == [0, 10, 20, 30, end]
+    controller, decision = control.decide(controller, None, 30, settings, seconds=seconds)
+    ((reset),) = decision.resets
+    assert (reset.cycle, reset.end) == (3, end)
+
+
+def test_the_kept_state_is_a_finite_strictly_better_one_inside_the_cycle():
+    best = SETTINGS._replace(rollback_to="best")
+    base = _start()._replace(cycle=1, last_eval_step=15, last_metric=0.6, kept_metric=0.5)
+    assert control.keep_best(base, 15, best) == (base._replace(kept_metric=0.6), True)
+    assert control.keep_best(base, 15, SETTINGS) == (base, False)  # rollback_to start.
+    on_start = base._replace(last_eval_step=10)  # The state the reset at 10 made.
+    assert control.keep_best(on_start, 10, best) == (on_start, False)
+    fresh = base._replace(last_metric=math.nan, kept_metric=math.nan)
+    assert control.keep_best(fresh, 15, best) == (fresh, False)
+    lower = best._replace(target=0.1, higher_is_better=False)
+    assert control.keep_best(base._replace(last_metric=0.4), 15, lower)[1]
+    assert not control.keep_best(base._replace(last_metric=0.5), 15, lower)[1]
+    assert not control.keep_best(base, 15, lower)[1]
+
+
+def test_a_cycle_without_evaluations_after_one_with_them_is_not_judged():
+    """Cycle 0 is judged (0.503 within 1% of the first 0.5); cycle 1, not evaluated, is
+    not, whether the caller passed no list or the same list again."""
+    settings = SETTINGS._replace(early_switching=False, detector=EAGER._replace(eps2=0.01))
+    evals = {3: [Evaluation(3, 0.5, 1.0)], 8: [Evaluation(8, 0.503, 1.0)]}
+    _, log = _run(_start(), range(21), evals, settings)
+    assert [d.resets[0].no_improvement for _, d in log] == [True, False]
+    controller = _start()
+    for step in range(21):
+        known = [e for at, new in evals.items() if at <= step for e in new]
+        controller, decision = control.decide(controller, known, step, settings)
+        if decision.resets:
+            assert decision.resets[0].no_improvement is (step == 10)
+            assert controller.cycle_evals == 0
+    assert controller.cycle == 2
+
+
+def test_after_a_non_finite_evaluation_the_next_cycle_must_beat_the_first():
+    settings = SETTINGS._replace(early_switching=False)
+    evals = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, math.nan, math.nan)]}
+    evals[15] = [Evaluation(15, 0.45, 1.0)]
+    controller, log = _run(_start(), range(21), evals, settings)
+    assert [d.resets[0].no_improvement for _, d in log] == [True, True]
+    assert controller.first_metric == 0.5
+
+
+def test_the_runs_first_evaluation_may_be_at_step_zero():
+    settings = SETTINGS._replace(early_switching=False, tau_formula="relative")
+    evals = {0: [Evaluation(0, 0.1, 2.0)], 5: [Evaluation(5, 0.5, 1.0)]}
+    controller, log = _run(_start(), range(11), evals, settings)
+    assert controller.first_metric == 0.1
+    assert log[0][1].resets[0].tau == pytest.approx((0.5 - 0.9) / (0.1 - 0.9))
+
+
+def test_an_evaluation_on_the_cycles_start_is_not_fed_to_its_detector():
+    """The evaluation of the state the reset at 10 made, read at 11, belongs to that
+    reset: the detector of cycle 1 sees only 13 (one evaluation: no rise yet)."""
+    evals = {11: [Evaluation(10, 0.5, 1.0)], 13: [Evaluation(13, 0.5, 2.0)]}
+    controller, log = _run(_start(), range(15), evals)
+    assert [s for s, _ in log] == [10]
+    assert controller.detector.num_evals == 1
+
+
+@pytest.mark.parametrize("cycle, early", [(0, False), (2, True)])
+def test_every_new_evaluation_is_read_even_when_the_detector_is_not_fed(cycle, early):
+    """Early switching off, or the last cycle of a plan whose end stops the run: all three
+    evaluations are recorded (the latest, the cycle's best, the count)."""
+    settings = SETTINGS._replace(early_switching=early)
+    evals = [Evaluation(21, 0.5, 1.0), Evaluation(23, 0.7, 1.0), Evaluation(25, 0.6, 1.0)]
+    controller = _start()._replace(cycle=cycle)
+    controller, _ = control.observe(controller, evals, settings)
+    assert (controller.last_metric, controller.cycle_best_metric) == (0.6, 0.7)
+    assert controller.cycle_evals == 3 and controller.last_eval_step == 25
+    controller, _ = control.observe(controller, evals, settings)
+    assert controller.cycle_evals == 3
+
+
+@pytest.mark.parametrize(("min_steps", "boundaries"), [(1, [0, 10, 18, 26]), (9, [0, 10, 26])])
+def test_refit_drops_cycles_shorter_than_min_steps(min_steps, boundaries):
+    """At step 20 after 20 s (1 s per step) half of a 52 s budget ends at step 26: the two
+    cycles after the current one share [10, 26), 8 steps each, fewer than min_steps 9."""
+    budget = schedules.Budget(seconds=52.0, fill=0.5, min_steps=min_steps)
+    controller = _start()._replace(time_samples=SAMPLES[:2])
+    controller, refit = control.refit(controller, 20, 20.0, budget)
+    assert controller.plan.boundaries.tolist() == boundaries
+    assert refit == control.Refit(20, 20.0, 1.0, 26)
+
+
+def test_refit_reports_nothing_when_the_plan_already_fits():
+    budget = schedules.Budget(seconds=60.0, fill=0.5)  # Half: 30 s, step 30 at 1 s per step.
+    controller = _start()._replace(time_samples=SAMPLES[:2])
+    controller, refit = control.refit(controller, 20, 20.0, budget)
+    assert refit is None and controller.plan.boundaries.tolist() == [0, 10, 20, 30]
+    assert controller.time_samples.tolist() == SAMPLES.tolist()
+
+
+# 2 s per step from (0, 0), (2, 4), (4, 8): at step 4 after 8 s, half of 28 s is spent
+# at step 4 + (14 - 8) / 2 = 7, short of the first cycle's end 10 by more than 10%.
+SLOW = np.array([[0.0, 0.0], [2.0, 4.0]])
+
+
+@pytest.mark.parametrize("fit_first", [True, False])
+def test_on_slow_hardware_the_first_cycle_is_fitted_only_when_asked(fit_first):
+    """fit_first_cycle: the first cycle ends at 7, the later ones are dropped, the scale of
+    the shortest cycle past the plan is 7 / 10, and the refit says the window moved.
+    Without it the first cycle keeps its end 10 and the later ones, with no time left,
+    are dropped."""
+    budget = schedules.Budget(seconds=28.0, fill=0.5, fit_first=fit_first)
+    controller = _start()._replace(time_samples=SLOW)
+    controller, refit = control.refit(controller, 4, 8.0, budget)
+    end = 7 if fit_first else 10
+    assert controller.plan.boundaries.tolist() == [0, end]
+    assert refit == control.Refit(4, 8.0, 2.0, end, fit_first)
+    assert controller.first_cycle_scale == pytest.approx(0.7 if fit_first else 1.0)
+
+
+def test_only_the_first_cycle_is_fitted_to_slow_hardware():
+    """In cycle 1 (2 s per step, half of 64 s spent at step 16) the current cycle keeps its
+    end 20; the one after it, with no time left, is dropped."""
+    budget = schedules.Budget(seconds=64.0, fill=0.5, fit_first=True)
+    controller = _start()._replace(cycle=1, time_samples=np.array([[0.0, 0.0], [12.0, 24.0]]))
+    controller, refit = control.refit(controller, 14, 28.0, budget)
+    assert controller.plan.boundaries.tolist() == [0, 10, 20]
+    assert refit == control.Refit(14, 28.0, 2.0, 20, False)
+    assert controller.first_cycle_scale == 1.0

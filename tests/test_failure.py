@@ -226,3 +226,97 @@ def test_tau_expected_for_a_loss_mirrors_the_direction():
     # A loss from 4.0 towards 2.0: at 3.0 (half the way) and f = 0.5 the cycle is on pace.
     assert reset.tau_expected(3.0, 2.0, 4.0, 0.5) == pytest.approx(0.0)
     assert reset.tau_expected(3.5, 2.0, 4.0, 0.5) == pytest.approx(0.5)
+
+
+def test_the_norm_is_over_the_float_leaves_only_and_float32():
+    """An integer leaf (a step count) is not a parameter; no float leaf: norm 0."""
+    tree = {"w": jnp.array([3.0, 4.0]), "count": jnp.array(100, jnp.int32)}
+    assert float(reset.global_norm(tree)) == 5.0
+    for empty in ({}, {"count": jnp.array(100, jnp.int32)}):
+        norm = reset.global_norm(empty)
+        assert norm.shape == () and norm.dtype == jnp.float32 and float(norm) == 0.0
+
+
+def test_non_finite_moments_fail_the_cycle_even_with_finite_params():
+    def poison(x):
+        return jnp.full_like(x, jnp.nan) if jnp.issubdtype(x.dtype, jnp.inexact) else x
+
+    state = _state(PARAMS)._replace(opt_state=jax.tree.map(poison, TX.init(PARAMS)))
+    check = reset.check_cycle(state, NORM, False, kappa=3.0)
+    assert bool(check.failed) and not bool(check.finite) and int(check.rule) == 0
+    assert check.rule.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("rules", [reset.FAILURE_RULES, ("non_finite",)])
+def test_a_non_finite_state_alone_fails_the_cycle(rules):
+    """Rule (a) without (c): nothing else holds (the norm of a NaN state is NaN)."""
+    nan = jax.tree.map(lambda x: x.at[0].set(jnp.nan), PARAMS)
+    check = reset.check_cycle(_state(nan), NORM, False, kappa=3.0, rules=rules)
+    assert bool(check.failed) and int(check.rule) == 0
+
+
+@pytest.mark.parametrize(("params", "start_norm"), [([6.0, 8.0], 5.0), ([3.0, 4.0], 10.0)])
+def test_a_norm_ratio_of_exactly_kappa_or_one_over_kappa_is_not_a_failure(params, start_norm):
+    """Rule (b) needs the ratio outside [1/kappa, kappa]: 10 / 5 = 2 and 5 / 10 = 1/2."""
+    tree = {"w": jnp.array(params)}
+    check = reset.check_cycle(_state(tree, {}), start_norm, False, kappa=2.0)
+    assert float(check.norm_ratio) in (2.0, 0.5)
+    assert not bool(check.failed) and int(check.rule) == -1
+
+
+def test_past_the_plan_the_expected_pace_is_the_whole_way():
+    """A cycle evaluated after the plan's end (fraction > 1) is measured like at its end."""
+    assert reset.tau_expected(0.5, 0.9, 0.1, 1.5) == pytest.approx(0.5)
+    assert reset.tau_expected(0.5, 0.9, 0.1, 1.5) == reset.tau_expected(0.5, 0.9, 0.1, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("best", "higher", "target", "improved"),
+    [
+        (0.56, True, None, True),  # margin 0.1 x 0.5 = 0.05
+        (0.545, True, 0.9, True),  # margin 0.1 x |0.5 - 0.9| = 0.04
+        (0.535, True, 0.9, False),
+        (0.445, False, 0.0, True),  # A loss towards 0: margin 0.1 x 0.5.
+        (0.46, False, None, False),
+    ],
+)
+def test_the_improvement_margin_is_the_tolerance_times_the_value_or_the_gap(
+    best, higher, target, improved
+):
+    assert reset.improved(best, 0.5, higher, 0.1, target) is improved
+
+
+@pytest.mark.parametrize(("best", "higher"), [(3.0, True), (1.0, False)])
+def test_a_best_exactly_at_the_margin_is_no_improvement(best, higher):
+    """start 2, tolerance 0.5: margin 1; 3 (or 1 for a loss) does not beat it."""
+    assert reset.improved(best, 2.0, higher, 0.5) is False
+
+
+def test_the_norm_is_float32_even_with_64_bit_types_enabled():
+    """The docstring's promise holds where jax_enable_x64 is on: float64 leaves are summed
+    in float32, and a tree without float leaves gives a float32 zero."""
+    with jax.enable_x64(True):
+        norm = reset.global_norm({"w": jnp.array([3.0, 4.0], jnp.float64)})
+        assert norm.dtype == jnp.float32 and float(norm) == 5.0
+        assert reset.global_norm({}).dtype == jnp.float32
+
+
+def test_a_reestimated_statistic_keeps_its_dtype():
+    """An EMA kept in bfloat16 (s <- 0.9 s + 0.1 b, b = 2) comes back as b in bfloat16."""
+
+    def forward(state):
+        return {"mean": (0.9 * state["mean"] + 0.1 * 2.0).astype(state["mean"].dtype)}
+
+    estimated = reset.reestimate_ema(forward, {"mean": jnp.zeros(3, jnp.bfloat16)})
+    assert estimated["mean"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(estimated["mean"], np.float32), 2.0, rtol=0.05)  # bf16
+
+
+def test_a_blend_keeps_counters_and_each_leafs_dtype():
+    """(1 - tau) x + tau x0 on float leaves, in their dtype; an integer leaf (a counter)
+    is kept from the current state."""
+    current = {"w": jnp.full(2, 2.0, jnp.bfloat16), "count": jnp.array(10, jnp.int32)}
+    fresh = {"w": jnp.zeros(2, jnp.bfloat16), "count": jnp.array(0, jnp.int32)}
+    blended = reset.blend(current, fresh, 0.25)
+    assert blended["w"].dtype == jnp.bfloat16 and blended["w"].tolist() == [1.5, 1.5]
+    assert blended["count"].dtype == jnp.int32 and int(blended["count"]) == 10

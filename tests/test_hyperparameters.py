@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cyclic_soft_reset import controller, early_switching, schedules
+from cyclic_soft_reset import controller, early_switching, reset, schedules
 from cyclic_soft_reset import hyperparameters as hp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,3 +236,141 @@ def test_the_reset_strategy_carries_the_schemas_choices(given, name, rolls_back,
     assert bool(strategy.rolls_back(True)) is rolls_back
     assert not bool(strategy.rolls_back(False))
     assert strategy.reestimates_model_state is reestimates
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("early_switching", "True", True),
+        ("early_switching", "False", False),
+        ("grad_clip", "None", None),
+    ],
+)
+def test_cli_takes_pythons_true_false_none(name, text, value):
+    """`--set early_switching=False` works like `false` (the docstring's promise)."""
+    assert hp.parse_cli_value(name, text) is value
+
+
+def test_the_controller_gets_the_schemas_choices():
+    """Each controller setting is the config's (none left at a library default), and the
+    workload's target, direction and budget are passed through."""
+    given = {
+        "early_switching": False,
+        "stop_when_plan_ends": True,
+        "tau_metric": "best",
+        "tau_formula": "relative",
+        "no_improvement_scale": "value",
+        "switch_signal": "loss",
+        "rollback_to": "start",
+        "switch_lambda": 0.3,
+    }
+    config = hp.resolve(given)
+    budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=7)
+    settings = hp.controller_settings(config, 0.25, False, budget)
+    assert settings == controller.Settings(
+        target=0.25,
+        higher_is_better=False,
+        detector=early_switching.DetectorConfig()._replace(lambda_=0.3),
+        early_switching=False,
+        stop_when_plan_ends=True,
+        tau_metric="best",
+        tau_formula="relative",
+        improvement_scale="value",
+        switch_signal="loss",
+        rollback_to="start",
+        budget=budget,
+    )
+    assert hp.controller_settings(config, 0.9, True).higher_is_better is True
+
+
+@pytest.mark.parametrize(
+    ("given", "nesterov"), [({"optimizer": "nadamw"}, True), ({"optimizer": "adamw"}, False)]
+)
+def test_the_optimizer_gets_the_schemas_values(given, nesterov):
+    """b1 = 1 - one_minus_beta1, eps 1e-8 (AlgoPerf's baseline), NAdamW = Nesterov; the
+    clip and the weights as given."""
+    config = hp.resolve(
+        {
+            **given,
+            "one_minus_beta1": 0.25,
+            "beta2": 0.99,
+            "weight_decay": 0.125,
+            "grad_clip": 2.0,
+            "moment_weights": nesterov,  # nadamw needs them; adamw runs without.
+        }
+    )
+    assert hp.optimizer_settings(config) == {
+        "b1": 0.75,
+        "b2": 0.99,
+        "eps": 1e-8,
+        "weight_decay": 0.125,
+        "grad_clip": 2.0,
+        "nesterov": nesterov,
+        "moment_weights": nesterov,
+    }
+
+
+def test_only_the_numbers_are_in_the_optimizer_state():
+    """inject_hyperparams keeps the numeric hyperparameters in the state (data, no
+    recompile when they change); the clip, Nesterov and the moment weights are static."""
+    config = hp.resolve({"grad_clip": 1.0})
+    plan = hp.make_plan(config, 100)
+    state = hp.make_optimizer(config, plan).init({"w": np.zeros(3, np.float32)})
+    assert set(state.hyperparams) == {"learning_rate", "b1", "b2", "eps", "weight_decay"}
+
+
+@pytest.mark.parametrize(
+    ("given", "runtime", "step_hint", "expected"),
+    [
+        # T0 = round(2 x 1000) = 2000, N = 4: cycles of 500, the shortest 0.25 x 500 = 125.
+        (
+            {"num_cycles": 4, "cycle_budget_factor": 2.0, "time_budget_factor": 2.0},
+            300.0,
+            1000,
+            schedules.Budget(seconds=600.0, fill=2 / 3, min_steps=125),
+        ),
+        # T0 = max(N, round(0.5 x 2)) = 3 steps, N = 3: 0.25 x 1 rounds to 0, at least 1.
+        (
+            {"num_cycles": 3, "cycle_budget_factor": 0.5, "budget_fill": 0.5},
+            0.5,
+            2,
+            schedules.Budget(seconds=0.75, fill=0.5, min_steps=1),
+        ),
+        ({"fit_first_cycle": True}, 10, 400, schedules.Budget(15.0, 2 / 3, 100, True)),
+    ],
+)
+def test_the_time_budget_from_the_workloads_runtime(given, runtime, step_hint, expected):
+    """B = time_budget_factor x max_runtime_sec, filled to budget_fill; the shortest cycle
+    after the plan is a quarter of the first plan's mean cycle, at least one step."""
+    budget = hp.time_budget(hp.resolve(given), runtime, step_hint)
+    assert budget._replace(fill=pytest.approx(budget.fill)) == expected
+
+
+@pytest.mark.parametrize("runtime", [0, 0.0, -1.0, math.inf, math.nan, None, True, "100"])
+def test_no_time_budget_without_a_positive_finite_runtime(runtime):
+    """A workload that states no usable runtime: the plan stays in steps."""
+    assert hp.time_budget(hp.Config(), runtime, 1000) is None
+
+
+def test_the_runs_json_holds_plain_lists():
+    """to_json gives JSON's own types (what json.load of the written file returns)."""
+    config = hp.resolve({"num_cycles": 2, "cycle_length_factors": [1, 3]})
+    plain = hp.to_json(config)
+    assert plain == json.loads(json.dumps(plain))
+    assert plain["cycle_length_factors"] == [1.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("choice", "mean"), [("blend", 1.0), ("keep", 2.0), ("fresh", 0.0), ("reestimate", 2.0)]
+)
+def test_a_soft_reset_treats_the_statistics_as_reset_model_state_says(choice, mean):
+    """After a cycle that did not fail, tau = 0.5: the statistics blended half way, kept,
+    fresh, or kept for the reset step to re-estimate."""
+    config = hp.resolve({"reset_model_state": choice})
+    params = {"w": np.ones(2, np.float32)}
+    opt_state = reset.adamw(0.1, **hp.optimizer_settings(config)).init(params)
+    current = reset.TrainState(params, {"mean": np.float32(2.0)}, opt_state)
+    fresh = reset.TrainState(params, {"mean": np.float32(0.0)}, opt_state)
+    outcome = reset.CycleOutcome(tau=0.5, failed=False, start=current)
+    result = hp.reset_strategy(config).apply(current, fresh, outcome)
+    assert float(result.model_state["mean"]) == mean

@@ -36,7 +36,7 @@ def _summaries() -> dict[str, dict]:
 def score(summary: dict, why: dict[str, str]) -> tuple[int, float]:
     """(equivalent mutants, killed / (mutants - equivalent)) of one module."""
     equivalent = sum(name in why for name in summary["survivors"])
-    counted = summary["mutants"] - equivalent
+    counted = summary["mutants"] - summary.get("not_checked", 0) - equivalent
     return equivalent, (summary["killed"] / counted if counted else 1.0)
 
 
@@ -55,8 +55,12 @@ def _table(summaries: dict[str, dict], why: dict[str, str]) -> list[str]:
         mark = "" if value >= TARGET else " (below 90%)"
         timeouts = summary.get("timeouts", 0)
         killed = f"{summary['killed']}" + (f" ({timeouts} by timeout)" if timeouts else "")
+        unchecked = summary.get("not_checked", 0)
+        mutants = f"{summary['mutants']}" + (
+            f" ({unchecked} not checked: run stopped)" if unchecked else ""
+        )
         lines.append(
-            f"| `{module.name}` | {summary['mutants']} | {killed} | {survived} "
+            f"| `{module.name}` | {mutants} | {killed} | {survived} "
             f"| {equivalent} | {value:.1%}{mark} | {summary['seconds'] / 60:.1f} min |"
         )
     return lines
@@ -104,6 +108,8 @@ def render(summaries: dict[str, dict], why: dict[str, str]) -> str:
         "of that module that reach the mutated function. Score = killed / (mutants -",
         "equivalent); the target is 90% on each module. A mutant that ran past mutmut's time",
         "limit counts as killed (mutmut's rule; on a loaded machine it may be the load).",
+        "A run stopped before its end scores the mutants it checked and counts the rest as",
+        "not checked.",
         "Equivalent mutants, with the reason,",
         "are listed in `scripts/mutation/equivalent.toml`. How to read it and when to run it:",
         "`docs/contributing.md`.",

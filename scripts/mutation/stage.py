@@ -6,6 +6,13 @@ mutmut names a mutant by its file's path and activates it by the running functio
 of `tests/` and `scripts/`, and a pyproject.toml whose `[tool.mutmut]` mutates only that
 core module and collects only its fast tests. mutmut's copy (`mutants/`) comes first on
 sys.path, so the tests import the mutated package, not the editable install.
+
+Each mutant's tests run in a process forked from a server that has imported the test
+modules (mutmut's `collect` warm-up: about 1 s a mutant) and so must not have run a JAX
+computation: a test module that computes at import (test_failure.py's PARAMS) starts XLA's
+threads in the server, and its forked children then hang in their first compilation until
+mutmut's timeout (counted as killed). Such a module's server imports only the libraries
+(`warmup = "import"`, `PRELOAD`; each mutant then imports the tests itself, about 4 s).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ PACKAGE = "cyclic_soft_reset"
 LIBRARIES = ("reset", "schedules", "early_switching")
 # Files the tests read from the checkout's root (README's generated table, the search space).
 ROOT_FILES = ("README.md", "tuning_search_space.json")
+# Folders the tests read beside the product: docs/ holds the hyperparameter table that
+# tests/test_hyperparameters.py compares with the schema.
+FOLDERS = ("scripts", "docs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +43,16 @@ class CoreModule:
     # Fast tests that train end to end (seconds per mutant); their modules' pure tests
     # check the same decisions from plain numbers.
     skip: tuple[str, ...] = ()
+    # mutmut's fork-server warm-up: "collect" (imports the tests), or "import" (only
+    # PRELOAD) where a test module computes with JAX at import.
+    warmup: str = "collect"
 
+
+# Imported once by the fork server of a module with `warmup = "import"`: importing them
+# starts no XLA backend, so forking after them is safe; the tests and the product are
+# imported by each mutant's process.
+PRELOAD = ("numpy", "jax", "jax.numpy", "optax", "flax.linen")
+PRELOAD_FILE = "mutmut-preload.txt"
 
 TRAINING_TIME_BUDGET_TESTS = ("plan_stretches", "evaluations_follow_the_clock")
 CORE = (
@@ -41,6 +60,7 @@ CORE = (
         "reset",
         ("reset/*",),
         ("tests/test_reset.py", "tests/test_failure.py", "tests/test_optimizer.py"),
+        warmup="import",  # test_failure.py computes PARAMS' norm at import.
     ),
     CoreModule(
         "schedules",
@@ -71,8 +91,8 @@ def _toml_list(values) -> str:
 
 def mutmut_config(module: CoreModule) -> str:
     """The `[tool.mutmut]` section for `module`: its files only, its fast tests only
-    (`-m "not slow"`, less `module.skip`), mutants forked from a server process (JAX's
-    threads are not fork-safe in a process that ran the suite)."""
+    (`-m "not slow"`, less `module.skip`), mutants forked from a server process that has
+    imported the libraries and computed nothing (JAX's threads are not fork-safe)."""
     only = [f"{PACKAGE}/{pattern}" for pattern in module.files]
     pytest_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q"]
     if module.skip:
@@ -85,8 +105,10 @@ def mutmut_config(module: CoreModule) -> str:
             f"only_mutate = {_toml_list(only)}",
             f"pytest_add_cli_args_test_selection = {_toml_list(module.tests)}",
             f"pytest_add_cli_args = {_toml_list(pytest_args)}",
-            f"also_copy = {_toml_list(['scripts', *ROOT_FILES])}",
+            f"also_copy = {_toml_list([*FOLDERS, *ROOT_FILES])}",
             'process_isolation = "forkserver"',
+            f'forkserver_warmup = "{module.warmup}"',
+            f'preload_modules_file = "{PRELOAD_FILE}"',
             "use_git_change_detection = false",
             "",
         ]
@@ -111,10 +133,11 @@ def stage(module: CoreModule, root: Path = ROOT, build: Path = BUILD) -> Path:
         (package / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / relative, package / relative)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("tests", "scripts"):
+    for folder in ("tests", *FOLDERS):
         shutil.copytree(root / folder, dest / folder, ignore=ignore)
     for name in ROOT_FILES:
         shutil.copy2(root / name, dest / name)
     pyproject = (root / "pyproject.toml").read_text()
     (dest / "pyproject.toml").write_text(pyproject + mutmut_config(module))
+    (dest / PRELOAD_FILE).write_text("\n".join(PRELOAD) + "\n")
     return dest
