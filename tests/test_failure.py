@@ -5,6 +5,7 @@ import math
 
 import flax.linen as nn
 import jax
+import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -295,7 +296,9 @@ def test_a_best_exactly_at_the_margin_is_no_improvement(best, higher):
 def test_the_norm_is_float32_even_with_64_bit_types_enabled():
     """The docstring's promise holds where jax_enable_x64 is on: float64 leaves are summed
     in float32, and a tree without float leaves gives a float32 zero."""
-    with jax.enable_x64(True):
+    # jax >= 0.8 has jax.enable_x64; 0.7 (AlgoPerf 0.6's pin) jax.experimental.enable_x64.
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    with enable_x64(True):
         norm = reset.global_norm({"w": jnp.array([3.0, 4.0], jnp.float64)})
         assert norm.dtype == jnp.float32 and float(norm) == 5.0
         assert reset.global_norm({}).dtype == jnp.float32

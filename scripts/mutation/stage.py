@@ -65,7 +65,8 @@ CORE = (
     CoreModule(
         "schedules",
         ("schedules/*",),
-        ("tests/test_schedules.py", "tests/test_time_budget.py"),
+        # test_fit_first_cycle.py: schedules.budget.fit_first_cycle's own fast tests.
+        ("tests/test_schedules.py", "tests/test_time_budget.py", "tests/test_fit_first_cycle.py"),
         TRAINING_TIME_BUDGET_TESTS,
     ),
     CoreModule("early_switching", ("early_switching/*",), ("tests/test_early_switching.py",)),
