@@ -28,14 +28,14 @@ Optax 0.2.8 has `contrib.schedule_free_adamw`, 0.2.2 has not: under AlgoPerf 0.6
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 
-from cyclic_soft_reset.algoperf_compat import batch_size, spec
+from cyclic_soft_reset.algoperf_compat import spec
+
+# The baseline's batch sizes (the port's table is the same) and its input: the next batch.
+from scripts.local.contestants.nadamw_baseline import data_selection, get_batch_size  # noqa: F401
 
 # The port's fixed self-tuning setting (its HPARAMS; label_smoothing there is never read).
 HPARAMS = {
@@ -91,11 +91,6 @@ def x_from_y(y, z, b1):
 def _select(flag, when_true, when_false):
     """Leafwise where(flag, a, b): the branch is taken on the device, not the host."""
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), when_true, when_false)
-
-
-def get_batch_size(workload_name: str) -> int:
-    """AlgoPerf's baseline batch sizes (the port's table, the same as the baseline's)."""
-    return batch_size(workload_name)
 
 
 def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
@@ -196,17 +191,3 @@ def prepare_for_eval(
     state, steps = optimizer_state
     state, x = _to_eval_point(state, current_param_container)
     return (state, steps), x, model_state
-
-
-def data_selection(
-    workload,
-    input_queue: Iterator[Any],
-    optimizer_state,
-    current_param_container,
-    model_state,
-    hyperparameters,
-    global_step,
-    rng,
-):
-    """The runner's next batch."""
-    return next(input_queue)
