@@ -171,9 +171,8 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     )
     if workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(record.to_metrics(), action.step)
-    controller = control.after_reset(
-        controller, record.rolled_back, record.failed, runtime.config.failed_cycle_lr_factor, norm
-    )
+    outcome = (record.rolled_back, record.failed, runtime.config.failed_cycle_lr_factor, norm)
+    controller = control.after_reset(controller, *outcome, runtime.settings.norm_reference)
     if start is None:
         start = steps.snapshot(new.params, new.model_state, runtime.config, runtime.replicated)
     state = state._replace(opt_state=new.opt_state, controller=controller, start=start)

@@ -186,6 +186,16 @@ VARIANTS.update(
             "the default, a rollback restoring the cycle's start",
             {"rollback_to": "start"},
         ),
+        "default-restored-norm": Variant(
+            "default",
+            "the default, rule (b) measured from the restored state after a rollback",
+            {"norm_reference": "restored"},
+        ),
+        "default-start-restored-norm": Variant(
+            "default",
+            "the default, a rollback to the start, rule (b) from the restored state",
+            {"rollback_to": "start", "norm_reference": "restored"},
+        ),
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
         "default-fit": Variant(
@@ -370,8 +380,11 @@ class RunSpec(NamedTuple):
     def hyperparameters(self) -> dict[str, Any] | None:
         """The workload's study settings, the scenario's, then the variant's on top. In
         the failed scenario the first cycle peaks at FAILED_PEAK_FACTOR x the base rate,
-        the later cycles at the variant's peaks (ones unless it names them). None for a
-        contestant other than ours (self-tuning: it is told nothing)."""
+        the later cycles at the variant's peaks (ones unless it names them), and so do the
+        cycles past the plan (`past_plan_lr_factor`: without it a one-cycle plan's rescue
+        cycles would copy the injected peak, halved per failure, and the problem would be
+        a rate 1000x too high rather than one failed cycle). None for a contestant other
+        than ours (self-tuning: it is told nothing)."""
         if VARIANTS[self.variant].submission != "ours":
             return None
         merged = {
@@ -383,6 +396,8 @@ class RunSpec(NamedTuple):
             num_cycles = merged.get("num_cycles", hyperparameters.DEFAULTS["num_cycles"])
             peaks = merged.get("cycle_lr_factors") or (1.0,) * num_cycles
             merged["cycle_lr_factors"] = [FAILED_PEAK_FACTOR, *peaks[1:]]
+            if num_cycles == 1:
+                merged.setdefault("past_plan_lr_factor", 1.0)
         return merged
 
     def workload_options(self) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Cycles past the plan and the reference of rule (b) after a rollback (METHOD.md section 4,
+v4): the controller's host numbers, and the failed scenario that relies on them.
+
+A plan of one 10-step cycle; a detector that switches as soon as the loss rises.
+"""
+
+import numpy as np
+import pytest
+
+from cyclic_soft_reset import controller as control
+from cyclic_soft_reset import early_switching, hyperparameters, schedules
+from cyclic_soft_reset.controller import Evaluation
+from scripts.experiments import design
+
+ETA = 2.0
+ONE_CYCLE = schedules.make_plan(10, schedules.PlanSettings(num_cycles=1, learning_rate=ETA * 1000))
+EAGER = early_switching.DetectorConfig(lambda_=1.0, eps1=0.25, eps2=0.0, grace_evals=0)
+SETTINGS = control.Settings(
+    target=0.9,
+    higher_is_better=True,
+    detector=EAGER._replace(relative=False),
+    early_switching=True,
+    stop_when_plan_ends=False,
+    tau_metric="latest",
+    tau_formula="thesis",
+    improvement_scale="gap",
+    switch_signal="loss",
+    rollback_to="start",
+)
+RISING = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 9.0)]}
+
+
+def _decide(controller, steps, evaluations_at, settings):
+    known = []
+    for step in steps:
+        known += evaluations_at.get(step, [])
+        given = list(known) if len(known) != controller.evals_seen else None
+        controller, _ = control.decide(controller, given, step, settings)
+    return controller
+
+
+def _start():
+    return control.start(ONE_CYCLE, seed=np.array([0, 7], dtype=np.uint32), start_norm=2.0)
+
+
+@pytest.mark.parametrize("switched", [True, False])
+def test_a_cycle_past_the_plan_peaks_at_its_own_factor(switched):
+    """Past the one planned cycle (by an early switch in it, or at its end) the next cycle
+    peaks at past_plan_peak, not at the planned cycle's 1000x; without the setting it
+    copies the last cycle."""
+    evals = RISING if switched else {}
+    own = SETTINGS._replace(past_plan_peak=ETA)
+    grown = _decide(_start(), range(11), evals, own)
+    assert grown.cycle == 1
+    assert grown.plan.boundaries[1] == (6 if switched else 10)
+    np.testing.assert_allclose(grown.plan.peak_learning_rates, [ETA * 1000, ETA])
+    copied = _decide(_start(), range(11), evals, SETTINGS)
+    np.testing.assert_allclose(copied.plan.peak_learning_rates, [ETA * 1000, ETA * 1000])
+
+
+def test_failures_lower_the_cycles_past_the_plan_too():
+    """lr_scale keeps the product of the failed cycles' factors; a cycle past the plan
+    created after two failures peaks at past_plan_peak x 0.25."""
+    settings = SETTINGS._replace(past_plan_peak=ETA, early_switching=False)
+    controller = _decide(_start(), range(11), {}, settings)
+    for _ in range(2):
+        controller = control.after_reset(controller, True, failed=True, lr_factor=0.5)
+    assert controller.lr_scale == 0.25
+    np.testing.assert_allclose(controller.plan.peak_learning_rates[-1], ETA * 0.25)
+    later = control.extend(controller, 20, None, settings)
+    np.testing.assert_allclose(later.plan.peak_learning_rates[-1], ETA * 0.25)
+    passed = control.after_reset(controller, False, failed=False, lr_factor=0.5)
+    assert passed.lr_scale == 0.25
+
+
+@pytest.mark.parametrize(
+    ("reference", "rolled_back", "expected"),
+    [
+        ("failed_start", True, 2.0),
+        ("failed_start", False, 30.0),
+        ("restored", True, 30.0),
+        ("restored", False, 30.0),
+    ],
+)
+def test_rule_b_reference_after_a_rollback(reference, rolled_back, expected):
+    """The new cycle's params' norm (30) becomes rule (b)'s reference, except after a
+    rollback with the failed cycle's start norm (2) as the reference."""
+    controller = _start()
+    after = control.after_reset(controller, rolled_back, True, 0.5, 30.0, reference)
+    assert after.start_norm == expected
+
+
+def test_the_schema_passes_the_past_plan_peak_and_the_norm_reference():
+    config = hyperparameters.resolve({"past_plan_lr_factor": 0.5, "norm_reference": "restored"})
+    settings = hyperparameters.controller_settings(config, 0.9, True)
+    assert settings.past_plan_peak == pytest.approx(0.5 * config.learning_rate)
+    assert settings.norm_reference == "restored"
+    default = hyperparameters.controller_settings(hyperparameters.resolve({}), 0.9, True)
+    assert default.past_plan_peak is None and default.norm_reference == "failed_start"
+
+
+def test_the_failed_scenario_injects_one_failed_cycle():
+    """With a one-cycle plan the injected 1000x peak is the planned cycle's only: the
+    cycles past the plan run at the base peak (a variant may name its own)."""
+    hp = design.RunSpec("digits", "failed", "default", 0).hyperparameters()
+    assert hp["cycle_lr_factors"] == [design.FAILED_PEAK_FACTOR]
+    assert hp["past_plan_lr_factor"] == 1.0
+    three = design.RunSpec("digits", "failed", "v2-default", 0).hyperparameters()
+    assert "past_plan_lr_factor" not in three  # Its later planned cycles peak at 1.
+    assert design.RunSpec("digits", "healthy", "default", 0).hyperparameters() == {}
