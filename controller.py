@@ -72,6 +72,9 @@ class Settings(NamedTuple):
     past_plan_peak: float | None = None
     # Rule (b)'s reference after a rollback: NORM_REFERENCES; `after_reset`.
     norm_reference: str = "failed_start"
+    # kappa of a sound rollback point: a state whose params' norm is outside
+    # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
+    keep_kappa: float | None = None
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
@@ -126,6 +129,8 @@ class Controller(NamedTuple):
       (`budget.min_steps`, in the plan's steps) scales with it.
     lr_scale: the product of the factors that failed cycles multiplied the later peaks by
       (`after_reset`), which a cycle past the plan at `Settings.past_plan_peak` takes too.
+    unsound_metric: the best target metric of the current cycle's states not kept for
+      their norm (`keep_best`; nan if none).
     """
 
     plan: CyclePlan
@@ -147,6 +152,7 @@ class Controller(NamedTuple):
     time_samples: np.ndarray = np.zeros((1, 2))
     first_cycle_scale: float = 1.0
     lr_scale: float = 1.0
+    unsound_metric: float = math.nan
 
 
 class Switch(NamedTuple):
@@ -164,7 +170,8 @@ class Reset(NamedTuple):
     early: the detector ended the cycle (a switch moved its boundary to an evaluation's
     step); reason: "planned" or the switch's reason; metric: the y that tau was computed
     from; end: the new cycle's end b_{cycle+1}; no_improvement: failure rule (c) holds
-    for the ending cycle.
+    for the ending cycle; unsound_metric: its best metric among the states not kept for
+    their norm (nan if none).
     """
 
     step: int
@@ -175,6 +182,7 @@ class Reset(NamedTuple):
     end: int
     reason: str = "planned"
     no_improvement: bool = False
+    unsound_metric: float = math.nan
 
 
 def describe(action: Reset) -> str:
@@ -303,10 +311,16 @@ def observe(
     return controller, switch
 
 
-def keep_best(controller: Controller, step: int, settings: Settings) -> tuple[Controller, bool]:
+def keep_best(
+    controller: Controller, step: int, settings: Settings, norm: float | None = None
+) -> tuple[Controller, bool]:
     """Whether the state before training step `step` becomes the cycle's rollback point:
     with `rollback_to = "best"`, when the newest evaluation was of exactly this state (at
-    `step`, inside the current cycle) and its target metric is better than the kept one's."""
+    `step`, inside the current cycle), its target metric is better than the kept one's
+    and, with `keep_kappa` and its params' global norm given, that norm is within
+    [1/kappa, kappa] x the cycle's start norm (rule (b)'s bounds: a state the failure has
+    already grown or collapsed is part of the failure; its metric goes to
+    `unsound_metric`)."""
     metric, kept = controller.last_metric, controller.kept_metric
     if settings.rollback_to != "best" or controller.last_eval_step != step:
         return controller, False
@@ -315,7 +329,20 @@ def keep_best(controller: Controller, step: int, settings: Settings) -> tuple[Co
     better = metric > kept if settings.higher_is_better else metric < kept
     if math.isfinite(kept) and not better:
         return controller, False
+    if not sound(norm, controller.start_norm, settings.keep_kappa):
+        unsound = controller.unsound_metric
+        higher = metric > unsound if settings.higher_is_better else metric < unsound
+        best = metric if higher or not math.isfinite(unsound) else unsound
+        return controller._replace(unsound_metric=best), False
     return controller._replace(kept_metric=metric), True
+
+
+def sound(norm: float | None, start_norm: float, kappa: float | None) -> bool:
+    """1/kappa <= norm / start_norm <= kappa; true when kappa or the norm is not given
+    (a non-finite norm is not sound)."""
+    if kappa is None or norm is None:
+        return True
+    return start_norm / kappa <= norm <= start_norm * kappa
 
 
 def next_cycle(
@@ -343,9 +370,11 @@ def next_cycle(
     cycle = controller.cycle + 1
     last = controller.last_metric
     start_metric = last if math.isfinite(last) else controller.first_metric
+    unsound = controller.unsound_metric
     controller = controller._replace(
         cycle=cycle,
         cycle_best_metric=math.nan,
+        unsound_metric=math.nan,
         detector=early_switching.initial_state(),
         cycle_evals=0,
         previous_start_metric=controller.kept_metric,
@@ -355,7 +384,7 @@ def next_cycle(
     end = int(controller.plan.boundaries[cycle + 1])
     reason = "planned" if switch is None else switch.reason
     early = switch is not None
-    return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement)
+    return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement, unsound)
 
 
 def after_reset(
@@ -451,13 +480,15 @@ def decide(
     step: int,
     settings: Settings,
     seconds: float | None = None,
+    norm: float | None = None,
 ) -> tuple[Controller, Decision]:
     """The controller before training step `step`, given every evaluation so far (None
     when the caller knows nothing new arrived: the number seen is unchanged) and the
     submission seconds spent so far (None when the runner does not say).
 
     New evaluations are read (an early switch may end the cycle at once; an evaluation of
-    this very state that is the cycle's best makes it the rollback point) and, with a time
+    this very state that is the cycle's best makes it the rollback point, if `norm`, its
+    params' global norm where the caller measured it, is sound) and, with a time
     budget, the plan is re-fitted to it; then, while `step` has reached the current
     cycle's end, the next cycle starts with a reset, or the run stops when the plan is used
     up and `stop_when_plan_ends`.
@@ -466,7 +497,7 @@ def decide(
     keep = False
     if evaluations is not None:
         controller, switch = observe(controller, evaluations, settings)
-        controller, keep = keep_best(controller, step, settings)
+        controller, keep = keep_best(controller, step, settings, norm)
         if settings.budget is not None and seconds is not None:
             controller, fitted = refit(controller, step, seconds, settings.budget)
     resets = []

@@ -189,6 +189,12 @@ class Config:
         null="the last cycle's r",
         **_POSITIVE,
     )
+    sound_rollback_point: bool = _hp(
+        True,
+        "bool",
+        "with `rollback_to` `best`, a state whose params' norm is outside [1/κ, κ] × the "
+        "cycle's start norm (rule (b)'s bounds) never becomes the rollback point",
+    )
     norm_reference: str = _hp(
         "failed_start",
         "choice",
@@ -468,6 +474,7 @@ def controller_settings(
         budget=budget,
         past_plan_peak=_times(config.learning_rate, config.past_plan_lr_factor),
         norm_reference=config.norm_reference,
+        keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
     )
 
 

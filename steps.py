@@ -101,6 +101,21 @@ class Cycle(NamedTuple):
     start_norm: Any  # ||params|| where the ending cycle started: failure rule (b)'s reference
 
 
+@jax.jit
+def _global_norm(params):
+    return reset.global_norm(params)
+
+
+def norm_to_keep(params, evaluations, settings) -> float | None:
+    """The params' global norm, read to the host, where the controller may keep this state
+    as the rollback point and asks that its norm be sound (`controller.keep_best`): only
+    when new evaluations arrived (the runner has just evaluated these params, so the read
+    waits for nothing), with `rollback_to = "best"` and `keep_kappa`; else None."""
+    if evaluations is None or settings.keep_kappa is None or settings.rollback_to != "best":
+        return None
+    return float(_global_norm(params))
+
+
 def cycle_args(
     plan, index, tau=0.0, switched=False, no_improvement=False, step=0, start_norm=1.0
 ) -> Cycle:

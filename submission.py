@@ -210,8 +210,9 @@ def update_params(
         pairs = compat.read_evaluations(eval_results, workload.target_metric_name)
         evaluations = [control.Evaluation(*e) for e in pairs]
     seconds = compat.submission_seconds(train_state)
+    norm = steps.norm_to_keep(current_param_container, evaluations, runtime.settings)
     controller, decision = control.decide(
-        controller, evaluations, global_step, runtime.settings, seconds
+        controller, evaluations, global_step, runtime.settings, seconds, norm
     )
     if decision.switch is not None:
         logging.info("early switch at step %d (%s), loss %.6g", *decision.switch)

@@ -130,6 +130,7 @@ HP_ROWS = [
     ("range", {"rollback_to": "end"}, ValueError, _must("rollback_to", r"one of \['start', 'best'\]")),  # noqa: E501
     ("type", {"past_plan_lr_factor": "1"}, ValueError, _must("past_plan_lr_factor", r"null \(the last cycle's r\) or a number > 0")),  # noqa: E501
     ("range", {"past_plan_lr_factor": 0.0}, ValueError, _must("past_plan_lr_factor", r"null \(the last cycle's r\) or a number > 0")),  # noqa: E501
+    ("type", {"sound_rollback_point": 1}, ValueError, _must("sound_rollback_point", BOOL)),
     ("type", {"norm_reference": 1}, ValueError, _must("norm_reference", r"one of \['failed_start', 'restored'\]")),  # noqa: E501
     ("range", {"norm_reference": "init"}, ValueError, _must("norm_reference", r"one of \['failed_start', 'restored'\]")),  # noqa: E501
     ("type", {"failed_cycle_lr_factor": "0.5"}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501

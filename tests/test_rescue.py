@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cyclic_soft_reset import controller as control
-from cyclic_soft_reset import early_switching, hyperparameters, schedules
+from cyclic_soft_reset import early_switching, hyperparameters, schedules, steps
 from cyclic_soft_reset.controller import Evaluation
 from scripts.experiments import design
 
@@ -108,3 +108,51 @@ def test_the_failed_scenario_injects_one_failed_cycle():
     three = design.RunSpec("digits", "failed", "v2-default", 0).hyperparameters()
     assert "past_plan_lr_factor" not in three  # Its later planned cycles peak at 1.
     assert design.RunSpec("digits", "healthy", "default", 0).hyperparameters() == {}
+
+
+# --- v4: a rollback point must have a sound norm ----------------------------------------
+
+BEST = SETTINGS._replace(rollback_to="best", early_switching=False, keep_kappa=3.0)
+
+
+def _evaluated(metric, step=5):
+    controller = _start()  # start_norm 2: sound norms lie in [2/3, 6].
+    controller, _ = control.observe(controller, [Evaluation(1, 0.1, 2.0)], BEST)
+    controller, _ = control.observe(
+        controller, [Evaluation(1, 0.1, 2.0), Evaluation(step, metric, 1.0)], BEST
+    )
+    return controller
+
+
+@pytest.mark.parametrize(
+    ("norm", "kept"), [(None, True), (2.0, True), (6.0, True), (6.01, False), (0.66, False)]
+)
+def test_keep_best_keeps_only_a_state_of_sound_norm(norm, kept):
+    controller, keep = control.keep_best(_evaluated(0.5), 5, BEST, norm)
+    assert keep == kept
+    assert controller.kept_metric == (0.5 if kept else 0.1)
+    assert (
+        controller.unsound_metric == pytest.approx(0.5)
+        if not kept
+        else np.isnan(controller.unsound_metric)
+    )
+    if not kept:  # Without keep_kappa (v3) any norm is kept.
+        assert control.keep_best(_evaluated(0.5), 5, BEST._replace(keep_kappa=None), norm)[1]
+
+
+def test_the_reset_names_the_cycle_s_best_unsound_state_and_forgets_it():
+    two = schedules.make_plan(20, schedules.PlanSettings(num_cycles=2, learning_rate=1.0))
+    controller, _ = control.keep_best(_evaluated(0.5)._replace(plan=two), 5, BEST, 50.0)
+    later = controller._replace(last_metric=0.4, last_eval_step=7)
+    later, keep = control.keep_best(later, 7, BEST, 50.0)  # Refused too, and below 0.5:
+    assert not keep and later.unsound_metric == 0.5  # the best refused stays.
+    later, action = control.next_cycle(later, 10, None, BEST)
+    assert action.unsound_metric == 0.5 and np.isnan(later.unsound_metric)
+
+
+def test_the_norm_is_read_only_at_evaluations_where_a_state_may_be_kept():
+    params = {"w": np.array([3.0, 4.0], np.float32)}
+    assert steps.norm_to_keep(params, [Evaluation(1, 0.1, 2.0)], BEST) == pytest.approx(5.0)
+    assert steps.norm_to_keep(params, None, BEST) is None
+    assert steps.norm_to_keep(params, [], BEST._replace(keep_kappa=None)) is None
+    assert steps.norm_to_keep(params, [], BEST._replace(rollback_to="start")) is None

@@ -246,6 +246,7 @@ def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to, 
         "rollback_to": rollback_to,
         "failure_kappa": 1.0001,
         "snapshot_on_host": on_host,  # The kept state in host memory restores the same.
+        "sound_rollback_point": False,  # v3: any better state is kept (kappa is tiny here).
     }
     captured, resets = _state_at(51, hyperparameters, accuracies, keep=(20,))
     (step, logged), *_ = resets
@@ -259,6 +260,27 @@ def test_a_failed_cycle_is_rolled_back_to_its_best_evaluated_state(rollback_to, 
         np.testing.assert_array_equal(a, b)
     (adam,) = reset.moment_states(captured[51][2])
     assert int(adam.count) == 1
+
+
+@pytest.mark.slow
+def test_a_rollback_point_must_have_a_sound_norm():
+    """v4 (`sound_rollback_point`, the default): the state evaluated at step 20 (accuracy
+    0.6, the cycle's best) becomes the rollback point only if its params' norm is within
+    [1/kappa, kappa] x the cycle's start norm; with kappa barely above 1 it is not (the
+    norm moved by 1e-5 in 20 steps, by 4e-3 in 50), so the failed cycle is rolled back to
+    its start, and the record names the best it refused."""
+    kappa = 1.000005
+    hyperparameters = {"rollback_to": "best", "failure_kappa": kappa}
+    accuracies = [0.3, 0.6, 0.5, 0.45, 0.4, 0.4, 0.4]
+    captured, resets = _state_at(51, hyperparameters, accuracies, keep=(20,))
+    moved = float(reset.global_norm(captured[20][0]) / reset.global_norm(captured[1][0]))
+    assert not 1 / kappa <= moved <= kappa  # The premise: the best state is unsound.
+    (step, logged), *_ = resets
+    assert step == 50 and logged["reset/rolled_back"] == 1.0
+    assert logged["reset/restored_metric"] == 0.3
+    assert logged["reset/unsound_metric"] == 0.6
+    for a, b in zip(jax.tree.leaves(captured[1][0]), jax.tree.leaves(captured[51][0]), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_rollback_off_blends_the_failed_cycle():

@@ -191,10 +191,10 @@ VARIANTS.update(
             "the default, rule (b) measured from the restored state after a rollback",
             {"norm_reference": "restored"},
         ),
-        "default-start-restored-norm": Variant(
+        "default-unguarded": Variant(
             "default",
-            "the default, a rollback to the start, rule (b) from the restored state",
-            {"rollback_to": "start", "norm_reference": "restored"},
+            "the default, any better state a rollback point (v3)",
+            {"sound_rollback_point": False},
         ),
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
