@@ -67,8 +67,8 @@ class Settings(NamedTuple):
     switch_signal: str  # what the detector smooths: SWITCH_SIGNALS
     rollback_to: str  # what a rollback restores: ROLLBACK_TARGETS
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
-    # eta x r of a cycle past the plan, before the failures' factors (None: the last cycle's
-    # peak as it stands); `extend`.
+    # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
+    # peak as it stands); `past_plan_peaks`.
     past_plan_peak: float | None = None
     # Rule (b)'s reference after a rollback: NORM_REFERENCES; `after_reset`.
     norm_reference: str = "failed_start"
@@ -127,8 +127,8 @@ class Controller(NamedTuple):
     first_cycle_scale: the first cycle's length after it was fitted to slower hardware,
       over its planned length (1 if it was not): the shortest cycle after the plan
       (`budget.min_steps`, in the plan's steps) scales with it.
-    lr_scale: the product of the factors that failed cycles multiplied the later peaks by
-      (`after_reset`), which a cycle past the plan at `Settings.past_plan_peak` takes too.
+    peak_ceiling: the lowest `lr_factor` x the peak of a failed cycle so far (inf before
+      any failure): no later cycle peaks above it (`after_reset`, `past_plan_peaks`).
     unsound_metric: the best target metric of the current cycle's states not kept for
       their norm (`keep_best`; nan if none).
     """
@@ -151,7 +151,7 @@ class Controller(NamedTuple):
     # checkpointing refuses to save.
     time_samples: np.ndarray = np.zeros((1, 2))
     first_cycle_scale: float = 1.0
-    lr_scale: float = 1.0
+    peak_ceiling: float = math.inf
     unsound_metric: float = math.nan
 
 
@@ -294,7 +294,7 @@ def observe(
         )
         if fired:
             grown = replan_after_switch(plan, evaluation.step)
-            plan = past_plan_peaks(grown, num_cycles(plan), controller.lr_scale, settings)
+            plan = past_plan_peaks(grown, num_cycles(plan), controller.peak_ceiling, settings)
             switch = Switch(evaluation.step, reason, evaluation.loss)
     controller = controller._replace(
         plan=plan,
@@ -397,17 +397,20 @@ def after_reset(
 ) -> Controller:
     """The state once the device has reset: a cycle rolled back to the failed one's kept
     state (its start, or its best) must improve on that state's metric; after a failed
-    cycle the peaks of the new cycle and all later ones are multiplied by `lr_factor` (the
-    device lowered the new cycle's alike; `lr_scale` keeps the product). `start_norm`: the
-    new cycle's params' norm, rule (b)'s next reference, unless the cycle was rolled back
-    and `norm_reference` is "failed_start": then the failed cycle's reference stands."""
+    cycle of peak p no later cycle peaks above `lr_factor` x p (the new cycle's and all
+    later peaks are capped there; the device capped the new cycle's alike; v4: a cap on
+    the peak that failed, not a cut of every peak, so a cycle already far below p keeps
+    its peak). `start_norm`: the new cycle's params' norm, rule (b)'s next reference,
+    unless the cycle was rolled back and `norm_reference` is "failed_start": then the
+    failed cycle's reference stands."""
     if not rolled_back or norm_reference == "restored":
         controller = controller._replace(start_norm=float(start_norm))
     if failed and lr_factor != 1.0:
         peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
-        peaks[controller.cycle :] *= lr_factor
+        ceiling = min(controller.peak_ceiling, lr_factor * peaks[controller.cycle - 1])
+        peaks[controller.cycle :] = np.minimum(peaks[controller.cycle :], ceiling)
         plan = controller.plan._replace(peak_learning_rates=peaks)
-        controller = controller._replace(plan=plan, lr_scale=controller.lr_scale * lr_factor)
+        controller = controller._replace(plan=plan, peak_ceiling=float(ceiling))
     if not rolled_back:
         return controller
     restored = controller.previous_start_metric
@@ -439,16 +442,14 @@ def refit(
     return controller, refit if changed or shortened else None
 
 
-def past_plan_peaks(
-    plan: CyclePlan, planned: int, lr_scale: float, settings: Settings
-) -> CyclePlan:
+def past_plan_peaks(plan: CyclePlan, planned: int, ceiling: float, settings: Settings) -> CyclePlan:
     """`plan` grown past its first `planned` cycles (an extension, or a switch in the last
-    cycle): the new cycles peak at `settings.past_plan_peak` x `lr_scale`, the failures'
-    factors so far, where the setting is given; else as they were copied (the last)."""
+    cycle): the new cycles peak at `settings.past_plan_peak`, capped at `ceiling` (the
+    failures' `peak_ceiling`), where the setting is given; else as they were copied."""
     if settings.past_plan_peak is None or num_cycles(plan) <= planned:
         return plan
     peaks = plan.peak_learning_rates.astype(np.float64).copy()
-    peaks[planned:] = settings.past_plan_peak * lr_scale
+    peaks[planned:] = min(settings.past_plan_peak, ceiling)
     return plan._replace(peak_learning_rates=peaks)
 
 
@@ -456,12 +457,12 @@ def extend(
     controller: Controller, step: int, seconds: float | None, settings: Settings
 ) -> Controller:
     """The plan grown by one cycle like the last (the run goes on past the plan), peaking
-    at `settings.past_plan_peak` x `lr_scale` where that is set (`past_plan_peaks`). With
+    at `settings.past_plan_peak` under `peak_ceiling` where that is set (`past_plan_peaks`). With
     a time budget and a known speed, the new cycle ends where the whole budget is spent
     (at least `budget.min_steps` x `first_cycle_scale` after the plan's end): it is the
     last chance to reach the target, and the runner's budget check ends it."""
     plan = extend_plan(controller.plan)
-    plan = past_plan_peaks(plan, num_cycles(controller.plan), controller.lr_scale, settings)
+    plan = past_plan_peaks(plan, num_cycles(controller.plan), controller.peak_ceiling, settings)
     budget = settings.budget
     rate = time_budget.seconds_per_step(controller.time_samples)
     if budget is not None and seconds is not None and math.isfinite(rate):

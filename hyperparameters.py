@@ -185,7 +185,7 @@ class Config:
     past_plan_lr_factor: float | None = _hp(
         None,
         "float",
-        "r of the cycles past the plan (× the failed cycles' factors)",
+        "r of the cycles past the plan (under the failed cycles' ceiling)",
         null="the last cycle's r",
         **_POSITIVE,
     )
@@ -205,7 +205,7 @@ class Config:
     failed_cycle_lr_factor: float = _hp(
         0.5,
         "float",
-        "after a failed cycle every later cycle's peak is multiplied by this (the next cycle "
+        "after a failed cycle of peak p no later cycle peaks above this × p (the next cycle "
         "must not repeat the failure; 1: the same peaks)",
         **_UNIT_UPPER,
     )

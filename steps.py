@@ -99,6 +99,7 @@ class Cycle(NamedTuple):
     window: schedules.CyclePlan
     step: Any
     start_norm: Any  # ||params|| where the ending cycle started: failure rule (b)'s reference
+    failed_peak: Any  # the ending cycle's peak: if it failed, later peaks are capped below it
 
 
 @jax.jit
@@ -127,6 +128,7 @@ def cycle_args(
         schedules.cycle_window(plan, index),
         np.int32(step),
         np.float32(start_norm),
+        np.float32(plan.peak_learning_rates[max(index - 1, 0)]),
     )
 
 
@@ -202,9 +204,10 @@ def reset_step(
         kept = strategy.rolls_back(check.failed)  # Rolled back: its own statistics.
         new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
     window = cycle.window
-    if config.failed_cycle_lr_factor != 1.0:  # The host lowers the plan alike (after_reset).
+    if config.failed_cycle_lr_factor != 1.0:  # The host caps the plan alike (after_reset).
         peaks = window.peak_learning_rates
-        lowered = jnp.where(check.failed, peaks * config.failed_cycle_lr_factor, peaks)
+        ceiling = cycle.failed_peak * config.failed_cycle_lr_factor
+        lowered = jnp.where(check.failed, jnp.minimum(peaks, ceiling), peaks)
         window = window._replace(peak_learning_rates=lowered.astype(peaks.dtype))
     opt_state = schedules.enter_cycle(new.opt_state, window, cycle.step)
     new = new._replace(opt_state=opt_state)

@@ -58,19 +58,25 @@ def test_a_cycle_past_the_plan_peaks_at_its_own_factor(switched):
     np.testing.assert_allclose(copied.plan.peak_learning_rates, [ETA * 1000, ETA * 1000])
 
 
-def test_failures_lower_the_cycles_past_the_plan_too():
-    """lr_scale keeps the product of the failed cycles' factors; a cycle past the plan
-    created after two failures peaks at past_plan_peak x 0.25."""
+def test_a_failure_caps_later_peaks_below_the_peak_that_failed():
+    """v4: after the 1000x planned cycle fails, the cycle past the plan keeps its own peak
+    (ETA is far below 0.5 x 1000 ETA); only a cycle at the failed peak is halved, and the
+    ceiling (0.5 x the lowest failed peak) caps every cycle created later."""
     settings = SETTINGS._replace(past_plan_peak=ETA, early_switching=False)
-    controller = _decide(_start(), range(11), {}, settings)
-    for _ in range(2):
-        controller = control.after_reset(controller, True, failed=True, lr_factor=0.5)
-    assert controller.lr_scale == 0.25
-    np.testing.assert_allclose(controller.plan.peak_learning_rates[-1], ETA * 0.25)
-    later = control.extend(controller, 20, None, settings)
-    np.testing.assert_allclose(later.plan.peak_learning_rates[-1], ETA * 0.25)
-    passed = control.after_reset(controller, False, failed=False, lr_factor=0.5)
-    assert passed.lr_scale == 0.25
+    grown = _decide(_start(), range(11), {}, settings)
+    after = control.after_reset(grown, True, failed=True, lr_factor=0.5)
+    assert after.peak_ceiling == 500 * ETA
+    np.testing.assert_allclose(after.plan.peak_learning_rates, [1000 * ETA, ETA])
+    copied = _decide(_start(), range(11), {}, settings._replace(past_plan_peak=None))
+    halved = control.after_reset(copied, True, failed=True, lr_factor=0.5)
+    np.testing.assert_allclose(halved.plan.peak_learning_rates, [1000 * ETA, 500 * ETA])
+    # The cycle past the plan fails at ETA: the ceiling falls to ETA / 2, for every later one.
+    again = control.after_reset(after._replace(cycle=2), True, failed=True, lr_factor=0.5)
+    assert again.peak_ceiling == ETA / 2
+    later = control.extend(again, 20, None, settings)
+    np.testing.assert_allclose(later.plan.peak_learning_rates[-1], ETA / 2)
+    passed = control.after_reset(after, False, failed=False, lr_factor=0.5)
+    assert passed.peak_ceiling == 500 * ETA
 
 
 @pytest.mark.parametrize(
