@@ -25,6 +25,8 @@ from . import controller, early_switching, reset, schedules
 from .hyperparameter_spec import _POSITIVE, _UNIT_HALF_OPEN, _UNIT_OPEN, _UNIT_UPPER, Spec, _hp
 
 OPTIMIZERS = ("adamw", "nadamw")
+# How a failed cycle lowers the later peaks (`failed_peak_rule`, `steps.lowering`).
+FAILED_PEAK_RULES = ("factor", "norm")
 
 # v2's values where v3 changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}` runs v2.
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
@@ -208,6 +210,14 @@ class Config:
         "after a failed cycle of peak p no later cycle peaks above this × p (the next cycle "
         "must not repeat the failure; 1: the same peaks)",
         **_UNIT_UPPER,
+    )
+    failed_peak_rule: str = _hp(
+        "factor",
+        "choice",
+        "a failed cycle's peak p caps later peaks at `failed_cycle_lr_factor` × p (`factor`), "
+        "or where rule (b) failed it at min(factor, 1/s) × p, s = max(r, 1/r) the norm's "
+        "blow-up or collapse (`norm`)",
+        choices=FAILED_PEAK_RULES,
     )
     fail_on_no_improvement: bool = _hp(
         True,

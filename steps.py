@@ -117,6 +117,19 @@ def norm_to_keep(params, evaluations, settings) -> float | None:
     return float(_global_norm(params))
 
 
+def lowering(check: reset.FailureCheck, config):
+    """The factor a failed cycle's peak is lowered by for the later cycles' ceiling:
+    `failed_cycle_lr_factor`, and with `failed_peak_rule = "norm"` where rule (b) failed
+    it, by the norm's blow-up or collapse s = max(r, 1/r) too: min(factor, 1/s). Host
+    numbers or traced alike (the device and `controller.after_reset` agree)."""
+    factor = config.failed_cycle_lr_factor
+    if config.failed_peak_rule != "norm":
+        return factor
+    spread = jnp.maximum(check.norm_ratio, 1.0 / check.norm_ratio)
+    by_norm = jnp.minimum(factor, 1.0 / spread)
+    return jnp.where(check.rule == reset.FAILURE_RULES.index("norm"), by_norm, factor)
+
+
 def cycle_args(
     plan, index, tau=0.0, switched=False, no_improvement=False, step=0, start_norm=1.0
 ) -> Cycle:
@@ -206,7 +219,7 @@ def reset_step(
     window = cycle.window
     if config.failed_cycle_lr_factor != 1.0:  # The host caps the plan alike (after_reset).
         peaks = window.peak_learning_rates
-        ceiling = cycle.failed_peak * config.failed_cycle_lr_factor
+        ceiling = cycle.failed_peak * lowering(check, config)
         lowered = jnp.where(check.failed, jnp.minimum(peaks, ceiling), peaks)
         window = window._replace(peak_learning_rates=lowered.astype(peaks.dtype))
     opt_state = schedules.enter_cycle(new.opt_state, window, cycle.step)

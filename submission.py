@@ -171,7 +171,7 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     )
     if workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(record.to_metrics(), action.step)
-    outcome = (record.rolled_back, record.failed, runtime.config.failed_cycle_lr_factor, norm)
+    outcome = (rolled_back, record.failed, float(steps.lowering(check, runtime.config)), norm)
     controller = control.after_reset(controller, *outcome, runtime.settings.norm_reference)
     if start is None:
         start = steps.snapshot(new.params, new.model_state, runtime.config, runtime.replicated)

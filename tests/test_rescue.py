@@ -4,11 +4,12 @@ v4): the controller's host numbers, and the failed scenario that relies on them.
 A plan of one 10-step cycle; a detector that switches as soon as the loss rises.
 """
 
+import jax
 import numpy as np
 import pytest
 
 from cyclic_soft_reset import controller as control
-from cyclic_soft_reset import early_switching, hyperparameters, schedules, steps
+from cyclic_soft_reset import early_switching, hyperparameters, reset, schedules, steps
 from cyclic_soft_reset.controller import Evaluation
 from scripts.experiments import design
 
@@ -162,3 +163,26 @@ def test_the_norm_is_read_only_at_evaluations_where_a_state_may_be_kept():
     assert steps.norm_to_keep(params, None, BEST) is None
     assert steps.norm_to_keep(params, [], BEST._replace(keep_kappa=None)) is None
     assert steps.norm_to_keep(params, [], BEST._replace(rollback_to="start")) is None
+
+
+# --- v4 candidate: a failed cycle's peak lowered by its norm's blow-up ------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "ratio", "expected"),
+    [
+        ("factor", 40.0, 0.5),  # The factor alone, whatever the norm did.
+        ("norm", 40.0, 1 / 40),  # Rule (b), a 40x blow-up: 1/40 < 0.5.
+        ("norm", 1 / 70, 1 / 70),  # Rule (b), a collapse to 1/70.
+        ("norm", 1.5, 0.5),  # A small change: the factor is lower.
+    ],
+)
+def test_a_failed_cycle_s_peak_is_lowered_by_its_norm_s_spread(rule, ratio, expected):
+    config = hyperparameters.resolve({"failed_peak_rule": rule})
+    norm_rule = reset.FAILURE_RULES.index("norm")
+    check = reset.FailureCheck(True, True, np.float32(ratio), np.int32(norm_rule))
+    assert float(steps.lowering(check, config)) == pytest.approx(expected, rel=1e-6)
+    traced = jax.jit(lambda c: steps.lowering(c, config))(check)  # The device agrees.
+    assert float(traced) == pytest.approx(expected, rel=1e-6)
+    other = check._replace(rule=np.int32(reset.FAILURE_RULES.index("no_improvement")))
+    assert float(steps.lowering(other, config)) == 0.5  # Not rule (b): the factor.

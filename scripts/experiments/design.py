@@ -191,6 +191,11 @@ VARIANTS.update(
             "the default, rule (b) measured from the restored state after a rollback",
             {"norm_reference": "restored"},
         ),
+        "default-norm-peak": Variant(
+            "default",
+            "the default, a failed cycle's peak lowered by its norm's blow-up too",
+            {"failed_peak_rule": "norm"},
+        ),
         "default-unguarded": Variant(
             "default",
             "the default, any better state a rollback point (v3)",
@@ -339,6 +344,11 @@ SCORE_PROBLEMS = (
     ("digit_sums", "noisy"),
     ("digits", "failed"),
 )
+# The injected failure on the other workloads (issue 30): it touches only our submission
+# (the rivals are told nothing, so their runs would be their healthy ones), so these
+# problems judge the rescue against `full` (RESCUE_VARIANTS), outside the score's race.
+RESCUE_PROBLEMS = (("digit_sums", "failed"), ("char_lm", "failed"))
+RESCUE_VARIANTS = ("default", "default-full")
 # The race: AlgoPerf's baseline, the field's leader, the default and its ablations (v2's
 # default left the race at v4; its score under the old keys is in CHANGELOG.md).
 SCORE_VARIANTS = (
