@@ -32,7 +32,7 @@ FAILED_PEAK_RULES = ("factor", "norm")
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
-    | dict(rollback_to="start")
+    | dict(rollback_to="start", failed_peak_rule="factor")
 )
 
 
@@ -212,7 +212,7 @@ class Config:
         **_UNIT_UPPER,
     )
     failed_peak_rule: str = _hp(
-        "factor",
+        "norm",
         "choice",
         "a failed cycle's peak p caps later peaks at `failed_cycle_lr_factor` × p (`factor`), "
         "or where rule (b) failed it at min(factor, 1/s) × p, s = max(r, 1/r) the norm's "

@@ -217,10 +217,11 @@ def reset_step(
         kept = strategy.rolls_back(check.failed)  # Rolled back: its own statistics.
         new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
     window = cycle.window
-    if config.failed_cycle_lr_factor != 1.0:  # The host caps the plan alike (after_reset).
-        peaks = window.peak_learning_rates
-        ceiling = cycle.failed_peak * lowering(check, config)
-        lowered = jnp.where(check.failed, jnp.minimum(peaks, ceiling), peaks)
+    if config.failed_cycle_lr_factor != 1.0 or config.failed_peak_rule == "norm":
+        peaks = window.peak_learning_rates  # The host caps the plan alike (after_reset).
+        low = lowering(check, config)
+        ceiling = jnp.minimum(peaks, cycle.failed_peak * low)
+        lowered = jnp.where(check.failed & (low != 1.0), ceiling, peaks)
         window = window._replace(peak_learning_rates=lowered.astype(peaks.dtype))
     opt_state = schedules.enter_cycle(new.opt_state, window, cycle.step)
     new = new._replace(opt_state=opt_state)

@@ -191,10 +191,10 @@ VARIANTS.update(
             "the default, rule (b) measured from the restored state after a rollback",
             {"norm_reference": "restored"},
         ),
-        "default-norm-peak": Variant(
+        "default-factor-peak": Variant(
             "default",
-            "the default, a failed cycle's peak lowered by its norm's blow-up too",
-            {"failed_peak_rule": "norm"},
+            "the default, a failed cycle's peak halved whatever its norm did (v3)",
+            {"failed_peak_rule": "factor"},
         ),
         "default-unguarded": Variant(
             "default",
