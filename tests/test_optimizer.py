@@ -9,6 +9,8 @@ every parameter.
 """
 
 import functools
+import math
+import re
 
 import flax.linen as nn
 import jax
@@ -173,8 +175,32 @@ def test_moment_weights_off_is_optax_scale_by_adam():
         optax.scale_by_learning_rate(LR),
     )
     assert_identical(train(tx, 5), train(reference, 5))
-    with pytest.raises(ValueError, match="moment_weights=False.*'adamw' only"):
+    message = (
+        "moment_weights=False (optax's Adam, v1) runs with optimizer 'adamw' only: "
+        "'nadamw' is AlgoPerf's NAdamW, built on the weighted moments."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         ours(True, moment_weights=False)
+
+
+def test_without_nesterov_adamw_is_adamw():
+    """nesterov defaults to False: reset.adamw(lr, b1, b2, eps, wd) is AdamW, not NAdamW."""
+    default = train(reset.adamw(LR, B1, B2, EPS, WD), 3)
+    assert_identical(default, train(ours(False), 3))
+    assert max_deviation(default, train(ours(True), 3)) > 0.0
+
+
+@pytest.mark.parametrize(("grad_clip", "eps"), [(None, 1.0), (1.0, 1.0), (1.0, 0.5), (20.0, 0.5)])
+def test_the_first_update_clips_the_gradient_and_adds_eps(grad_clip, eps):
+    """The first update is -lr g_c / (|g_c| + eps) (m_hat = g_c, v_hat = g_c^2; no weight
+    decay at theta = 0), with g_c the gradient clipped to global norm `grad_clip`."""
+    theta, grads = {"w": jnp.zeros(2)}, {"w": jnp.array([6.0, 8.0])}  # ||g|| = 10
+    tx = reset.adamw(0.1, 0.9, 0.999, eps, WD, grad_clip=grad_clip)
+    updates, _ = tx.update(grads, tx.init(theta), theta)
+    clipped = grads["w"] * min(1.0, (grad_clip or math.inf) / 10.0)
+    expected = -0.1 * clipped / (jnp.abs(clipped) + eps)
+    # rtol: the weights 1 - b are float32 (1 - 0.999 to 3e-5 relative).
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-4)
 
 
 # --- scaling the moments and their weights --------------------------------------------
