@@ -14,6 +14,7 @@ import re
 
 import flax.linen as nn
 import jax
+import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -165,6 +166,43 @@ def test_first_steps_weights_are_one_minus_beta_power():
             np.testing.assert_allclose(float(w), 1.0 - float(b) ** n, rtol=3e-7)
     _, state = tx.update(grads, tx.init(params()))
     assert float(state.w1) == np.float32(1) - np.float32(B1)  # exactly 1 - b
+
+
+def test_weights_follow_float32_betas_with_64_bit_types_too():
+    """w <- b w + (1 - b) with b rounded to float32 (so 1 - b is exact and w = 1 a fixed
+    point), also where jax_enable_x64 is on; the state keeps its dtypes (count int32)."""
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    b1, b2 = np.float32(B1), np.float32(B2)
+    with enable_x64(True):
+        tx = reset.scale_by_weighted_adam(B1, B2)
+        theta = {"w": jnp.ones(3, jnp.float32)}
+        state, w1, w2 = tx.init(theta), np.float32(0), np.float32(0)
+        for _ in range(3):
+            _, state = tx.update({"w": jnp.full(3, 0.5, jnp.float32)}, state)
+            w1, w2 = b1 * w1 + (np.float32(1) - b1), b2 * w2 + (np.float32(1) - b2)
+            assert (state.w1.dtype, state.w2.dtype) == (jnp.float32, jnp.float32)
+            assert (float(state.w1), float(state.w2)) == (float(w1), float(w2))
+        assert state.count.dtype == jnp.int32 and int(state.count) == 3
+    assert tx.init(theta).count.dtype == jnp.int32
+
+
+def test_defaults_and_dtypes_are_optax_scale_by_adams():
+    """Called with no arguments it is optax.scale_by_adam() (b1 0.9, b2 0.999, eps 1e-8);
+    bfloat16 gradients give bfloat16 moments and updates, as optax's do."""
+    for dtype, rtol in ((jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)):
+        ours_tx, theirs = reset.scale_by_weighted_adam(), optax.scale_by_adam()
+        theta = {"w": jnp.ones(4, dtype)}
+        state, state_ref = ours_tx.init(theta), theirs.init(theta)
+        for i in range(3):
+            grads = {"w": jnp.asarray([0.5, -1.0, 2.0, 1e-3], dtype) * (i + 1)}
+            updates, state = ours_tx.update(grads, state)
+            expected, state_ref = theirs.update(grads, state_ref)
+            assert updates["w"].dtype == expected["w"].dtype == dtype
+            np.testing.assert_allclose(
+                np.asarray(updates["w"], np.float32),
+                np.asarray(expected["w"], np.float32),
+                rtol=rtol,
+            )
 
 
 def test_moment_weights_off_is_optax_scale_by_adam():
