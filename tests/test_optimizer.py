@@ -186,11 +186,14 @@ def test_weights_follow_float32_betas_with_64_bit_types_too():
     assert tx.init(theta).count.dtype == jnp.int32
 
 
-def test_defaults_and_dtypes_are_optax_scale_by_adams():
-    """Called with no arguments it is optax.scale_by_adam() (b1 0.9, b2 0.999, eps 1e-8);
-    bfloat16 gradients give bfloat16 moments and updates, as optax's do."""
-    for dtype, rtol in ((jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)):
-        ours_tx, theirs = reset.scale_by_weighted_adam(), optax.scale_by_adam()
+def test_defaults_eps_root_and_dtypes_are_optax_scale_by_adams():
+    """Called with no arguments it is optax.scale_by_adam() (b1 0.9, b2 0.999, eps 1e-8),
+    and with eps_root it adds it inside the square root as optax does; bfloat16 gradients
+    give bfloat16 moments and updates, as optax's do."""
+    cases = ((jnp.float32, 1e-5, {}), (jnp.bfloat16, 1e-2, {}))
+    cases += ((jnp.float32, 1e-5, {"eps": 0.0, "eps_root": 1.0}),)
+    for dtype, rtol, kwargs in cases:
+        ours_tx, theirs = reset.scale_by_weighted_adam(**kwargs), optax.scale_by_adam(**kwargs)
         theta = {"w": jnp.ones(4, dtype)}
         state, state_ref = ours_tx.init(theta), theirs.init(theta)
         for i in range(3):
