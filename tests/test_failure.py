@@ -117,6 +117,18 @@ def test_soft_without_rollback_blends_a_failed_cycle_and_needs_no_start():
         reset.soft(model_state="reestimate")
 
 
+def test_a_cycle_is_rolled_back_only_when_it_failed_and_rollback_is_on():
+    """`rolls_back` decides it for the device and the host (the log, the controller):
+    soft with rollback rolls back failed cycles only; soft without it and the baselines
+    never do."""
+    for rollback in (True, False):
+        strategy = reset.soft(rollback=rollback)
+        for failed in (True, False):
+            assert bool(strategy.rolls_back(jnp.bool_(failed))) is (failed and rollback)
+    for name in ("none", "full", "params_only"):
+        assert not bool(reset.make_strategy(name).rolls_back(jnp.bool_(True)))
+
+
 def test_baselines_stay_faithful_to_their_definitions_after_a_failure():
     current, fresh = _state(_scaled(5.0)), _state(_scaled(-1.0))
     outcome = _outcome(1.0, True)
