@@ -11,6 +11,7 @@ every parameter.
 import functools
 import math
 import re
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -317,6 +318,28 @@ def test_weights_named_outside_a_moment_state_are_not_weights():
     scaled = weighted_state(reset.scale_moments(opt_state, 0.5))
     assert_identical(scaled.mu, jax.tree.map(lambda m: m * 0.5, state.mu))  # scaled once
     assert_identical(scaled.w1, state.w1 * 0.5)
+
+
+class _Lookalike(NamedTuple):
+    """Another transformation's state with a field named like a moment weight."""
+
+    w1: jax.Array
+
+
+def test_a_field_named_w1_outside_a_moment_state_is_no_weight():
+    """Only the state holding the moments has weights: a reset scales those, not another
+    transformation's field that happens to be called w1."""
+    lookalike = optax.GradientTransformation(
+        lambda params: _Lookalike(jnp.ones([])),
+        lambda updates, state, params=None: (updates, state),
+    )
+    theta = {"w": jnp.ones(3)}
+    tx = optax.chain(lookalike, ours())
+    opt_state = tx.update(theta, tx.init(theta), theta)[1]
+    assert [field for field, _, _ in reset.find_weights(opt_state)] == ["w1", "w2"]
+    scaled = reset.scale_moments(opt_state, 0.5)
+    assert float(scaled[0].w1) == 1.0
+    assert_identical(weighted_state(scaled).w1, weighted_state(opt_state).w1 * 0.5)
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])
