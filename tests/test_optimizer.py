@@ -321,25 +321,53 @@ def test_weights_named_outside_a_moment_state_are_not_weights():
 
 
 class _Lookalike(NamedTuple):
-    """Another transformation's state with a field named like a moment weight."""
+    """Another transformation's state with a field named like a moment weight, and a dict
+    entry named like a moment."""
 
     w1: jax.Array
+    stats: dict
 
 
-def test_a_field_named_w1_outside_a_moment_state_is_no_weight():
-    """Only the state holding the moments has weights: a reset scales those, not another
-    transformation's field that happens to be called w1."""
+def test_names_like_moments_outside_a_moment_state_are_left_alone():
+    """Moments are NamedTuple fields, weights fields of the state holding them: a reset
+    scales those, not another transformation's field called w1 or dict entry called mu."""
     lookalike = optax.GradientTransformation(
-        lambda params: _Lookalike(jnp.ones([])),
+        lambda params: _Lookalike(jnp.ones([]), {"mu": jnp.full(3, 2.0)}),
         lambda updates, state, params=None: (updates, state),
     )
     theta = {"w": jnp.ones(3)}
     tx = optax.chain(lookalike, ours())
     opt_state = tx.update(theta, tx.init(theta), theta)[1]
     assert [field for field, _, _ in reset.find_weights(opt_state)] == ["w1", "w2"]
+    assert [field for field, _, _ in reset.find_moments(opt_state)] == ["mu", "nu"]
     scaled = reset.scale_moments(opt_state, 0.5)
-    assert float(scaled[0].w1) == 1.0
+    assert float(scaled[0].w1) == 1.0 and scaled[0].stats["mu"].tolist() == [2.0] * 3
     assert_identical(weighted_state(scaled).w1, weighted_state(opt_state).w1 * 0.5)
+
+
+def test_moments_at_different_depths_are_all_found_and_scaled():
+    """A chain of Adam and an injected SGD with momentum: mu, nu and trace at different
+    depths of the state are each a moment, and a reset scales each."""
+    theta = {"w": jnp.ones(3)}
+    tx = optax.chain(ours(), optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9))
+    opt_state = tx.update(theta, tx.init(theta), theta)[1]
+    found = {field: moment for field, _, moment in reset.find_moments(opt_state)}
+    assert sorted(found) == ["mu", "nu", "trace"]
+    scaled = {field: m for field, _, m in reset.find_moments(reset.scale_moments(opt_state, 0.5))}
+    for field, moment in found.items():
+        assert_identical(scaled[field], jax.tree.map(lambda m: m * 0.5, moment))
+
+
+def test_scaling_keeps_every_leafs_dtype():
+    """bfloat16 params: the moments stay bfloat16 (ours and optax's Adam), the weights
+    float32 and the count int32, for a reset by 0 and one in between."""
+    theta = {"w": jnp.ones(3, jnp.bfloat16)}
+    for tx in (ours(), optax.adam(LR)):
+        opt_state = tx.update(theta, tx.init(theta), theta)[1]
+        dtypes = [x.dtype for x in jax.tree.leaves(opt_state)]
+        for factor in (0.0, 0.5):
+            scaled = reset.scale_moments(opt_state, factor)
+            assert [x.dtype for x in jax.tree.leaves(scaled)] == dtypes
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])
