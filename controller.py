@@ -67,6 +67,14 @@ class Settings(NamedTuple):
     switch_signal: str  # what the detector smooths: SWITCH_SIGNALS
     rollback_to: str  # what a rollback restores: ROLLBACK_TARGETS
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
+    # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
+    # peak as it stands); `past_plan_peaks`.
+    past_plan_peak: float | None = None
+    # Rule (b)'s reference after a rollback: NORM_REFERENCES; `after_reset`.
+    norm_reference: str = "failed_start"
+    # kappa of a sound rollback point: a state whose params' norm is outside
+    # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
+    keep_kappa: float | None = None
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
@@ -80,6 +88,11 @@ SWITCH_SIGNALS = ("loss", "metric")
 # before; so a rollback never discards learning, as training logs restore the last good
 # checkpoint).
 ROLLBACK_TARGETS = ("start", "best")
+
+
+# Rule (b)'s reference norm for the cycle after a rollback (METHOD.md section 4, v4): the
+# failed cycle's own start norm (v3), or the norm of the state the rollback restored.
+NORM_REFERENCES = ("failed_start", "restored")
 
 
 def switch_value(evaluation: Evaluation, settings: Settings) -> float:
@@ -114,6 +127,10 @@ class Controller(NamedTuple):
     first_cycle_scale: the first cycle's length after it was fitted to slower hardware,
       over its planned length (1 if it was not): the shortest cycle after the plan
       (`budget.min_steps`, in the plan's steps) scales with it.
+    peak_ceiling: the lowest `lr_factor` x the peak of a failed cycle so far (inf before
+      any failure): no later cycle peaks above it (`after_reset`, `past_plan_peaks`).
+    unsound_metric: the best target metric of the current cycle's states not kept for
+      their norm (`keep_best`; nan if none).
     """
 
     plan: CyclePlan
@@ -134,6 +151,8 @@ class Controller(NamedTuple):
     # checkpointing refuses to save.
     time_samples: np.ndarray = np.zeros((1, 2))
     first_cycle_scale: float = 1.0
+    peak_ceiling: float = math.inf
+    unsound_metric: float = math.nan
 
 
 class Switch(NamedTuple):
@@ -151,7 +170,8 @@ class Reset(NamedTuple):
     early: the detector ended the cycle (a switch moved its boundary to an evaluation's
     step); reason: "planned" or the switch's reason; metric: the y that tau was computed
     from; end: the new cycle's end b_{cycle+1}; no_improvement: failure rule (c) holds
-    for the ending cycle.
+    for the ending cycle; unsound_metric: its best metric among the states not kept for
+    their norm (nan if none).
     """
 
     step: int
@@ -162,6 +182,7 @@ class Reset(NamedTuple):
     end: int
     reason: str = "planned"
     no_improvement: bool = False
+    unsound_metric: float = math.nan
 
 
 def describe(action: Reset) -> str:
@@ -272,7 +293,8 @@ def observe(
             detector, switch_value(evaluation, settings), settings.detector
         )
         if fired:
-            plan = replan_after_switch(plan, evaluation.step)
+            grown = replan_after_switch(plan, evaluation.step)
+            plan = past_plan_peaks(grown, num_cycles(plan), controller.peak_ceiling, settings)
             switch = Switch(evaluation.step, reason, evaluation.loss)
     controller = controller._replace(
         plan=plan,
@@ -289,10 +311,16 @@ def observe(
     return controller, switch
 
 
-def keep_best(controller: Controller, step: int, settings: Settings) -> tuple[Controller, bool]:
+def keep_best(
+    controller: Controller, step: int, settings: Settings, norm: float | None = None
+) -> tuple[Controller, bool]:
     """Whether the state before training step `step` becomes the cycle's rollback point:
     with `rollback_to = "best"`, when the newest evaluation was of exactly this state (at
-    `step`, inside the current cycle) and its target metric is better than the kept one's."""
+    `step`, inside the current cycle), its target metric is better than the kept one's
+    and, with `keep_kappa` and its params' global norm given, that norm is within
+    [1/kappa, kappa] x the cycle's start norm (rule (b)'s bounds: a state the failure has
+    already grown or collapsed is part of the failure; its metric goes to
+    `unsound_metric`)."""
     metric, kept = controller.last_metric, controller.kept_metric
     if settings.rollback_to != "best" or controller.last_eval_step != step:
         return controller, False
@@ -301,7 +329,20 @@ def keep_best(controller: Controller, step: int, settings: Settings) -> tuple[Co
     better = metric > kept if settings.higher_is_better else metric < kept
     if math.isfinite(kept) and not better:
         return controller, False
+    if not sound(norm, controller.start_norm, settings.keep_kappa):
+        unsound = controller.unsound_metric
+        higher = metric > unsound if settings.higher_is_better else metric < unsound
+        best = metric if higher or not math.isfinite(unsound) else unsound
+        return controller._replace(unsound_metric=best), False
     return controller._replace(kept_metric=metric), True
+
+
+def sound(norm: float | None, start_norm: float, kappa: float | None) -> bool:
+    """1/kappa <= norm / start_norm <= kappa; true when kappa or the norm is not given
+    (a non-finite norm is not sound)."""
+    if kappa is None or norm is None:
+        return True
+    return start_norm / kappa <= norm <= start_norm * kappa
 
 
 def next_cycle(
@@ -329,9 +370,11 @@ def next_cycle(
     cycle = controller.cycle + 1
     last = controller.last_metric
     start_metric = last if math.isfinite(last) else controller.first_metric
+    unsound = controller.unsound_metric
     controller = controller._replace(
         cycle=cycle,
         cycle_best_metric=math.nan,
+        unsound_metric=math.nan,
         detector=early_switching.initial_state(),
         cycle_evals=0,
         previous_start_metric=controller.kept_metric,
@@ -341,7 +384,7 @@ def next_cycle(
     end = int(controller.plan.boundaries[cycle + 1])
     reason = "planned" if switch is None else switch.reason
     early = switch is not None
-    return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement)
+    return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement, unsound)
 
 
 def after_reset(
@@ -350,21 +393,24 @@ def after_reset(
     failed: bool = False,
     lr_factor: float = 1.0,
     start_norm: float = 1.0,
+    norm_reference: str = "failed_start",
 ) -> Controller:
     """The state once the device has reset: a cycle rolled back to the failed one's kept
     state (its start, or its best) must improve on that state's metric; after a failed
-    cycle the peaks of the new cycle and all later ones are multiplied by `lr_factor` (the
-    device lowered the new cycle's alike). `start_norm`: the new cycle's params' norm, rule
-    (b)'s next reference, unless the cycle was rolled back: then the failed cycle's
-    reference stands (a rollback to its best state must not make a norm grown by the
-    failure the new normal)."""
-    if not rolled_back:
+    cycle of peak p no later cycle peaks above `lr_factor` x p (the new cycle's and all
+    later peaks are capped there; the device capped the new cycle's alike; v4: a cap on
+    the peak that failed, not a cut of every peak, so a cycle already far below p keeps
+    its peak). `start_norm`: the new cycle's params' norm, rule (b)'s next reference,
+    unless the cycle was rolled back and `norm_reference` is "failed_start": then the
+    failed cycle's reference stands."""
+    if not rolled_back or norm_reference == "restored":
         controller = controller._replace(start_norm=float(start_norm))
     if failed and lr_factor != 1.0:
         peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
-        peaks[controller.cycle :] *= lr_factor
+        ceiling = min(controller.peak_ceiling, lr_factor * peaks[controller.cycle - 1])
+        peaks[controller.cycle :] = np.minimum(peaks[controller.cycle :], ceiling)
         plan = controller.plan._replace(peak_learning_rates=peaks)
-        controller = controller._replace(plan=plan)
+        controller = controller._replace(plan=plan, peak_ceiling=float(ceiling))
     if not rolled_back:
         return controller
     restored = controller.previous_start_metric
@@ -396,14 +442,27 @@ def refit(
     return controller, refit if changed or shortened else None
 
 
+def past_plan_peaks(plan: CyclePlan, planned: int, ceiling: float, settings: Settings) -> CyclePlan:
+    """`plan` grown past its first `planned` cycles (an extension, or a switch in the last
+    cycle): the new cycles peak at `settings.past_plan_peak`, capped at `ceiling` (the
+    failures' `peak_ceiling`), where the setting is given; else as they were copied."""
+    if settings.past_plan_peak is None or num_cycles(plan) <= planned:
+        return plan
+    peaks = plan.peak_learning_rates.astype(np.float64).copy()
+    peaks[planned:] = min(settings.past_plan_peak, ceiling)
+    return plan._replace(peak_learning_rates=peaks)
+
+
 def extend(
     controller: Controller, step: int, seconds: float | None, settings: Settings
 ) -> Controller:
-    """The plan grown by one cycle like the last (the run goes on past the plan). With a
-    time budget and a known speed, the new cycle ends where the whole budget is spent
+    """The plan grown by one cycle like the last (the run goes on past the plan), peaking
+    at `settings.past_plan_peak` under `peak_ceiling` where that is set (`past_plan_peaks`). With
+    a time budget and a known speed, the new cycle ends where the whole budget is spent
     (at least `budget.min_steps` x `first_cycle_scale` after the plan's end): it is the
     last chance to reach the target, and the runner's budget check ends it."""
     plan = extend_plan(controller.plan)
+    plan = past_plan_peaks(plan, num_cycles(controller.plan), controller.peak_ceiling, settings)
     budget = settings.budget
     rate = time_budget.seconds_per_step(controller.time_samples)
     if budget is not None and seconds is not None and math.isfinite(rate):
@@ -422,13 +481,15 @@ def decide(
     step: int,
     settings: Settings,
     seconds: float | None = None,
+    norm: float | None = None,
 ) -> tuple[Controller, Decision]:
     """The controller before training step `step`, given every evaluation so far (None
     when the caller knows nothing new arrived: the number seen is unchanged) and the
     submission seconds spent so far (None when the runner does not say).
 
     New evaluations are read (an early switch may end the cycle at once; an evaluation of
-    this very state that is the cycle's best makes it the rollback point) and, with a time
+    this very state that is the cycle's best makes it the rollback point, if `norm`, its
+    params' global norm where the caller measured it, is sound) and, with a time
     budget, the plan is re-fitted to it; then, while `step` has reached the current
     cycle's end, the next cycle starts with a reset, or the run stops when the plan is used
     up and `stop_when_plan_ends`.
@@ -437,7 +498,7 @@ def decide(
     keep = False
     if evaluations is not None:
         controller, switch = observe(controller, evaluations, settings)
-        controller, keep = keep_best(controller, step, settings)
+        controller, keep = keep_best(controller, step, settings, norm)
         if settings.budget is not None and seconds is not None:
             controller, fitted = refit(controller, step, seconds, settings.budget)
     resets = []

@@ -22,69 +22,20 @@ import numpy as np
 import optax
 
 from . import controller, early_switching, reset, schedules
+from .hyperparameter_spec import _POSITIVE, _UNIT_HALF_OPEN, _UNIT_OPEN, _UNIT_UPPER, Spec, _hp
 
 OPTIMIZERS = ("adamw", "nadamw")
+# How a failed cycle lowers the later peaks (`failed_peak_rule`, `steps.lowering`).
+FAILED_PEAK_RULES = ("factor", "norm")
 
 # v2's values where v3 changed the defaults (METHOD.md s7): `{**V2_DEFAULTS, ...}` runs v2.
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
-    | dict(rollback_to="start")
+    | dict(rollback_to="start", failed_peak_rule="factor")
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """What a hyperparameter accepts.
-
-    kind: "float", "int", "bool", "choice" or "list" (a per-cycle list of numbers > 0).
-    low, high, low_open, high_open: the interval of a number ("float", "int").
-    choices: the allowed strings of a "choice".
-    null: what None means when None is allowed (e.g. "no clipping"); None: not allowed.
-    """
-
-    kind: str
-    description: str
-    low: float = -math.inf
-    high: float = math.inf
-    low_open: bool = False
-    high_open: bool = True
-    choices: tuple[str, ...] = ()
-    null: str | None = None
-
-    def allowed(self) -> str:
-        """The allowed values in words, as error messages and docs/hyperparameters.md state them."""
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "choice":
-            return f"one of {list(self.choices)}"
-        if self.kind == "list":
-            numbers_ = "N numbers > 0"
-            return f"null ({self.null}) or {numbers_}" if self.null else f"a list of {numbers_}"
-        words = self._interval("an integer" if self.kind == "int" else "a number")
-        return f"null ({self.null}) or {words}" if self.null else words
-
-    def _interval(self, noun: str) -> str:
-        if math.isinf(self.high):
-            return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
-
-    def contains(self, number: float) -> bool:
-        """Whether a finite number lies in [low, high] with the open ends excluded."""
-        above = number > self.low if self.low_open else number >= self.low
-        below = number < self.high if self.high_open else number <= self.high
-        return math.isfinite(number) and above and below
-
-
-def _hp(default: Any, kind: str, description: str, **spec: Any) -> Any:
-    return dataclasses.field(default=default, metadata={"spec": Spec(kind, description, **spec)})
-
-
-_POSITIVE = {"low": 0.0, "low_open": True}
-_UNIT_OPEN = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
-_UNIT_HALF_OPEN = {"low": 0.0, "high": 1.0}
-_UNIT_UPPER = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": False}
 # The defaults that the libraries' own records state (METHOD.md sections 3 and 5): read
 # from there, so that each number is written once.
 _PLAN = schedules.PlanSettings._field_defaults
@@ -233,12 +184,40 @@ class Config:
         "METHOD.md §7 v3)",
         choices=reset.NORM_RULES,
     )
+    past_plan_lr_factor: float | None = _hp(
+        None,
+        "float",
+        "r of the cycles past the plan (under the failed cycles' ceiling)",
+        null="the last cycle's r",
+        **_POSITIVE,
+    )
+    sound_rollback_point: bool = _hp(
+        True,
+        "bool",
+        "with `rollback_to` `best`, a state whose params' norm is outside [1/κ, κ] × the "
+        "cycle's start norm (rule (b)'s bounds) never becomes the rollback point",
+    )
+    norm_reference: str = _hp(
+        "failed_start",
+        "choice",
+        "rule (b)'s reference after a rollback: the failed cycle's "
+        "start norm, or the `restored` state's",
+        choices=controller.NORM_REFERENCES,
+    )
     failed_cycle_lr_factor: float = _hp(
         0.5,
         "float",
-        "after a failed cycle every later cycle's peak is multiplied by this (the next cycle "
+        "after a failed cycle of peak p no later cycle peaks above this × p (the next cycle "
         "must not repeat the failure; 1: the same peaks)",
         **_UNIT_UPPER,
+    )
+    failed_peak_rule: str = _hp(
+        "norm",
+        "choice",
+        "a failed cycle's peak p caps later peaks at `failed_cycle_lr_factor` × p (`factor`), "
+        "or where rule (b) failed it at min(factor, 1/s) × p, s = max(r, 1/r) the norm's "
+        "blow-up or collapse (`norm`)",
+        choices=FAILED_PEAK_RULES,
     )
     fail_on_no_improvement: bool = _hp(
         True,
@@ -503,7 +482,14 @@ def controller_settings(
         switch_signal=config.switch_signal,
         rollback_to=config.rollback_to,
         budget=budget,
+        past_plan_peak=_times(config.learning_rate, config.past_plan_lr_factor),
+        norm_reference=config.norm_reference,
+        keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
     )
+
+
+def _times(eta: float, factor: float | None) -> float | None:
+    return None if factor is None else eta * factor
 
 
 def reset_strategy(config: Config) -> reset.ResetStrategy:

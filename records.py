@@ -41,7 +41,9 @@ class ResetRecord(NamedTuple):
     failure_rule: the name (`reset.FAILURE_RULES`) of the first enabled rule that held,
     None when the cycle did not fail. param_norm_ratio: ||params_end|| / ||params_kept||
     (the kept state: the cycle's start, or its best). restored_metric: the target metric
-    of the state a rollback restored (nan when not rolled back).
+    of the state a rollback restored (nan when not rolled back). unsound_metric: the
+    ending cycle's best metric among the states not kept as its rollback point because
+    their norm was out of bounds (`controller.keep_best`; nan if none).
     """
 
     step: int
@@ -55,6 +57,7 @@ class ResetRecord(NamedTuple):
     param_norm_ratio: float = math.nan
     rolled_back: bool = False
     restored_metric: float = math.nan
+    unsound_metric: float = math.nan
 
     @property
     def reason(self) -> str:
@@ -76,6 +79,7 @@ class ResetRecord(NamedTuple):
             "reset/param_norm_ratio": float(self.param_norm_ratio),
             "reset/rolled_back": float(self.rolled_back),
             "reset/restored_metric": float(self.restored_metric),
+            "reset/unsound_metric": float(self.unsound_metric),
         }
 
     @classmethod
@@ -100,6 +104,7 @@ class ResetRecord(NamedTuple):
             param_norm_ratio=logged_number(metrics.get("reset/param_norm_ratio")),
             rolled_back=_flag(metrics.get("reset/rolled_back")),
             restored_metric=logged_number(metrics.get("reset/restored_metric")),
+            unsound_metric=logged_number(metrics.get("reset/unsound_metric")),
         )
 
 
@@ -122,6 +127,7 @@ def reset_record(
         param_norm_ratio=float(ratio),
         rolled_back=bool(rolled_back),
         restored_metric=float(restored_metric) if rolled_back else math.nan,
+        unsound_metric=float(action.unsound_metric),
     )
 
 

@@ -99,6 +99,35 @@ class Cycle(NamedTuple):
     window: schedules.CyclePlan
     step: Any
     start_norm: Any  # ||params|| where the ending cycle started: failure rule (b)'s reference
+    failed_peak: Any  # the ending cycle's peak: if it failed, later peaks are capped below it
+
+
+@jax.jit
+def _global_norm(params):
+    return reset.global_norm(params)
+
+
+def norm_to_keep(params, evaluations, settings) -> float | None:
+    """The params' global norm, read to the host, where the controller may keep this state
+    as the rollback point and asks that its norm be sound (`controller.keep_best`): only
+    when new evaluations arrived (the runner has just evaluated these params, so the read
+    waits for nothing), with `rollback_to = "best"` and `keep_kappa`; else None."""
+    if evaluations is None or settings.keep_kappa is None or settings.rollback_to != "best":
+        return None
+    return float(_global_norm(params))
+
+
+def lowering(check: reset.FailureCheck, config):
+    """The factor a failed cycle's peak is lowered by for the later cycles' ceiling:
+    `failed_cycle_lr_factor`, and with `failed_peak_rule = "norm"` where rule (b) failed
+    it, by the norm's blow-up or collapse s = max(r, 1/r) too: min(factor, 1/s). Host
+    numbers or traced alike (the device and `controller.after_reset` agree)."""
+    factor = config.failed_cycle_lr_factor
+    if config.failed_peak_rule != "norm":
+        return factor
+    spread = jnp.maximum(check.norm_ratio, 1.0 / check.norm_ratio)
+    by_norm = jnp.minimum(factor, 1.0 / spread)
+    return jnp.where(check.rule == reset.FAILURE_RULES.index("norm"), by_norm, factor)
 
 
 def cycle_args(
@@ -112,6 +141,7 @@ def cycle_args(
         schedules.cycle_window(plan, index),
         np.int32(step),
         np.float32(start_norm),
+        np.float32(plan.peak_learning_rates[max(index - 1, 0)]),
     )
 
 
@@ -187,9 +217,11 @@ def reset_step(
         kept = strategy.rolls_back(check.failed)  # Rolled back: its own statistics.
         new = new._replace(model_state=reset.tree_select(kept, new.model_state, estimated))
     window = cycle.window
-    if config.failed_cycle_lr_factor != 1.0:  # The host lowers the plan alike (after_reset).
-        peaks = window.peak_learning_rates
-        lowered = jnp.where(check.failed, peaks * config.failed_cycle_lr_factor, peaks)
+    if config.failed_cycle_lr_factor != 1.0 or config.failed_peak_rule == "norm":
+        peaks = window.peak_learning_rates  # The host caps the plan alike (after_reset).
+        low = lowering(check, config)
+        ceiling = jnp.minimum(peaks, cycle.failed_peak * low)
+        lowered = jnp.where(check.failed & (low != 1.0), ceiling, peaks)
         window = window._replace(peak_learning_rates=lowered.astype(peaks.dtype))
     opt_state = schedules.enter_cycle(new.opt_state, window, cycle.step)
     new = new._replace(opt_state=opt_state)

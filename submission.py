@@ -171,9 +171,8 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     )
     if workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(record.to_metrics(), action.step)
-    controller = control.after_reset(
-        controller, record.rolled_back, record.failed, runtime.config.failed_cycle_lr_factor, norm
-    )
+    outcome = (rolled_back, record.failed, float(steps.lowering(check, runtime.config)), norm)
+    controller = control.after_reset(controller, *outcome, runtime.settings.norm_reference)
     if start is None:
         start = steps.snapshot(new.params, new.model_state, runtime.config, runtime.replicated)
     state = state._replace(opt_state=new.opt_state, controller=controller, start=start)
@@ -211,8 +210,9 @@ def update_params(
         pairs = compat.read_evaluations(eval_results, workload.target_metric_name)
         evaluations = [control.Evaluation(*e) for e in pairs]
     seconds = compat.submission_seconds(train_state)
+    norm = steps.norm_to_keep(current_param_container, evaluations, runtime.settings)
     controller, decision = control.decide(
-        controller, evaluations, global_step, runtime.settings, seconds
+        controller, evaluations, global_step, runtime.settings, seconds, norm
     )
     if decision.switch is not None:
         logging.info("early switch at step %d (%s), loss %.6g", *decision.switch)

@@ -35,6 +35,7 @@ RULESET = "self-tuning"
 MODULES = (
     "submission.py",
     "hyperparameters.py",
+    "hyperparameter_spec.py",
     "controller.py",
     "records.py",
     "steps.py",

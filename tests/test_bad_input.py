@@ -128,6 +128,13 @@ HP_ROWS = [
     ("range", {"switch_signal": "accuracy"}, ValueError, _must("switch_signal", r"one of \['loss', 'metric'\]")),  # noqa: E501
     ("type", {"rollback_to": 1}, ValueError, _must("rollback_to", r"one of \['start', 'best'\]")),  # noqa: E501
     ("range", {"rollback_to": "end"}, ValueError, _must("rollback_to", r"one of \['start', 'best'\]")),  # noqa: E501
+    ("type", {"past_plan_lr_factor": "1"}, ValueError, _must("past_plan_lr_factor", r"null \(the last cycle's r\) or a number > 0")),  # noqa: E501
+    ("range", {"past_plan_lr_factor": 0.0}, ValueError, _must("past_plan_lr_factor", r"null \(the last cycle's r\) or a number > 0")),  # noqa: E501
+    ("type", {"sound_rollback_point": 1}, ValueError, _must("sound_rollback_point", BOOL)),
+    ("type", {"failed_peak_rule": 1}, ValueError, _must("failed_peak_rule", r"one of \['factor', 'norm'\]")),  # noqa: E501
+    ("range", {"failed_peak_rule": "ratio"}, ValueError, _must("failed_peak_rule", r"one of \['factor', 'norm'\]")),  # noqa: E501
+    ("type", {"norm_reference": 1}, ValueError, _must("norm_reference", r"one of \['failed_start', 'restored'\]")),  # noqa: E501
+    ("range", {"norm_reference": "init"}, ValueError, _must("norm_reference", r"one of \['failed_start', 'restored'\]")),  # noqa: E501
     ("type", {"failed_cycle_lr_factor": "0.5"}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("range", {"failed_cycle_lr_factor": 0.0}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501

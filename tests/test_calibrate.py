@@ -24,6 +24,20 @@ def test_target_is_what_exactly_four_of_five_runs_pass():
     loss_target = calibrate.target_from([2.4, 2.3, 2.5, 2.35, 2.45], higher=False)
     assert loss_target == pytest.approx((2.45 + 2.5) / 2)
     assert calibrate.target_from([1.0] * 5, higher=True, reach=5) < 1.0  # All reach it.
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_a_tie_at_the_fourth_run_puts_the_target_just_short_of_it(higher):
+    """digits' 4th and 5th runs both score 350/359: the midpoint would be 350/359 itself,
+    which AlgoPerf's scorer counts as reached (>=) and its runner does not (>). Just short
+    of it, both count the tied runs, and 5 of 5 are strictly past it."""
+    tied = 350 / 359 if higher else 2.0
+    other = (352 / 359, 355 / 359, 353 / 359) if higher else (1.5, 1.7, 1.9)
+    runs = [*other, tied, tied]
+    target = calibrate.target_from(runs, higher=higher)
+    assert target != tied and target == pytest.approx(tied, rel=1e-5)
+    past = [r > target if higher else r < target for r in runs]
+    assert all(past)
     with pytest.raises(ValueError, match="reach must be in"):
         calibrate.target_from(runs, higher=True, reach=6)
 

@@ -122,7 +122,7 @@ def test_run_writes_events_config_and_plots(digits_run):
         assert_png(out / f"{name}.png")
     assert "RESET -> cycle 1" in stdout and "tau" in stdout
     assert "best accuracy" in stdout and "20-30" in stdout  # The cycle table.
-    assert "Target (validation accuracy > 0.97493" in stdout  # calibration.json
+    assert "Target (validation accuracy > 0.974929" in stdout  # calibration.json (tie-safe)
 
 
 @pytest.mark.slow

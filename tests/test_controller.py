@@ -289,8 +289,12 @@ def test_after_a_failed_cycle_later_peaks_are_lowered():
     assert controller.cycle == 1
     lowered = control.after_reset(controller, rolled_back=True, failed=True, lr_factor=0.5)
     np.testing.assert_allclose(lowered.plan.peak_learning_rates, [1.0, 0.5, 0.5])
-    again = control.after_reset(lowered, rolled_back=False, failed=True, lr_factor=0.5)
-    np.testing.assert_allclose(again.plan.peak_learning_rates, [1.0, 0.25, 0.25])
+    # Cycle 1 (at 0.5) fails too: cycle 2 is capped at half of that.
+    again = control.after_reset(lowered._replace(cycle=2), False, failed=True, lr_factor=0.5)
+    np.testing.assert_allclose(again.plan.peak_learning_rates, [1.0, 0.5, 0.25])
+    # Failing again at cycle 1's index changes nothing: its peak 1.0 gives the ceiling 0.5.
+    same = control.after_reset(lowered, rolled_back=False, failed=True, lr_factor=0.5)
+    np.testing.assert_allclose(same.plan.peak_learning_rates, [1.0, 0.5, 0.5])
     kept = control.after_reset(controller, rolled_back=False, failed=False, lr_factor=0.5)
     np.testing.assert_allclose(kept.plan.peak_learning_rates, [1.0, 1.0, 1.0])
 
@@ -413,8 +417,9 @@ def test_after_reset_by_default_changes_no_peak_and_takes_norm_one():
     for kwargs in ({"lr_factor": 0.5}, {"failed": True}):  # Not failed; a factor of 1.
         after = control.after_reset(controller, rolled_back=False, **kwargs)
         assert after.plan.peak_learning_rates.tolist() == peaks
-    raised = control.after_reset(controller._replace(cycle=1), False, failed=True, lr_factor=2.0)
-    assert raised.plan.peak_learning_rates.tolist() == [peaks[0], 2 * peaks[1], 2 * peaks[2]]
+    capped = control.after_reset(controller._replace(cycle=1), False, failed=True, lr_factor=0.25)
+    assert capped.plan.peak_learning_rates.tolist() == [peaks[0], peaks[0] / 4, peaks[0] / 4]
+    assert capped.peak_ceiling == peaks[0] / 4
 
 
 def test_a_cycle_can_follow_until_the_last_when_the_plan_end_stops_the_run():

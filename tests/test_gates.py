@@ -68,6 +68,12 @@ def test_held_out_gate_counts_seeds_and_rolled_back_learners():
     assert gates.rolled_back_learners(to_best) == 0 and gates.improved_rollbacks(to_best) == 1
     to_start = {**learned, "resets": [{**learned["resets"][0], "restored_metric": 0.1}]}
     assert gates.rolled_back_learners(to_start) == 1
+    # v4: the states at 0.5 and 0.8 were refused as rollback points for their norm (the
+    # failure's own damage, not learning); refusing only 0.5 still discards 0.8.
+    unsound = {**to_start, "resets": [{**to_start["resets"][0], "unsound_metric": 0.8}]}
+    assert gates.rolled_back_learners(unsound) == 0
+    partly = {**to_start, "resets": [{**to_start["resets"][0], "unsound_metric": 0.5}]}
+    assert gates.rolled_back_learners(partly) == 1
 
 
 def test_failed_first_cycle_is_judged_against_full_and_exempt_from_the_rollback_gate():

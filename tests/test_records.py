@@ -23,6 +23,7 @@ FAILED = ResetRecord(
     param_norm_ratio=1.5,
     rolled_back=True,
     restored_metric=0.75,
+    unsound_metric=0.875,
 )
 
 
@@ -52,6 +53,7 @@ def test_a_reset_logs_these_scalars():
         "reset/param_norm_ratio": 1.5,
         "reset/rolled_back": 1.0,
         "reset/restored_metric": 0.75,
+        "reset/unsound_metric": 0.875,
     }
     healthy = ResetRecord(step=10, cycle=1, tau=0.5, metric=0.1, early_switch=False)
     logged = healthy.to_metrics()

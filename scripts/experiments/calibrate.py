@@ -10,7 +10,8 @@ every embedded workload (docs/METHOD.md section 7):
 * each run's value r_i is its best validation (and test) metric over the evaluations in
   the last END_FRACTION of step_hint: where its decay ends;
 * the target is the value REACH of the runs reach: with r sorted best first, the midpoint
-  of the REACH-th and the next value (so exactly REACH runs are strictly past it);
+  of the REACH-th and the next value (so exactly REACH runs are strictly past it); where
+  the two tie, just short of them (all the tied runs are past it, and no run sits on it);
 * max_allowed_runtime_sec = step_hint x the reference clock's seconds per step.
 
 The result goes to `scripts/local/workloads/calibration.json`, which `make_workload` reads
@@ -48,13 +49,16 @@ def end_value(evals: Sequence[tuple[int, float]], step_hint: int, higher: bool) 
 
 def target_from(values: Sequence[float], higher: bool, reach: int = REACH) -> float:
     """The value `reach` of the runs are strictly past: the midpoint of the reach-th best
-    value and the next one (the reach-th itself when all runs reach it)."""
+    value and the next one; just short of the reach-th when all runs reach it or the next
+    one ties with it (then the tied runs are past it too: a target equal to a value a run
+    can attain, e.g. an accuracy k/n, would be reached by AlgoPerf's scorer, which counts
+    `>=`, and not by its runner, which stops at `>`)."""
     if not 1 <= reach <= len(values):
         raise ValueError(f"reach must be in [1, {len(values)}], got {reach}.")
     ranked = sorted(values, reverse=higher)
     kth = ranked[reach - 1]
-    if reach == len(ranked) or not math.isfinite(ranked[reach]):
-        step = 1e-6 * max(abs(kth), 1e-12)  # All reach: just short of the worst.
+    if reach == len(ranked) or not math.isfinite(ranked[reach]) or ranked[reach] == kth:
+        step = 1e-6 * max(abs(kth), 1e-12)
         return kth - step if higher else kth + step
     return (kth + ranked[reach]) / 2
 
@@ -99,7 +103,8 @@ def calibrate(name: str, seeds: Sequence[int] = CALIBRATION_SEEDS) -> dict[str, 
         "rule": (
             f"reference baseline nadamw_baseline for step_hint steps on seeds {list(seeds)}; "
             f"r = best metric over the last {END_FRACTION:g} of step_hint; target = the "
-            f"midpoint of the {REACH}th and the next best r"
+            f"midpoint of the {REACH}th and the next best r (just short of the {REACH}th where "
+            "they tie)"
         ),
     }
 

@@ -186,6 +186,21 @@ VARIANTS.update(
             "the default, a rollback restoring the cycle's start",
             {"rollback_to": "start"},
         ),
+        "default-restored-norm": Variant(
+            "default",
+            "the default, rule (b) measured from the restored state after a rollback",
+            {"norm_reference": "restored"},
+        ),
+        "default-factor-peak": Variant(
+            "default",
+            "the default, a failed cycle's peak halved whatever its norm did (v3)",
+            {"failed_peak_rule": "factor"},
+        ),
+        "default-unguarded": Variant(
+            "default",
+            "the default, any better state a rollback point (v3)",
+            {"sound_rollback_point": False},
+        ),
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
         "default-fit": Variant(
@@ -329,6 +344,11 @@ SCORE_PROBLEMS = (
     ("digit_sums", "noisy"),
     ("digits", "failed"),
 )
+# The injected failure on the other workloads (issue 30): it touches only our submission
+# (the rivals are told nothing, so their runs would be their healthy ones), so these
+# problems judge the rescue against `full` (RESCUE_VARIANTS), outside the score's race.
+RESCUE_PROBLEMS = (("digit_sums", "failed"), ("char_lm", "failed"))
+RESCUE_VARIANTS = ("default", "default-full")
 # The race: AlgoPerf's baseline, the field's leader, the default and its ablations (v2's
 # default left the race at v4; its score under the old keys is in CHANGELOG.md).
 SCORE_VARIANTS = (
@@ -370,8 +390,11 @@ class RunSpec(NamedTuple):
     def hyperparameters(self) -> dict[str, Any] | None:
         """The workload's study settings, the scenario's, then the variant's on top. In
         the failed scenario the first cycle peaks at FAILED_PEAK_FACTOR x the base rate,
-        the later cycles at the variant's peaks (ones unless it names them). None for a
-        contestant other than ours (self-tuning: it is told nothing)."""
+        the later cycles at the variant's peaks (ones unless it names them), and so do the
+        cycles past the plan (`past_plan_lr_factor`: without it a one-cycle plan's rescue
+        cycles would copy the injected peak, halved per failure, and the problem would be
+        a rate 1000x too high rather than one failed cycle). None for a contestant other
+        than ours (self-tuning: it is told nothing)."""
         if VARIANTS[self.variant].submission != "ours":
             return None
         merged = {
@@ -383,6 +406,8 @@ class RunSpec(NamedTuple):
             num_cycles = merged.get("num_cycles", hyperparameters.DEFAULTS["num_cycles"])
             peaks = merged.get("cycle_lr_factors") or (1.0,) * num_cycles
             merged["cycle_lr_factors"] = [FAILED_PEAK_FACTOR, *peaks[1:]]
+            if num_cycles == 1:
+                merged.setdefault("past_plan_lr_factor", 1.0)
         return merged
 
     def workload_options(self) -> dict[str, Any]:

@@ -61,7 +61,9 @@ def rolled_back_learners(record: Mapping) -> int:
     evaluation noise is not learning). The restored state's metric is the record's
     `restored_metric` (v3: the cycle's best with `rollback_to = "best"`); a record without
     it restored the cycle's start, the last evaluation before the cycle began (or the run's
-    first)."""
+    first). An evaluation no better than the record's `unsound_metric` (v4: the best state
+    not kept as the rollback point because its norm was out of bounds) is the failure's,
+    not learning."""
     higher = record["target"]["higher_is_better"]
     margin = improvement_tolerance(record)
     better = (lambda a, b: a > b + margin) if higher else (lambda a, b: a < b - margin)
@@ -78,7 +80,9 @@ def rolled_back_learners(record: Mapping) -> int:
             ]
             restored = before[-1] if before else None
         inside = [e["metric"] for e in evals if start < e["step"] <= reset["step"]]
-        if restored is not None and any(better(m, restored) for m in inside):
+        unsound = reset.get("unsound_metric")
+        learned = [m for m in inside if unsound is None or better(m, unsound)]
+        if restored is not None and any(better(m, restored) for m in learned):
             count += 1
     return count
 

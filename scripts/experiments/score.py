@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from scripts.experiments.design import (
+        RESCUE_PROBLEMS,
+        RESCUE_VARIANTS,
         SCORE_PROBLEMS,
         SWITCH_PROBLEMS,
         SWITCH_TWIN,
@@ -67,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = problem_grid(SCORE_PROBLEMS, variants, range(args.seeds))
     # The detector's twin runs where switches are judged; it is not scored.
     twins = problem_grid(SWITCH_PROBLEMS, [SWITCH_TWIN], range(args.seeds))
-    errors = [] if args.no_run else run_grid(specs + twins, out, args.workers)
+    # The injected failure on the other workloads: judged against `full`, not scored.
+    rescuers = [v for v in RESCUE_VARIANTS if v in variants]
+    rescues = problem_grid(RESCUE_PROBLEMS, rescuers, range(args.seeds))
+    errors = [] if args.no_run else run_grid(specs + twins + rescues, out, args.workers)
     records = load_records(out, specs)
     twin_records = load_records(out, twins)
     labels = {v: VARIANTS[v].label for v in variants}
@@ -104,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if default is not None:
         sections += ["", f"Gates (docs/METHOD.md section 7) for the default, `{default}`:", ""]
         rivals = [v for v in variants if VARIANTS[v].submission != "ours"]
-        sections += gates_lines(gates(records, SCORE_PROBLEMS, default, scores, rivals=rivals))
+        found = gates(records, SCORE_PROBLEMS, default, scores, rivals=rivals)
+        found += gates(load_records(out, rescues), RESCUE_PROBLEMS, default, {}, rivals=())
+        sections += gates_lines(found)
         if twin_records:
             title = f"Early switches of the default, judged against `{SWITCH_TWIN}` (the same run"
             sections += ["", f"{title} with the detector off: identical up to the first switch):"]

@@ -79,7 +79,7 @@ CORE = (
     CoreModule("records", ("records.py",), ("tests/test_records.py",)),
     CoreModule(
         "hyperparameters",
-        ("hyperparameters.py",),
+        ("hyperparameters.py", "hyperparameter_spec.py"),
         ("tests/test_hyperparameters.py", "tests/test_bad_input.py"),
     ),
 )

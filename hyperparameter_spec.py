@@ -1,0 +1,60 @@
+"""What a hyperparameter accepts (`Spec`), and the dataclass field that carries one
+(`_hp`): the schema's building blocks, read by `hyperparameters`."""
+
+import dataclasses
+import math
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What a hyperparameter accepts.
+
+    kind: "float", "int", "bool", "choice" or "list" (a per-cycle list of numbers > 0).
+    low, high, low_open, high_open: the interval of a number ("float", "int").
+    choices: the allowed strings of a "choice".
+    null: what None means when None is allowed (e.g. "no clipping"); None: not allowed.
+    """
+
+    kind: str
+    description: str
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+    choices: tuple[str, ...] = ()
+    null: str | None = None
+
+    def allowed(self) -> str:
+        """The allowed values in words, as error messages and docs/hyperparameters.md state them."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "choice":
+            return f"one of {list(self.choices)}"
+        if self.kind == "list":
+            numbers_ = "N numbers > 0"
+            return f"null ({self.null}) or {numbers_}" if self.null else f"a list of {numbers_}"
+        words = self._interval("an integer" if self.kind == "int" else "a number")
+        return f"null ({self.null}) or {words}" if self.null else words
+
+    def _interval(self, noun: str) -> str:
+        if math.isinf(self.high):
+            return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+
+    def contains(self, number: float) -> bool:
+        """Whether a finite number lies in [low, high] with the open ends excluded."""
+        above = number > self.low if self.low_open else number >= self.low
+        below = number < self.high if self.high_open else number <= self.high
+        return math.isfinite(number) and above and below
+
+
+def _hp(default: Any, kind: str, description: str, **spec: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"spec": Spec(kind, description, **spec)})
+
+
+_POSITIVE = {"low": 0.0, "low_open": True}
+_UNIT_OPEN = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
+_UNIT_HALF_OPEN = {"low": 0.0, "high": 1.0}
+_UNIT_UPPER = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": False}
