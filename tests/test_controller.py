@@ -571,6 +571,17 @@ def test_every_new_evaluation_is_read_even_when_the_detector_is_not_fed(cycle, e
     assert controller.cycle_evals == 3
 
 
+def test_two_evaluations_of_one_step_are_read_in_the_order_given():
+    """A step evaluated twice (the runner evaluates again after a checkpoint restore;
+    `algoperf_compat.parse_eval_results` keeps the runner's order within a step): the one
+    given last is the latest, whatever its metric, and tau_metric "latest" reads it."""
+    for later, earlier in ((0.3, 0.5), (0.5, 0.3)):
+        evals = [Evaluation(23, earlier, 1.0), Evaluation(23, later, 1.0)]
+        controller, _ = control.observe(_start(), evals, SETTINGS)
+        assert controller.last_metric == later and controller.last_eval_step == 23
+        assert controller.cycle_best_metric == 0.5 and controller.cycle_evals == 2
+
+
 @pytest.mark.parametrize(("min_steps", "boundaries"), [(1, [0, 10, 18, 26]), (9, [0, 10, 26])])
 def test_refit_drops_cycles_shorter_than_min_steps(min_steps, boundaries):
     """At step 20 after 20 s (1 s per step) half of a 52 s budget ends at step 26: the two

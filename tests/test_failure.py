@@ -106,10 +106,27 @@ def test_soft_without_rollback_blends_a_failed_cycle_and_needs_no_start():
     outcome = reset.CycleOutcome(jnp.float32(0.5), jnp.bool_(True))
     out = reset.soft(rollback=False).apply(current, fresh, outcome)
     np.testing.assert_allclose(out.params["w"], 2.5 * PARAMS["w"], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"soft\(rollback=True\) needs outcome.start"):
+    # The whole message: what is missing and what it must hold.
+    needs_start = (
+        r"^soft\(rollback=True\) needs outcome\.start, the TrainState the cycle started "
+        r"from \(its params and model state\)\.$"
+    )
+    with pytest.raises(ValueError, match=needs_start):
         reset.soft().apply(current, fresh, outcome)
     with pytest.raises(ValueError, match="model_state must be one of"):
         reset.soft(model_state="reestimate")
+
+
+def test_a_cycle_is_rolled_back_only_when_it_failed_and_rollback_is_on():
+    """`rolls_back` decides it for the device and the host (the log, the controller):
+    soft with rollback rolls back failed cycles only; soft without it and the baselines
+    never do."""
+    for rollback in (True, False):
+        strategy = reset.soft(rollback=rollback)
+        for failed in (True, False):
+            assert bool(strategy.rolls_back(jnp.bool_(failed))) is (failed and rollback)
+    for name in ("none", "full", "params_only"):
+        assert not bool(reset.make_strategy(name).rolls_back(jnp.bool_(True)))
 
 
 def test_baselines_stay_faithful_to_their_definitions_after_a_failure():
@@ -159,6 +176,23 @@ def test_reestimate_keeps_leaves_that_are_not_moving_averages():
     np.testing.assert_allclose(out["ema"], 10.0)
     np.testing.assert_array_equal(out["frozen"], 3.0)
     assert int(out["count"]) == 7
+
+
+def test_both_passes_see_the_non_float_leaves_as_they_are():
+    """Only the float leaves are set to 0 and 1 for the two passes: an integer leaf the
+    forward pass reads (here the seed its batch is drawn with) is passed as it is, so both
+    passes see the same batch and the estimate is that batch's statistic."""
+    state = {"mean": jnp.full(3, 5.0), "seed": jnp.array(7, jnp.uint32)}
+
+    def batch(seed):
+        return jax.random.normal(jax.random.key(seed), (3,))
+
+    def forward(s):
+        return {"mean": 0.9 * s["mean"] + 0.1 * batch(s["seed"]), "seed": s["seed"]}
+
+    out = reset.reestimate_ema(forward, state)
+    np.testing.assert_allclose(out["mean"], batch(7), rtol=1e-4, atol=1e-6)
+    assert out["seed"].dtype == jnp.uint32 and int(out["seed"]) == 7
 
 
 @pytest.mark.parametrize(

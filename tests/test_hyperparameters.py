@@ -39,6 +39,25 @@ def test_every_field_has_a_spec_and_its_default_is_valid():
     assert hp.resolve(None) == hp.Config()
 
 
+def test_a_field_declared_like_configs_carries_its_default_and_spec():
+    """Config's fields are declared with `_hp(default, kind, description, **range)`: the
+    dataclass default, and the Spec in the field's metadata under "spec", where SPECS,
+    validation and the manual's table read it. (Config itself is built at import; this
+    declares a new dataclass now, as a new hyperparameter would be declared.)"""
+
+    @dataclasses.dataclass(frozen=True)
+    class Declared:
+        rate: float = hp._hp(
+            0.25, "float", "a rate", low=0.0, high=1.0, low_open=True, high_open=False
+        )
+
+    (field,) = dataclasses.fields(Declared)
+    assert Declared().rate == 0.25 and field.default == 0.25
+    spec = field.metadata["spec"]
+    assert spec == hp.Spec("float", "a rate", low=0.0, high=1.0, low_open=True, high_open=False)
+    assert spec.allowed() == "a number in (0, 1]" and not spec.contains(0.0)
+
+
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         hp.resolve(None).learning_rate = 1.0

@@ -9,9 +9,13 @@ every parameter.
 """
 
 import functools
+import math
+import re
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -165,6 +169,46 @@ def test_first_steps_weights_are_one_minus_beta_power():
     assert float(state.w1) == np.float32(1) - np.float32(B1)  # exactly 1 - b
 
 
+def test_weights_follow_float32_betas_with_64_bit_types_too():
+    """w <- b w + (1 - b) with b rounded to float32 (so 1 - b is exact and w = 1 a fixed
+    point), also where jax_enable_x64 is on; the state keeps its dtypes (count int32)."""
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    b1, b2 = np.float32(B1), np.float32(B2)
+    with enable_x64(True):
+        tx = reset.scale_by_weighted_adam(B1, B2)
+        theta = {"w": jnp.ones(3, jnp.float32)}
+        state, w1, w2 = tx.init(theta), np.float32(0), np.float32(0)
+        for _ in range(3):
+            _, state = tx.update({"w": jnp.full(3, 0.5, jnp.float32)}, state)
+            w1, w2 = b1 * w1 + (np.float32(1) - b1), b2 * w2 + (np.float32(1) - b2)
+            assert (state.w1.dtype, state.w2.dtype) == (jnp.float32, jnp.float32)
+            assert (float(state.w1), float(state.w2)) == (float(w1), float(w2))
+        assert state.count.dtype == jnp.int32 and int(state.count) == 3
+    assert tx.init(theta).count.dtype == jnp.int32
+
+
+def test_defaults_eps_root_and_dtypes_are_optax_scale_by_adams():
+    """Called with no arguments it is optax.scale_by_adam() (b1 0.9, b2 0.999, eps 1e-8),
+    and with eps_root it adds it inside the square root as optax does; bfloat16 gradients
+    give bfloat16 moments and updates, as optax's do."""
+    cases = ((jnp.float32, 1e-5, {}), (jnp.bfloat16, 1e-2, {}))
+    cases += ((jnp.float32, 1e-5, {"eps": 0.0, "eps_root": 1.0}),)
+    for dtype, rtol, kwargs in cases:
+        ours_tx, theirs = reset.scale_by_weighted_adam(**kwargs), optax.scale_by_adam(**kwargs)
+        theta = {"w": jnp.ones(4, dtype)}
+        state, state_ref = ours_tx.init(theta), theirs.init(theta)
+        for i in range(3):
+            grads = {"w": jnp.asarray([0.5, -1.0, 2.0, 1e-3], dtype) * (i + 1)}
+            updates, state = ours_tx.update(grads, state)
+            expected, state_ref = theirs.update(grads, state_ref)
+            assert updates["w"].dtype == expected["w"].dtype == dtype
+            np.testing.assert_allclose(
+                np.asarray(updates["w"], np.float32),
+                np.asarray(expected["w"], np.float32),
+                rtol=rtol,
+            )
+
+
 def test_moment_weights_off_is_optax_scale_by_adam():
     tx = ours(False, moment_weights=False)
     reference = optax.chain(
@@ -173,8 +217,32 @@ def test_moment_weights_off_is_optax_scale_by_adam():
         optax.scale_by_learning_rate(LR),
     )
     assert_identical(train(tx, 5), train(reference, 5))
-    with pytest.raises(ValueError, match="moment_weights=False.*'adamw' only"):
+    message = (
+        "moment_weights=False (optax's Adam, v1) runs with optimizer 'adamw' only: "
+        "'nadamw' is AlgoPerf's NAdamW, built on the weighted moments."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         ours(True, moment_weights=False)
+
+
+def test_without_nesterov_adamw_is_adamw():
+    """nesterov defaults to False: reset.adamw(lr, b1, b2, eps, wd) is AdamW, not NAdamW."""
+    default = train(reset.adamw(LR, B1, B2, EPS, WD), 3)
+    assert_identical(default, train(ours(False), 3))
+    assert max_deviation(default, train(ours(True), 3)) > 0.0
+
+
+@pytest.mark.parametrize(("grad_clip", "eps"), [(None, 1.0), (1.0, 1.0), (1.0, 0.5), (20.0, 0.5)])
+def test_the_first_update_clips_the_gradient_and_adds_eps(grad_clip, eps):
+    """The first update is -lr g_c / (|g_c| + eps) (m_hat = g_c, v_hat = g_c^2; no weight
+    decay at theta = 0), with g_c the gradient clipped to global norm `grad_clip`."""
+    theta, grads = {"w": jnp.zeros(2)}, {"w": jnp.array([6.0, 8.0])}  # ||g|| = 10
+    tx = reset.adamw(0.1, 0.9, 0.999, eps, WD, grad_clip=grad_clip)
+    updates, _ = tx.update(grads, tx.init(theta), theta)
+    clipped = grads["w"] * min(1.0, (grad_clip or math.inf) / 10.0)
+    expected = -0.1 * clipped / (jnp.abs(clipped) + eps)
+    # rtol: the weights 1 - b are float32 (1 - 0.999 to 3e-5 relative).
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-4)
 
 
 # --- scaling the moments and their weights --------------------------------------------
@@ -250,6 +318,56 @@ def test_weights_named_outside_a_moment_state_are_not_weights():
     scaled = weighted_state(reset.scale_moments(opt_state, 0.5))
     assert_identical(scaled.mu, jax.tree.map(lambda m: m * 0.5, state.mu))  # scaled once
     assert_identical(scaled.w1, state.w1 * 0.5)
+
+
+class _Lookalike(NamedTuple):
+    """Another transformation's state with a field named like a moment weight, and a dict
+    entry named like a moment."""
+
+    w1: jax.Array
+    stats: dict
+
+
+def test_names_like_moments_outside_a_moment_state_are_left_alone():
+    """Moments are NamedTuple fields, weights fields of the state holding them: a reset
+    scales those, not another transformation's field called w1 or dict entry called mu."""
+    lookalike = optax.GradientTransformation(
+        lambda params: _Lookalike(jnp.ones([]), {"mu": jnp.full(3, 2.0)}),
+        lambda updates, state, params=None: (updates, state),
+    )
+    theta = {"w": jnp.ones(3)}
+    tx = optax.chain(lookalike, ours())
+    opt_state = tx.update(theta, tx.init(theta), theta)[1]
+    assert [field for field, _, _ in reset.find_weights(opt_state)] == ["w1", "w2"]
+    assert [field for field, _, _ in reset.find_moments(opt_state)] == ["mu", "nu"]
+    scaled = reset.scale_moments(opt_state, 0.5)
+    assert float(scaled[0].w1) == 1.0 and scaled[0].stats["mu"].tolist() == [2.0] * 3
+    assert_identical(weighted_state(scaled).w1, weighted_state(opt_state).w1 * 0.5)
+
+
+def test_moments_at_different_depths_are_all_found_and_scaled():
+    """A chain of Adam and an injected SGD with momentum: mu, nu and trace at different
+    depths of the state are each a moment, and a reset scales each."""
+    theta = {"w": jnp.ones(3)}
+    tx = optax.chain(ours(), optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9))
+    opt_state = tx.update(theta, tx.init(theta), theta)[1]
+    found = {field: moment for field, _, moment in reset.find_moments(opt_state)}
+    assert sorted(found) == ["mu", "nu", "trace"]
+    scaled = {field: m for field, _, m in reset.find_moments(reset.scale_moments(opt_state, 0.5))}
+    for field, moment in found.items():
+        assert_identical(scaled[field], jax.tree.map(lambda m: m * 0.5, moment))
+
+
+def test_scaling_keeps_every_leafs_dtype():
+    """bfloat16 params: the moments stay bfloat16 (ours and optax's Adam), the weights
+    float32 and the count int32, for a reset by 0 and one in between."""
+    theta = {"w": jnp.ones(3, jnp.bfloat16)}
+    for tx in (ours(), optax.adam(LR)):
+        opt_state = tx.update(theta, tx.init(theta), theta)[1]
+        dtypes = [x.dtype for x in jax.tree.leaves(opt_state)]
+        for factor in (0.0, 0.5):
+            scaled = reset.scale_moments(opt_state, factor)
+            assert [x.dtype for x in jax.tree.leaves(scaled)] == dtypes
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])

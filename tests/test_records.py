@@ -135,3 +135,13 @@ def test_a_refit_logs_the_fraction_of_the_budget_spent_and_reads_back():
     assert refit.describe() == (
         "plan re-fitted at step 40 (0.25 s per step, 75% of the budget spent): ends at step 300"
     )
+
+
+def test_a_reset_record_carries_the_unsound_metric_of_its_action():
+    """The controller's Reset names the ending cycle's best state refused as a rollback
+    point; the record keeps it, rolled back or not."""
+    action = Reset(50, 1, True, 0.5, 0.4, 100, "rising", False, unsound_metric=0.875)
+    check = (True, True, 4.0, reset.FAILURE_RULES.index("norm"))
+    for rolled_back in (True, False):
+        record = records.reset_record(action, check, rolled_back, 0.3)
+        assert record.unsound_metric == 0.875

@@ -4,6 +4,8 @@ v4): the controller's host numbers, and the failed scenario that relies on them.
 A plan of one 10-step cycle; a detector that switches as soon as the loss rises.
 """
 
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -132,7 +134,8 @@ def _evaluated(metric, step=5):
 
 
 @pytest.mark.parametrize(
-    ("norm", "kept"), [(None, True), (2.0, True), (6.0, True), (6.01, False), (0.66, False)]
+    ("norm", "kept"),
+    [(None, True), (2.0, True), (6.0, True), (2.0 / 3.0, True), (6.01, False), (0.66, False)],
 )
 def test_keep_best_keeps_only_a_state_of_sound_norm(norm, kept):
     controller, keep = control.keep_best(_evaluated(0.5), 5, BEST, norm)
@@ -145,6 +148,41 @@ def test_keep_best_keeps_only_a_state_of_sound_norm(norm, kept):
     )
     if not kept:  # Without keep_kappa (v3) any norm is kept.
         assert control.keep_best(_evaluated(0.5), 5, BEST._replace(keep_kappa=None), norm)[1]
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_the_best_refused_state_is_the_best_of_them(higher):
+    """Two refused states in a row: unsound_metric is the better of the two, in the
+    metric's own direction."""
+    settings = BEST._replace(higher_is_better=higher, target=0.9 if higher else 0.1)
+    first, second = (0.5, 0.6) if higher else (0.6, 0.5)
+    controller = _evaluated(first)._replace(kept_metric=math.nan)
+    controller, _ = control.keep_best(controller, 5, settings, 50.0)
+    controller = controller._replace(last_metric=second, last_eval_step=7)
+    controller, keep = control.keep_best(controller, 7, settings, 50.0)
+    assert not keep and controller.unsound_metric == second
+
+
+def test_decide_passes_the_measured_norm_to_keep_best():
+    """The runner's evaluation of this very state, a norm out of bounds: not kept."""
+    controller = _start()
+    evaluations = [Evaluation(1, 0.1, 2.0), Evaluation(5, 0.5, 1.0)]
+    _, refused = control.decide(controller, evaluations, 5, BEST, norm=50.0)
+    _, kept = control.decide(controller, evaluations, 5, BEST, norm=2.0)
+    assert (refused.keep, kept.keep) == (False, True)
+
+
+def test_a_failure_without_a_lowering_sets_no_ceiling():
+    """A failed cycle with lr_factor 1 (or none given) lowers nothing, not even the ceiling."""
+    controller = _decide(_start(), range(11), {}, SETTINGS._replace(early_switching=False))
+    for after in (
+        control.after_reset(controller, True, failed=True),
+        control.after_reset(controller, True, failed=True, lr_factor=1.0),
+    ):
+        assert after.peak_ceiling == math.inf
+        np.testing.assert_array_equal(
+            after.plan.peak_learning_rates, controller.plan.peak_learning_rates
+        )
 
 
 def test_the_reset_names_the_cycle_s_best_unsound_state_and_forgets_it():

@@ -5,8 +5,10 @@ formulas of METHOD.md section 3 (in float64 with `math`).
 """
 
 import math
+import re
 
 import jax
+import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -23,6 +25,11 @@ DECAY_NAMES = ("cosine", "linear", "exponential")
 
 
 # --- an independent reference implementation of METHOD.md section 3 -------------------
+
+
+def _whole(message: str) -> str:
+    """A pattern that matches exactly `message` (pytest.raises searches)."""
+    return f"^{re.escape(message)}$"
 
 
 def ref_warmup(shape: str, x: float) -> float:
@@ -324,11 +331,33 @@ def test_replan_in_last_cycle_appends_a_cycle():
 def test_replan_rejects_steps_outside_or_on_a_boundary():
     plan = make_plan(1000, PlanSettings(3, 1.0))
     for step in (0, -1, 1000, 1001):
-        with pytest.raises(ValueError, match="strictly inside"):
+        message = f"step must lie strictly inside the plan (0, 1000), got {step}."
+        with pytest.raises(ValueError, match=_whole(message)):
             schedules.replan_after_switch(plan, step)
     for step in (334, 667):
         with pytest.raises(ValueError, match="boundary"):
             schedules.replan_after_switch(plan, step)
+
+
+def test_extend_plan_repeats_the_last_cycles_length_whatever_the_number_of_cycles():
+    for factors, boundaries in (
+        ([1, 1, 1, 2], [0, 80, 160, 240, 400, 560]),
+        ([1, 3], [0, 100, 400, 700]),
+    ):
+        plan = make_plan(400, PlanSettings(len(factors), 1.0, cycle_length_factors=factors))
+        assert schedules.extend_plan(plan).boundaries.tolist() == boundaries
+
+
+def test_cycle_window_dtypes_are_fixed_whatever_the_plans():
+    """A plan in numpy's default dtypes (int64, float64: built by hand, or read back from
+    a checkpoint) gives windows of the same dtypes, so the compiled step never sees a new
+    one."""
+    plan = make_plan(300, PlanSettings(3, 1.0))
+    wide = schedules.CyclePlan(*(np.asarray(x, np.asarray(x).dtype.kind + "8") for x in plan))
+    assert [x.dtype for x in wide] == [np.int64, np.float64, np.float64, np.int64, np.int64]
+    fixed = [np.int32, np.float32, np.float32, np.int32, np.int32]
+    for i in range(3):
+        assert [x.dtype for x in schedules.cycle_window(wide, i)] == fixed
 
 
 def test_extend_plan():
@@ -355,7 +384,10 @@ INVALID = [
     (dict(cycle_lr_factors="1,1,1"), r"cycle_lr_factors must be a list of 3 numbers"),
     (
         dict(warmup_factor=0.5, cycle_warmup_factors=[1, 2, 1]),
-        r"warmup_factor \* cycle_warmup_factors must stay below 1",
+        _whole(
+            "warmup_factor * cycle_warmup_factors must stay below 1 (a cycle needs decay "
+            "steps), got [0.5, 1.0, 0.5]."
+        ),
     ),
     (
         dict(warmup_shape="step"),
@@ -379,6 +411,14 @@ def test_invalid_plans_raise_naming_the_field(overrides, message):
     kwargs.update(overrides)
     with pytest.raises(ValueError, match=message):
         make_plan(kwargs.pop("total_steps"), PlanSettings(**kwargs))
+
+
+@pytest.mark.parametrize(("overrides", "message"), INVALID[:7])
+def test_settings_are_checked_without_a_plan(overrides, message):
+    """The schema checks the settings before any plan exists (`check_plan_settings`, from
+    `hyperparameters.resolve`): the same errors, naming the same field."""
+    with pytest.raises(ValueError, match=message):
+        schedules.check_plan_settings(PlanSettings(3, 1.0, **overrides))
 
 
 def test_valid_edge_plans():
@@ -544,15 +584,48 @@ def test_enter_cycle_errors():
     plan = make_plan(300, PlanSettings(3, 1.0))
     params = {"w": jnp.ones(2)}
     window = schedules.cycle_window(plan, 1)
-    with pytest.raises(ValueError, match="holds no CyclicScheduleState"):
+    no_state = _whole(
+        "the optimizer state holds no CyclicScheduleState: build the optimizer with "
+        "optax.inject_hyperparams(...)(learning_rate=schedules.cyclic_schedule(plan))."
+    )
+    with pytest.raises(ValueError, match=no_state):
         schedules.enter_cycle(optax.adamw(0.1).init(params), window, 100)
-    with pytest.raises(ValueError, match="holds no CyclicScheduleState"):
+    with pytest.raises(ValueError, match=no_state):
         schedules.enter_cycle(optax.inject_hyperparams(optax.adamw)(0.1).init(params), window, 0)
     opt_state = optax.inject_hyperparams(optax.adamw)(schedules.cyclic_schedule(plan)).init(params)
-    with pytest.raises(ValueError, match="window must hold exactly one cycle"):
+    not_one = _whole(
+        "window must hold exactly one cycle, as schedules.cycle_window(plan, i) makes it "
+        "(boundaries of shape (2,), the rest (1,)), got shapes [(4,), (3,), (3,), (3,), (3,)]."
+    )
+    with pytest.raises(ValueError, match=not_one):
         schedules.enter_cycle(opt_state, plan, 100)  # the whole plan, not a window
+    not_a_plan = _whole(
+        "window must be a CyclePlan (schedules.cycle_window(plan, i)), got <class 'tuple'>."
+    )
+    with pytest.raises(ValueError, match=not_a_plan):
+        schedules.enter_cycle(opt_state, tuple(window), 100)
     with pytest.raises(ValueError, match="step must be an integer scalar"):
         schedules.enter_cycle(opt_state, window, np.arange(2))
+
+
+def test_enter_cycle_keeps_the_window_dtypes_with_64_bit_types():
+    """With jax's 64-bit types on, a window in numpy's default dtypes (int64, float64)
+    still enters the state as int32 / float32: the state a jitted step was compiled for."""
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    plan = make_plan(300, PlanSettings(3, 1.0))
+    wide = schedules.CyclePlan(
+        *(np.asarray(x, np.asarray(x).dtype.kind + "8") for x in schedules.cycle_window(plan, 1))
+    )
+    with enable_x64(True):
+        tx = optax.inject_hyperparams(optax.adamw)(schedules.cyclic_schedule(plan))
+        opt_state = schedules.enter_cycle(tx.init({"w": jnp.ones(2)}), wide, 100)
+        (state,) = schedules.schedule_states(opt_state)
+        dtypes = [x.dtype for x in state.window]
+        assert dtypes == [jnp.int32, jnp.float32, jnp.float32, jnp.int32, jnp.int32]
+        assert state.step.dtype == jnp.int32 and int(state.step) == 100
+        # The rate the optimizer reads is in the window's float32 too.
+        rate = schedules.learning_rate(jnp.asarray(110), state.window)
+        assert rate.dtype == jnp.float32 and float(rate) > 0.0
 
 
 def _toy_problem():

@@ -6,6 +6,7 @@ hardware twice as slow and twice as fast as the reference, with and without nois
 """
 
 import math
+import warnings
 
 import jax
 import jax.monitoring
@@ -75,6 +76,38 @@ def test_fit_plan_keeps_the_current_cycle_and_the_relative_lengths():
     # The last cycle running: nothing left to fit.
     assert tb.fit_plan(plan, cycle=2, end=1000) == (plan, False)
     np.testing.assert_array_equal(stretched.peak_learning_rates, plan.peak_learning_rates)
+
+
+def test_seconds_per_step_is_nan_quietly_while_no_rate_is_known():
+    """No samples yet, or only the first interval (the compilation), or only intervals the
+    clock did not see pass (a coarse clock: no time is no rate): nan, and no warning, for
+    the controller asks at every evaluation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(tb.seconds_per_step(np.zeros((0, 2))))
+        assert math.isnan(tb.seconds_per_step(np.array([[0.0, 0.0], [10.0, 50.0]])))
+        assert math.isnan(tb.seconds_per_step(np.array([[10.0, 50.0], [20.0, 50.0]])))
+    # An interval of no time among others is left out, not averaged in.
+    samples = np.array([[10.0, 50.0], [20.0, 51.0], [30.0, 51.0]])
+    assert tb.seconds_per_step(samples) == pytest.approx(0.1)
+
+
+def test_fit_plan_with_four_cycles_and_at_the_edges_of_the_budget():
+    plan = schedules.make_plan(400, schedules.PlanSettings(4, 1.0))  # 0 100 200 300 400
+    shared, changed = tb.fit_plan(plan, cycle=0, end=250)
+    assert changed and shared.boundaries.tolist() == [0, 100, 150, 200, 250]
+    # Fitted to the plan's own end: nothing changes, and the fit says so (no refit record).
+    same, changed = tb.fit_plan(plan, cycle=0, end=400)
+    assert same is plan and not changed
+    # Each later cycle gets exactly min_steps (60 steps, 20 each): all are kept.
+    exact, _ = tb.fit_plan(plan, cycle=0, end=160, min_steps=20)
+    assert exact.boundaries.tolist() == [0, 100, 120, 140, 160]
+    # min_steps defaults to 1: one step each is enough.
+    tiny, _ = tb.fit_plan(plan, cycle=0, end=103)
+    assert tiny.boundaries.tolist() == [0, 100, 101, 102, 103]
+    # The budget is spent before the next cycle starts: the current cycle is the last.
+    spent, changed = tb.fit_plan(plan, cycle=1, end=150)
+    assert changed and spent.boundaries.tolist() == [0, 100, 200]
 
 
 def test_steps_until_the_budget():

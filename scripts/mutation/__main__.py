@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{', '.join(stage.BY_NAME)} (default: all)",
     )
     parser.add_argument("--seconds", type=float, help="collect: how long the run took")
+    parser.add_argument(
+        "--note",
+        help="collect: how the run was made when not by one `mutmut run` (e.g. survivors "
+        "re-run by name after tests were added); the report prints it",
+    )
     return parser
 
 
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.seconds is None:
             parser.error("collect needs --seconds (how long the run took)")
         for module in modules:
-            print(results.describe(results.collect(module, args.seconds)), flush=True)
+            summary = results.collect(module, args.seconds, args.note)
+            print(results.describe(summary), flush=True)
     if args.command in ("report", "all"):
         path = report.write()
         print(f"wrote {path}")

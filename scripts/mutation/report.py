@@ -75,6 +75,8 @@ def _details(summaries: dict[str, dict], why: dict[str, str]) -> list[str]:
         lines += ["", f"### `{module.name}`", ""]
         lines.append(f"Files: {', '.join(summary['files'])}; tests: {', '.join(summary['tests'])}")
         lines.append(f"(`-m 'not slow'`). Command: `{summary['command']}`.")
+        if summary.get("note"):
+            lines.append(f"Run: {summary['note']}")
         equivalent = [name for name in summary["survivors"] if name in why]
         open_ones = [name for name in summary["survivors"] if name not in why]
         lines += ["", "Equivalent:" if equivalent else "Equivalent: none."]

@@ -94,9 +94,12 @@ def run(module: stage.CoreModule) -> dict:
     return collect(module, time.monotonic() - start)
 
 
-def collect(module: stage.CoreModule, seconds: float) -> dict:
-    """Writes and returns the summary of the run already done in `module`'s stage."""
+def collect(module: stage.CoreModule, seconds: float, note: str | None = None) -> dict:
+    """Writes and returns the summary of the run already done in `module`'s stage; `note`
+    says how it was run where that was not one `mutmut run` (the report prints it)."""
     summary = summarize(module, stage.BUILD / module.name, seconds)
+    if note:
+        summary["note"] = note
     summary_path(module).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -73,7 +73,7 @@ CORE = (
     CoreModule(
         "controller",
         ("controller.py",),
-        ("tests/test_controller.py", "tests/test_time_budget.py"),
+        ("tests/test_controller.py", "tests/test_time_budget.py", "tests/test_rescue.py"),
         TRAINING_TIME_BUDGET_TESTS,
     ),
     CoreModule("records", ("records.py",), ("tests/test_records.py",)),
