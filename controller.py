@@ -75,12 +75,24 @@ class Settings(NamedTuple):
     # kappa of a sound rollback point: a state whose params' norm is outside
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
+    # Cycles [0, guarded_cycles) (the plan's: AlgoPerf's baseline cycle) end early only by
+    # `early_switching.guard` (with `guard_kappa`): the norm must confirm the detector; 0:
+    # the detector alone may end every cycle (v4).
+    guarded_cycles: int = 0
+    guard_kappa: float = 3.0  # failure rule (b)'s kappa (`failure_kappa`)
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
 # target metric as a loss (lower is better: -y for a metric where higher is better), which
 # is what the benchmark scores (METHOD.md section 7, v3).
 SWITCH_SIGNALS = ("loss", "metric")
+
+
+# What may end a cycle of the plan (AlgoPerf's baseline cycle) early (METHOD.md section 5,
+# v5): the detector, as in every cycle past the plan, or `early_switching.guard`: a
+# non-finite evaluation, the params' norm far out (kappa^2), or the detector confirmed by
+# the norm out of rule (b)'s [1/kappa, kappa].
+PLANNED_CYCLE_SWITCHES = ("detector", "guards")
 
 
 # What a rollback restores (METHOD.md section 7, v3): the state the failed cycle started
@@ -156,8 +168,9 @@ class Controller(NamedTuple):
 
 
 class Switch(NamedTuple):
-    """An early switch: the detector ended the cycle at evaluation `step`, because the
-    smoothed loss was `reason` (early_switching.RISING, PLATEAU or NON_FINITE)."""
+    """An early switch: the cycle ended at evaluation `step`, because the smoothed loss was
+    `reason` (early_switching.RISING, PLATEAU or NON_FINITE; in a guarded cycle confirmed
+    by the params' norm, or BLOW_UP: the norm alone, `early_switching.guard`)."""
 
     step: int
     reason: str
@@ -264,13 +277,18 @@ def can_follow(controller: Controller, settings: Settings) -> bool:
 
 
 def observe(
-    controller: Controller, evaluations: Sequence[Evaluation], settings: Settings
+    controller: Controller,
+    evaluations: Sequence[Evaluation],
+    settings: Settings,
+    norm_ratio: tuple[int, float] | None = None,
 ) -> tuple[Controller, Switch | None]:
     """Reads the evaluations not seen yet (step > last_eval_step), in step order.
 
-    Returns the new state and the early switch (None if none): the detector is fed an
-    evaluation inside the current cycle when a cycle can follow it, and the first switch
-    moves the cycle's end to that evaluation's step.
+    Returns the new state and the early switch (None if none): an evaluation inside the
+    current cycle, when a cycle can follow it, is judged by the detector, and in a guarded
+    cycle (`guarded_cycles`) by `early_switching.guard` on the detector's signal and
+    `norm_ratio` = (step, ||theta|| / ||theta_start||) where the params of the evaluation
+    at that step were measured; the first switch moves the cycle's end to its step.
     """
     plan, detector, switch = controller.plan, controller.detector, None
     last_metric, last_step = controller.last_metric, controller.last_eval_step
@@ -289,9 +307,13 @@ def observe(
             continue
         if not can_follow(controller, settings):
             continue
-        detector, fired, reason = early_switching.update(
-            detector, switch_value(evaluation, settings), settings.detector
-        )
+        value = switch_value(evaluation, settings)
+        detector, fired, reason = early_switching.update(detector, value, settings.detector)
+        if c < settings.guarded_cycles:
+            ratio = norm_ratio[1] if norm_ratio and norm_ratio[0] == evaluation.step else None
+            signal = reason if fired else ""
+            reason = early_switching.guard(value, ratio, settings.guard_kappa, signal)
+            fired = bool(reason)
         if fired:
             grown = replan_after_switch(plan, evaluation.step)
             plan = past_plan_peaks(grown, num_cycles(plan), controller.peak_ceiling, settings)
@@ -487,9 +509,10 @@ def decide(
     when the caller knows nothing new arrived: the number seen is unchanged) and the
     submission seconds spent so far (None when the runner does not say).
 
-    New evaluations are read (an early switch may end the cycle at once; an evaluation of
-    this very state that is the cycle's best makes it the rollback point, if `norm`, its
-    params' global norm where the caller measured it, is sound) and, with a time
+    New evaluations are read (an early switch may end the cycle at once, in a guarded cycle
+    by `norm`, these params' global norm where the caller measured it; an evaluation of
+    this very state that is the cycle's best makes it the rollback point, if `norm` is
+    sound) and, with a time
     budget, the plan is re-fitted to it; then, while `step` has reached the current
     cycle's end, the next cycle starts with a reset, or the run stops when the plan is used
     up and `stop_when_plan_ends`.
@@ -497,7 +520,8 @@ def decide(
     switch = fitted = None
     keep = False
     if evaluations is not None:
-        controller, switch = observe(controller, evaluations, settings)
+        ratio = None if norm is None else (step, norm / controller.start_norm)
+        controller, switch = observe(controller, evaluations, settings, ratio)
         controller, keep = keep_best(controller, step, settings, norm)
         if settings.budget is not None and seconds is not None:
             controller, fitted = refit(controller, step, seconds, settings.budget)

@@ -257,6 +257,14 @@ class Config:
         "reset does not wait for XLA",
     )
     early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
+    planned_cycle_switch: str = _hp(
+        "detector",
+        "choice",
+        "what may end a planned cycle early: the `detector`, or the `guards`: a non-finite "
+        "evaluation, the params' norm outside [1/κ², κ²] × the cycle's start, or the "
+        "detector with the norm outside [1/κ, κ]",
+        choices=controller.PLANNED_CYCLE_SWITCHES,
+    )
     switch_signal: str = _hp(
         "metric",
         "choice",
@@ -485,6 +493,8 @@ def controller_settings(
         past_plan_peak=_times(config.learning_rate, config.past_plan_lr_factor),
         norm_reference=config.norm_reference,
         keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
+        guarded_cycles=config.num_cycles if config.planned_cycle_switch == "guards" else 0,
+        guard_kappa=config.failure_kappa,
     )
 
 

@@ -108,11 +108,13 @@ def _global_norm(params):
 
 
 def norm_to_keep(params, evaluations, settings) -> float | None:
-    """The params' global norm, read to the host, where the controller may keep this state
-    as the rollback point and asks that its norm be sound (`controller.keep_best`): only
-    when new evaluations arrived (the runner has just evaluated these params, so the read
-    waits for nothing), with `rollback_to = "best"` and `keep_kappa`; else None."""
-    if evaluations is None or settings.keep_kappa is None or settings.rollback_to != "best":
+    """The params' global norm, read to the host, where the controller asks for it: to keep
+    this state as the rollback point only if its norm is sound (`controller.keep_best`,
+    with `rollback_to = "best"` and `keep_kappa`), or to end a guarded cycle whose norm
+    blew up (`guarded_cycles`); only when new evaluations arrived (the runner has just
+    evaluated these params, so the read waits for nothing); else None."""
+    keeps = settings.keep_kappa is not None and settings.rollback_to == "best"
+    if evaluations is None or not (keeps or settings.guarded_cycles):
         return None
     return float(_global_norm(params))
 

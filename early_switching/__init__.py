@@ -1,12 +1,14 @@
 """The early-switch detector (METHOD.md section 5)."""
 
 from .detector import (
+    BLOW_UP,
     NON_FINITE,
     PLATEAU,
     RISING,
     Decision,
     DetectorConfig,
     DetectorState,
+    guard,
     initial_state,
     replay,
     smooth,
@@ -15,12 +17,14 @@ from .detector import (
 )
 
 __all__ = [
+    "BLOW_UP",
     "NON_FINITE",
     "PLATEAU",
     "RISING",
     "Decision",
     "DetectorConfig",
     "DetectorState",
+    "guard",
     "initial_state",
     "replay",
     "smooth",

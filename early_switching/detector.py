@@ -26,6 +26,7 @@ from typing import NamedTuple
 RISING = "rising"
 PLATEAU = "plateau"
 NON_FINITE = "non_finite"
+BLOW_UP = "blow_up"
 
 
 class DetectorConfig(NamedTuple):
@@ -107,6 +108,27 @@ def update(
         return new, False, ""
     reason = switch_signal(state, new, config)
     return new, bool(reason), reason
+
+
+def guard(loss: float, norm_ratio: float | None, kappa: float, signal: str = "") -> str:
+    """Whether a guarded cycle ends (METHOD.md section 5, v5), from L(t), the params' norm
+    ratio r = ||theta|| / ||theta_start|| at this evaluation (None: not measured) and the
+    detector's `signal` (RISING or PLATEAU where it fired, else ''):
+
+        NON_FINITE   if L(t) is not finite,
+        BLOW_UP      if r is outside [1/kappa^2, kappa^2] (a non-finite r too),
+        signal       if r is outside [1/kappa, kappa] (the detector confirmed by the norm),
+        ''           otherwise.
+
+    kappa is failure rule (b)'s: rule (b) needs a switch to confirm it, a switch here needs
+    rule (b)'s norm, and only a blow-up far past it (kappa^2) ends the cycle alone."""
+    if not math.isfinite(float(loss)):
+        return NON_FINITE
+    if norm_ratio is None:
+        return ""
+    if not 1.0 / kappa**2 <= norm_ratio <= kappa**2:
+        return BLOW_UP
+    return signal if signal and not 1.0 / kappa <= norm_ratio <= kappa else ""
 
 
 def replay(

@@ -131,6 +131,8 @@ HP_ROWS = [
     ("type", {"past_plan_lr_factor": "1"}, ValueError, _must("past_plan_lr_factor", r"null \(the last cycle's r\) or a number > 0")),  # noqa: E501
     ("range", {"past_plan_lr_factor": 0.0}, ValueError, _must("past_plan_lr_factor", r"null \(the last cycle's r\) or a number > 0")),  # noqa: E501
     ("type", {"sound_rollback_point": 1}, ValueError, _must("sound_rollback_point", BOOL)),
+    ("type", {"planned_cycle_switch": 1}, ValueError, _must("planned_cycle_switch", r"one of \['detector', 'guards'\]")),  # noqa: E501
+    ("range", {"planned_cycle_switch": "norm"}, ValueError, _must("planned_cycle_switch", r"one of \['detector', 'guards'\]")),  # noqa: E501
     ("type", {"failed_peak_rule": 1}, ValueError, _must("failed_peak_rule", r"one of \['factor', 'norm'\]")),  # noqa: E501
     ("range", {"failed_peak_rule": "ratio"}, ValueError, _must("failed_peak_rule", r"one of \['factor', 'norm'\]")),  # noqa: E501
     ("type", {"norm_reference": 1}, ValueError, _must("norm_reference", r"one of \['failed_start', 'restored'\]")),  # noqa: E501

@@ -630,3 +630,67 @@ def test_only_the_first_cycle_is_fitted_to_slow_hardware():
     assert controller.plan.boundaries.tolist() == [0, 10, 20]
     assert refit == control.Refit(14, 28.0, 2.0, 20, False)
     assert controller.first_cycle_scale == 1.0
+
+
+GUARDED = SETTINGS._replace(guarded_cycles=1, guard_kappa=3.0)
+
+
+def test_a_guarded_cycle_is_not_ended_by_the_detector_alone_and_later_cycles_are():
+    """The planned cycle (cycle 0 here) ignores a rising loss while the params' norm is
+    sound (or unmeasured); cycle 1 switches on it."""
+    rising = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 2.0)]}
+    later = {13: [Evaluation(13, 0.5, 1.0)], 16: [Evaluation(16, 0.4, 2.0)]}
+    _, log = _run(_start(), range(18), rising | later, GUARDED)
+    assert [(s, d.switch) for s, d in log] == [
+        (10, None),
+        (16, control.Switch(16, early_switching.RISING, 2.0)),
+    ]
+    _, log = _run(_start(), range(8), rising, GUARDED._replace(guarded_cycles=0))
+    assert log[0][1].switch == control.Switch(6, early_switching.RISING, 2.0)
+
+
+def test_a_guarded_cycle_ends_on_a_non_finite_evaluation():
+    evals = {4: [Evaluation(4, math.nan, math.nan)]}
+    _, log = _run(_start(), range(6), evals, GUARDED)
+    (reset,) = log[0][1].resets
+    assert (reset.step, reset.early, reset.reason) == (4, True, early_switching.NON_FINITE)
+
+
+def _guarded_decide(norm, loss=2.0, start_norm=1.0):
+    """The guarded cycle after evaluations at steps 3 (loss 1) and 6 (`loss`), with the
+    norm of the params evaluated at 6 given."""
+    controller = control.start(PLAN, np.array([0, 7], dtype=np.uint32), start_norm=start_norm)
+    controller, _ = control.decide(controller, [Evaluation(3, 0.5, 1.0)], 3, GUARDED, None, 1.0)
+    evals = [Evaluation(3, 0.5, 1.0), Evaluation(6, 0.4, loss)]
+    return control.decide(controller, evals, 6, GUARDED, None, norm)[1]
+
+
+@pytest.mark.parametrize(
+    ("norm", "loss", "reason"),
+    [
+        (2.9, 2.0, None),  # rising, the norm sound: no switch
+        (3.1, 2.0, early_switching.RISING),  # rising, confirmed by the norm
+        (0.3, 2.0, early_switching.RISING),
+        (3.1, 0.9, None),  # the norm out, the detector quiet: a small init growing
+        (9.5, 0.9, early_switching.BLOW_UP),  # far out: alone
+        (0.1, 0.9, early_switching.BLOW_UP),
+    ],
+)
+def test_a_guarded_cycle_ends_when_the_norm_confirms_or_blows_up(norm, loss, reason):
+    """The norm is that of the params just evaluated (at `step`), against the cycle's
+    start norm (1 here): the detector needs it outside [1/3, 3], alone outside [1/9, 9]."""
+    decision = _guarded_decide(norm, loss)
+    assert (decision.switch.reason if decision.switch else None) == reason
+    if reason:
+        assert decision.switch.step == 6 and decision.resets[0].reason == reason
+    # Against the cycle's start norm, not against 1.
+    assert _guarded_decide(2.0 * norm, loss, start_norm=2.0).switch == decision.switch
+
+
+def test_a_norm_measured_at_another_step_confirms_no_evaluation():
+    """Params evaluated at step 6, norm given at step 7: not the evaluated state's norm."""
+    controller = _start()
+    controller, _ = control.decide(controller, [Evaluation(3, 0.5, 1.0)], 3, GUARDED, None, 1.0)
+    evals = [Evaluation(3, 0.5, 1.0), Evaluation(6, 0.4, 2.0)]
+    _, decision = control.decide(controller, evals, 7, GUARDED, None, 99.0)
+    assert decision.switch is None

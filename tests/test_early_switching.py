@@ -297,3 +297,37 @@ def test_the_first_evaluation_sets_the_smoothed_loss_and_a_zero_trend():
 
 def test_default_config_is_methods():
     assert DEFAULT == (0.7, 0.01, 0.01, 9, 9, 2, True)  # METHOD.md's defaults
+
+
+@pytest.mark.parametrize(
+    ("loss", "ratio", "signal", "reason"),
+    [
+        (1.0, None, es.RISING, ""),  # the norm not measured: nothing confirms the detector
+        (1.0, 1.0, es.RISING, ""),  # the detector alone (noise) never ends a guarded cycle
+        (1.0, 3.0, es.PLATEAU, ""),  # rule (b)'s bounds are inclusive
+        (1.0, 1 / 3.0, es.RISING, ""),
+        (1.0, 3.01, es.RISING, es.RISING),  # confirmed by the norm
+        (1.0, 0.33, es.PLATEAU, es.PLATEAU),  # a collapse confirms too
+        (1.0, 8.9, "", ""),  # the norm alone, inside kappa^2: a small init growing
+        (1.0, 9.0, "", ""),
+        (1.0, 9.1, "", es.BLOW_UP),  # far past rule (b): ends the cycle alone
+        (1.0, 0.11, "", es.BLOW_UP),
+        (1.0, 9.1, es.RISING, es.BLOW_UP),
+        (1.0, math.nan, "", es.BLOW_UP),
+        (1.0, math.inf, "", es.BLOW_UP),
+        (math.nan, 1.0, "", es.NON_FINITE),
+        (-math.inf, None, es.RISING, es.NON_FINITE),  # non-finite first
+    ],
+)
+def test_the_guard_needs_the_norm_to_confirm_the_detector(loss, ratio, signal, reason):
+    assert es.guard(loss, ratio, kappa=3.0, signal=signal) == reason
+    assert (es.BLOW_UP, es.NON_FINITE) == ("blow_up", "non_finite")
+
+
+@given(st.lists(st.floats(-10.0, 10.0), min_size=1, max_size=30))
+@settings(max_examples=50, deadline=None)
+def test_the_guard_never_fires_on_finite_losses_with_a_sound_norm(losses):
+    """Whatever the detector reads in the losses, a sound norm keeps a guarded cycle."""
+    _, decisions = es.replay(losses, DEFAULT._replace(grace_evals=0))
+    for loss, decision in zip(losses, decisions, strict=True):
+        assert es.guard(loss, 2.9, kappa=3.0, signal=decision.reason) == ""

@@ -128,3 +128,65 @@ def test_score_above_every_rival():
         ("score above schedule-free's", False),
         ("score within 0.02 of the best of ours", True),
     ]
+
+
+def test_the_healthy_time_gate_reads_the_paired_seeds_where_given():
+    """Three race seeds say 1.06x; the gate's 5 paired seeds (the race's and two more)
+    say 1.00x: the gate holds on the paired ones, and only against the baseline."""
+    base = [_record("baseline", "healthy", s, 10.0) for s in range(5)]
+    ours = [_record("default", "healthy", s, t) for s, t in enumerate([10.6, 10.6] + [10.0] * 3)]
+    race = _records(*base[:3], *ours[:3])
+    paired = _records(*base, *ours)
+    (alone, *_) = gates.gates(race, [("digits", "healthy")], "default", {})
+    assert not alone.holds and "ratio 1.06" in alone.numbers
+    rivals = ("baseline", "schedule-free")
+    leader = [_record("schedule-free", "healthy", s, 20.0) for s in range(3)]
+    found = gates.gates(
+        _records(*base[:3], *ours[:3], *leader),
+        [("digits", "healthy")],
+        "default",
+        {},
+        rivals=rivals,
+        paired=paired,
+    )
+    held, versus_leader = found[0], found[1]
+    assert held.holds and "ratio 1.00" in held.numbers and "3/5" not in held.numbers
+    assert "5/5" in held.numbers and "3/3" in versus_leader.numbers
+
+
+def _switched(variant, seed, switch_at, target_step, boundaries=(0, 90)):
+    record = _record(variant, "noisy", seed, None, workload="digit_sums")
+    resets = [{"step": switch_at, "early_switch": True}] if switch_at else []
+    return record | {
+        "resets": resets,
+        "target_step": target_step,
+        "planned_boundaries": list(boundaries),
+        "global_step": 200,
+    }
+
+
+@pytest.mark.parametrize(
+    ("switch_at", "twin_target", "stopped"),
+    [
+        (40, 60, 1),  # the twin reached it later in the same cycle: the switch stopped it
+        (40, 90, 1),  # on the cycle's last step still
+        (40, 120, 0),  # the twin reached it only in a later cycle
+        (40, None, 0),  # the twin never did
+        (40, 30, 0),  # before the switch (then the run reached it too)
+        (None, 60, 0),  # no switch: nothing judged
+    ],
+)
+def test_the_switch_gate_counts_first_switches_that_stopped_a_reaching_cycle(
+    switch_at, twin_target, stopped
+):
+    records = _records(
+        _switched("default", 0, switch_at, None),
+        _switched("default-noswitch", 0, None, twin_target),
+        _switched("default", 1, 50, None),
+        _switched("default-noswitch", 1, None, None),
+    )
+    (gate,) = gates.switch_gates(records, [("digit_sums", "noisy")], "default", "default-noswitch")
+    switched = 2 if switch_at else 1
+    assert gate.numbers.startswith(f"{stopped} of {switched} first switches")
+    assert gate.holds == (stopped == 0)
+    assert gates.switch_gates(records, [("digits", "healthy")], "default", "default-noswitch") == []

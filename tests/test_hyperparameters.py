@@ -285,6 +285,8 @@ def test_the_controller_gets_the_schemas_choices():
         "past_plan_lr_factor": 2.0,
         "norm_reference": "restored",
         "failure_kappa": 4.0,
+        "planned_cycle_switch": "guards",
+        "num_cycles": 2,
     }
     config = hp.resolve(given)
     budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=7)
@@ -304,8 +306,12 @@ def test_the_controller_gets_the_schemas_choices():
         past_plan_peak=2.0 * config.learning_rate,
         norm_reference="restored",
         keep_kappa=4.0,
+        guarded_cycles=2,
+        guard_kappa=4.0,
     )
     assert hp.controller_settings(config, 0.9, True).higher_is_better is True
+    detector = hp.resolve({**given, "planned_cycle_switch": "detector"})
+    assert hp.controller_settings(detector, 0.9, True).guarded_cycles == 0
     unguarded = hp.resolve({**given, "sound_rollback_point": False})
     assert hp.controller_settings(unguarded, 0.9, True).keep_kappa is None
 

@@ -201,6 +201,10 @@ def test_the_norm_is_read_only_at_evaluations_where_a_state_may_be_kept():
     assert steps.norm_to_keep(params, None, BEST) is None
     assert steps.norm_to_keep(params, [], BEST._replace(keep_kappa=None)) is None
     assert steps.norm_to_keep(params, [], BEST._replace(rollback_to="start")) is None
+    # A guarded cycle's blow-up switch reads it whatever the rollback keeps (v5).
+    guarded = BEST._replace(keep_kappa=None, rollback_to="start", guarded_cycles=1)
+    assert steps.norm_to_keep(params, [], guarded) == pytest.approx(5.0)
+    assert steps.norm_to_keep(params, None, guarded) is None
 
 
 # --- v4 candidate: a failed cycle's peak lowered by its norm's blow-up ------------------

@@ -633,3 +633,24 @@ def test_a_failed_cycle_lowers_the_next_peak_on_the_device_and_in_the_plan(one_c
     np.testing.assert_allclose(lrs[50:80], expected, rtol=1e-5)
     assert max(lrs[50:80]) <= peaks[1] * (1 + 1e-6)
     assert max(lrs[50:80]) >= peaks[1] * 0.05  # It rises towards that peak.
+
+
+@pytest.mark.slow
+def test_guards_alone_end_the_planned_cycle_end_to_end():
+    """`planned_cycle_switch = "guards"` (v5): the flat accuracies the detector ends the
+    cycle on at step 50 (above) leave the planned cycle running, its norm sound; the
+    params' norm, read at each evaluation, ends it alone at the first evaluation where it
+    left [1/kappa^2, kappa^2] x the start's (kappa barely above 1: weight decay shrinks it
+    by about 1e-3 in 20 steps)."""
+    guards = {"planned_cycle_switch": "guards"}
+    _, resets = _state_at(51, guards, FLAT)
+    assert resets == []
+    kappa = 1.000005
+    captured, resets = _state_at(51, guards | {"failure_kappa": kappa}, FLAT, keep=(10, 20))
+    (step, logged), *_ = resets
+    start = reset.global_norm(captured[1][0])
+    outside = [
+        not 1 / kappa <= float(reset.global_norm(captured[s][0]) / start) <= kappa for s in (10, 20)
+    ]
+    assert outside[1] and step == (10 if outside[0] else 20)
+    assert logged["reset/early_switch"] == 1.0 and logged["reset/failed"] == 1.0

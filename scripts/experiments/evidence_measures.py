@@ -160,13 +160,10 @@ def judge_first_switch(record: Mapping, twin: Mapping | None) -> str:
     target in (s, e], or its metric at the last evaluation in (s, e] beats the metric at
     s by the improvement tolerance.
     """
-    switches = [r for r in record["resets"] if r["early_switch"]]
-    if not switches or twin is None:
+    window = first_switch_window(record, twin)
+    if window is None:
         return ""
-    step = switches[0]["step"]
-    # The twin never switches: its cycles end at the planned boundaries.
-    ends = [b for b in twin["planned_boundaries"] if b > step]
-    end = ends[0] if ends else twin["global_step"]
+    step, end = window
     higher = record["target"]["higher_is_better"]
     at_switch = [e["metric"] for e in twin["evals"] if e["step"] == step]
     later = [e["metric"] for e in twin["evals"] if step < e["step"] <= end]
@@ -176,6 +173,27 @@ def judge_first_switch(record: Mapping, twin: Mapping | None) -> str:
         return ""
     gained = _value(later[-1], higher) - _value(at_switch[0], higher)
     return "false" if gained > improvement_tolerance(record) else "right"
+
+
+def first_switch_window(record: Mapping, twin: Mapping | None) -> tuple[int, int] | None:
+    """(s, e): the run's first early switch at step s, and where the twin (the same run,
+    the detector off) ended that cycle, at its next planned boundary e, or at its run's end;
+    None when the run never switched or has no twin."""
+    switches = [r for r in record["resets"] if r["early_switch"]]
+    if not switches or twin is None:
+        return None
+    step = switches[0]["step"]
+    # The twin never switches: its cycles end at the planned boundaries.
+    ends = [b for b in twin["planned_boundaries"] if b > step]
+    return step, ends[0] if ends else twin["global_step"]
+
+
+def stopped_a_reaching_cycle(record: Mapping, twin: Mapping | None) -> bool:
+    """Whether the run's first early switch ended a cycle that, left to run, reached the
+    target: the twin reached it in (s, e] (`first_switch_window`)."""
+    window = first_switch_window(record, twin)
+    target = None if twin is None else twin["target_step"]
+    return window is not None and target is not None and window[0] < target <= window[1]
 
 
 def twin_key(spec: Mapping) -> str:

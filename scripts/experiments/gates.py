@@ -13,7 +13,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from scripts.experiments.evidence_measures import improvement_tolerance, judge_first_switch
+from scripts.experiments.evidence_measures import (
+    improvement_tolerance,
+    judge_first_switch,
+    stopped_a_reaching_cycle,
+)
 from scripts.experiments.profiles import median_time, time_to_target
 
 # The default may be this much slower than the baseline on a healthy problem.
@@ -107,18 +111,25 @@ def gates(
     scores: Mapping[str, float],
     full: str = "default-full",
     rivals: Sequence[str] = ("baseline",),
+    paired: Mapping[str, Mapping] | None = None,
 ) -> list[Gate]:
     """The gates for `default` over the grid's `problems` (docs/METHOD.md section 7):
     against each of `rivals` (other submissions: AlgoPerf's baseline, the field's leader)
-    on reach everywhere and on time where healthy; against `full`, the default's plan with
-    full resets, after the injected failure; the score above every rival's and within
-    SCORE_SLACK of the best of ours. A comparison with a side that has no runs never holds."""
+    on reach everywhere and on time where healthy (there, against the baseline, on the
+    `paired` records' seeds where they hold the problem: `design.HEALTHY_GATE_SEEDS`);
+    against `full`, the default's plan with full resets, after the injected failure; the
+    score above every rival's and within SCORE_SLACK of the best of ours. A comparison with
+    a side that has no runs never holds."""
     out = []
     for workload, scenario in problems:
         name = f"{workload} {scenario}"
-        ours = reach_and_median(runs_of(records, workload, scenario, default))
         for rival in rivals:
-            out.append(_versus(ours, rival, records, workload, scenario))
+            source = records
+            if rival == "baseline" and runs_of(paired or {}, workload, scenario, rival):
+                source = paired
+            ours = reach_and_median(runs_of(source, workload, scenario, default))
+            out.append(_versus(ours, rival, source, workload, scenario))
+        ours = reach_and_median(runs_of(records, workload, scenario, default))
         if scenario == "failed":
             rescue = reach_and_median(runs_of(records, workload, scenario, full))
             numbers = f"ours {_fmt(ours)}; {full} {_fmt(rescue)}"
@@ -181,6 +192,31 @@ def gates_lines(gate_list: Sequence[Gate]) -> list[str]:
         for g in gate_list
     ]
     return lines
+
+
+def switch_gates(
+    records: Mapping[str, Mapping],
+    problems: Sequence[tuple[str, str]],
+    subject: str,
+    twin: str,
+) -> list[Gate]:
+    """Per problem with twin runs: no first early switch of `subject` ended a cycle that its
+    `twin` (the same run with the detector off: identical up to that switch) carried on to
+    the target (`stopped_a_reaching_cycle`)."""
+    out = []
+    for workload, scenario in problems:
+        twins = {r["spec"]["seed"]: r for r in runs_of(records, workload, scenario, twin)}
+        runs = [
+            r for r in runs_of(records, workload, scenario, subject) if r["spec"]["seed"] in twins
+        ]
+        if not twins or not runs:
+            continue
+        switched = sum(any(x["early_switch"] for x in r["resets"]) for r in runs)
+        stopped = sum(stopped_a_reaching_cycle(r, twins[r["spec"]["seed"]]) for r in runs)
+        numbers = f"{stopped} of {switched} first switches ended a cycle {twin} took to the target"
+        name = "no switch stops a cycle that reaches the target"
+        out.append(Gate(name, f"{workload} {scenario}", numbers, stopped == 0))
+    return out
 
 
 def switch_lines(

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from scripts.experiments.design import (
+        HEALTHY_GATE_SEEDS,
         RESCUE_PROBLEMS,
         RESCUE_VARIANTS,
         SCORE_PROBLEMS,
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from scripts.experiments.evidence import ROOT, run_grid
     from scripts.experiments.evidence_measures import load_records
-    from scripts.experiments.gates import gates, gates_lines, switch_lines
+    from scripts.experiments.gates import gates, gates_lines, switch_gates, switch_lines
 
     args = build_parser().parse_args(argv)
     out = args.out or ROOT / "runs" / "score"
@@ -67,12 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, why in skipped.items():
         print(f"skipped {name}: {why}", file=sys.stderr)
     specs = problem_grid(SCORE_PROBLEMS, variants, range(args.seeds))
+    # The submission's default: the variant of ours that overrides nothing.
+    default = next(
+        (v for v in variants if VARIANTS[v].submission == "ours" and not VARIANTS[v].overrides),
+        None,
+    )
+    # The healthy time gate's paired seeds, where the race's are too few to see 5%.
+    pair = [v for v in (default, "baseline") if v in variants]
+    paired = [s for p, n in HEALTHY_GATE_SEEDS.items() for s in problem_grid([p], pair, range(n))]
     # The detector's twin runs where switches are judged; it is not scored.
     twins = problem_grid(SWITCH_PROBLEMS, [SWITCH_TWIN], range(args.seeds))
     # The injected failure on the other workloads: judged against `full`, not scored.
     rescuers = [v for v in RESCUE_VARIANTS if v in variants]
     rescues = problem_grid(RESCUE_PROBLEMS, rescuers, range(args.seeds))
-    errors = [] if args.no_run else run_grid(specs + twins + rescues, out, args.workers)
+    errors = [] if args.no_run else run_grid(specs + twins + rescues + paired, out, args.workers)
     records = load_records(out, specs)
     twin_records = load_records(out, twins)
     labels = {v: VARIANTS[v].label for v in variants}
@@ -80,11 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     scored = algoperf_score.score_table(records, variants, labels, out / "algoperf")
     lines, scores, r = scored or score_table(records, variants, labels)
-    # The submission's default: the variant of ours that overrides nothing.
-    default = next(
-        (v for v in variants if VARIANTS[v].submission == "ours" and not VARIANTS[v].overrides),
-        None,
-    )
     figure = draw_profiles(
         r, scores, labels, out / "figures" / "score_profile.png", _title(args.seeds), default
     )
@@ -109,7 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if default is not None:
         sections += ["", f"Gates (docs/METHOD.md section 7) for the default, `{default}`:", ""]
         rivals = [v for v in variants if VARIANTS[v].submission != "ours"]
-        found = gates(records, SCORE_PROBLEMS, default, scores, rivals=rivals)
+        paired_records = load_records(out, paired)
+        found = gates(
+            records, SCORE_PROBLEMS, default, scores, rivals=rivals, paired=paired_records
+        )
+        found += switch_gates({**records, **twin_records}, SWITCH_PROBLEMS, default, SWITCH_TWIN)
         found += gates(load_records(out, rescues), RESCUE_PROBLEMS, default, {}, rivals=())
         sections += gates_lines(found)
         if twin_records:
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 *switch_lines({**records, **twin_records}, SCORE_PROBLEMS, default, SWITCH_TWIN),
             ]
     if default is not None and "baseline" in variants:
-        sections += ["", *seeds_section(records, default, args.seeds)]
+        sections += ["", *seeds_section(records, default, args.seeds, load_records(out, paired))]
     print("\n".join(sections[len(lines) :]))
     if report is not None:
         write_report(report, sections, figure, records, args.seeds, argv)
@@ -140,19 +148,24 @@ def runnable(variants) -> tuple[list[str], dict[str, str]]:
     return [v for v in variants if not why[v]], {v: w for v, w in why.items() if w}
 
 
-def seeds_section(records, default: str, seeds: int) -> list[str]:
-    """Whether the seeds can see the healthy gate's 5% (scripts/experiments/power.py)."""
-    from scripts.experiments.design import SCORE_PROBLEMS
+def seeds_section(records, default: str, seeds: int, paired=None) -> list[str]:
+    """Whether the seeds can see the healthy gate's 5% (scripts/experiments/power.py), in
+    the race and on the gate's paired seeds (`design.HEALTHY_GATE_SEEDS`)."""
+    from scripts.experiments.design import HEALTHY_GATE_SEEDS, SCORE_PROBLEMS
     from scripts.experiments.power import noise_lines, paired_noise
 
     healthy = [(w, s) for w, s in SCORE_PROBLEMS if s == "healthy"]
     rows = [paired_noise(records, w, s, default, "baseline") for w, s in healthy]
+    gate = [paired_noise(paired or {}, w, s, default, "baseline") for w, s in HEALTHY_GATE_SEEDS]
+    rows += [r for r in gate if r.seeds > seeds]
+    extra = ", ".join(f"{w} {s} {n}" for (w, s), n in HEALTHY_GATE_SEEDS.items())
     return [
         f"Seeds enough to see 5%? The healthy problems paired on seeds, `{default}` against "
         "`baseline` (`scripts/experiments/power.py`): where both reach the target, the "
         "spread of ln(t ratio) from seed to seed, and the paired seeds a test needs to see a "
         f"true 5% difference (alpha 0.05, power 0.8; a median needs about pi/2 x that). "
-        f"This grid has {seeds}.",
+        f"The race has {seeds}; the healthy time gate reads more where they are needed "
+        f"(`design.HEALTHY_GATE_SEEDS`: {extra}), the rows with more seeds below.",
         "",
         *noise_lines(rows, default, "baseline"),
     ]
