@@ -109,10 +109,13 @@ def _global_norm(params):
 
 def norm_to_keep(params, evaluations, settings) -> float | None:
     """The params' global norm, read to the host, where the controller may keep this state
-    as the rollback point and asks that its norm be sound (`controller.keep_best`): only
-    when new evaluations arrived (the runner has just evaluated these params, so the read
-    waits for nothing), with `rollback_to = "best"` and `keep_kappa`; else None."""
-    if evaluations is None or settings.keep_kappa is None or settings.rollback_to != "best":
+    as the rollback point and asks that its norm be sound (`controller.keep_best`), or may
+    raise the next peaks and asks the same (`controller.raised_peaks`): only when new
+    evaluations arrived (the runner has just evaluated these params, so the read waits for
+    nothing), with `rollback_to = "best"` and `keep_kappa`, or `slow_cycle_lr_factor`
+    above 1; else None."""
+    keeps = settings.keep_kappa is not None and settings.rollback_to == "best"
+    if evaluations is None or not (keeps or settings.slow_cycle_lr_factor != 1.0):
         return None
     return float(_global_norm(params))
 

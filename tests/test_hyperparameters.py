@@ -285,6 +285,7 @@ def test_the_controller_gets_the_schemas_choices():
         "past_plan_lr_factor": 2.0,
         "norm_reference": "restored",
         "failure_kappa": 4.0,
+        "slow_cycle_lr_factor": 3.0,
     }
     config = hp.resolve(given)
     budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=7)
@@ -304,6 +305,8 @@ def test_the_controller_gets_the_schemas_choices():
         past_plan_peak=2.0 * config.learning_rate,
         norm_reference="restored",
         keep_kappa=4.0,
+        slow_cycle_lr_factor=3.0,
+        failure_kappa=4.0,
     )
     assert hp.controller_settings(config, 0.9, True).higher_is_better is True
     unguarded = hp.resolve({**given, "sound_rollback_point": False})

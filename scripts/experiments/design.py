@@ -201,6 +201,16 @@ VARIANTS.update(
             "the default, any better state a rollback point (v3)",
             {"sound_rollback_point": False},
         ),
+        # A rate too low raised (issue 30 item 3, the upward half): after a cycle that ran
+        # to its end, improved, passed and missed the target, the next peaks k x its peak.
+        **{
+            f"default-raise{k:g}": Variant(
+                "default",
+                f"the default, a slow cycle's successors peaking {k:g}x higher",
+                {"slow_cycle_lr_factor": k},
+            )
+            for k in (2.0, 3.0, 10.0)
+        },
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
         "default-fit": Variant(
@@ -287,7 +297,13 @@ SCENARIOS: dict[str, Scenario] = {
 # Held-out variants (the calibrated study): the weights reparametrised as w = c v with v
 # initialised at init / c (workload option `param_scale`), the same model, but every Adam
 # step moves w c times further: the fixed learning rate acts c times too high (or low).
-HELD_OUT_SCALES = {"lr30x": 30.0, "lr300x": 300.0, "lr3000x": 3000.0, "lr0.1x": 0.1}
+HELD_OUT_SCALES = {
+    "lr30x": 30.0,
+    "lr300x": 300.0,
+    "lr3000x": 3000.0,
+    "lr0.1x": 0.1,
+    "lr0.01x": 0.01,
+}
 SCENARIOS.update(
     {
         name: Scenario(
