@@ -66,6 +66,9 @@ class Settings(NamedTuple):
     improvement_scale: str  # rule (c)'s margin: of the gap to the target, or the value
     switch_signal: str  # what the detector smooths: SWITCH_SIGNALS
     rollback_to: str  # what a rollback restores: ROLLBACK_TARGETS
+    # k of `raised_peaks`: a cycle that ran to its end, improved, passed and missed the
+    # target raises the later peaks to k x its own, under `peak_ceiling` (1: never).
+    slow_cycle_lr_factor: float
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
     # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
     # peak as it stands); `past_plan_peaks`.
@@ -75,9 +78,6 @@ class Settings(NamedTuple):
     # kappa of a sound rollback point: a state whose params' norm is outside
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
-    # k of `raised_peaks`: a cycle that ran to its end, improved, passed and missed the
-    # target raises the later peaks to k x its own, under `peak_ceiling` (1: never).
-    slow_cycle_lr_factor: float = 1.0
     failure_kappa: float = 3.0  # kappa of rule (b): a raise needs a sound norm (`raised_peaks`)
 
 

@@ -220,11 +220,12 @@ class Config:
         choices=FAILED_PEAK_RULES,
     )
     slow_cycle_lr_factor: float = _hp(
-        1.0,
+        3.0,
         "float",
         "after a cycle that ran to its planned end, improved, did not fail and missed the "
-        "target, later cycles peak at this × its peak, under the failed cycles' ceiling "
-        "(a rate too low is raised, a failure lowers the ceiling: a bracket; 1: the same peaks)",
+        "target, its params' norm within [1/κ, κ] × its start's, later cycles peak at this × "
+        "its peak, under the failed cycles' ceiling (a rate too low is raised, a failure "
+        "lowers the ceiling: a bracket; 1: the same peaks)",
         low=1.0,
     )
     fail_on_no_improvement: bool = _hp(

@@ -30,6 +30,7 @@ SETTINGS = control.Settings(
     improvement_scale="gap",
     switch_signal="loss",
     rollback_to="start",
+    slow_cycle_lr_factor=1.0,
 )
 
 

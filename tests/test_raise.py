@@ -140,3 +140,38 @@ def test_the_norm_is_read_at_evaluations_when_a_raise_may_need_it():
     assert steps.norm_to_keep(params, None, start) is None  # Ordinary steps: no read.
     assert steps.norm_to_keep(params, [SLOW[0]], start._replace(slow_cycle_lr_factor=1.0)) is None
     assert math.isnan(control.start(ONE_CYCLE, seed=np.zeros(2, np.uint32)).cycle_norm)
+
+
+@pytest.mark.slow
+def test_the_device_follows_the_raised_plan():
+    """End to end on a tiny model (one 40-step cycle, the target out of reach): the cycle
+    past the plan peaks at 3x the base rate in the compiled step and in the plan."""
+    from cyclic_soft_reset import submission
+    from scripts.local import runner
+    from scripts.local.workloads.tiny import TinyWorkload
+
+    rates, states = [], {}
+
+    def after_step(global_step, optimizer_state, params, model_state, eval_results):
+        rates.append(float(optimizer_state[0].opt_state.hyperparams["learning_rate"]))
+        states[global_step] = optimizer_state
+        return global_step == 70
+
+    hp = {"slow_cycle_lr_factor": 3.0, "early_switching": False}
+    runner.train_once(
+        TinyWorkload(target=0.999, step_hint=40),
+        submission,
+        hp,
+        0,
+        hooks=runner.RunnerHooks(after_step=after_step),
+        global_batch_size=64,
+        eval_every_steps=5,
+        stop_at_target=False,
+    )
+    base = hyperparameters.DEFAULTS["learning_rate"]
+    summary = submission.plan_summary(states[70])
+    np.testing.assert_allclose(summary["peak_learning_rates"], [base, 3 * base], rtol=1e-6)
+    assert max(rates[:40]) <= base * (1 + 1e-6)
+    expected = submission.learning_rates(states[70], np.arange(41, 70))
+    np.testing.assert_allclose(rates[41:70], expected, rtol=1e-5)
+    assert max(rates[41:70]) > 2 * base  # It climbs past the old peak towards 3x.

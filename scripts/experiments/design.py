@@ -201,15 +201,17 @@ VARIANTS.update(
             "the default, any better state a rollback point (v3)",
             {"sound_rollback_point": False},
         ),
-        # A rate too low raised (issue 30 item 3, the upward half): after a cycle that ran
-        # to its end, improved, passed and missed the target, the next peaks k x its peak.
+        # A rate too low raised (issue 30 item 3, the upward half; METHOD.md section 4):
+        # after a cycle that ran to its end, improved, passed and missed the target with a
+        # sound norm, the next peaks k x its peak. k = 3 is the default (default-raise3 runs
+        # the default); k = 1 is v4 before it.
         **{
             f"default-raise{k:g}": Variant(
                 "default",
                 f"the default, a slow cycle's successors peaking {k:g}x higher",
                 {"slow_cycle_lr_factor": k},
             )
-            for k in (2.0, 3.0, 10.0)
+            for k in (1.0, 2.0, 3.0, 10.0)
         },
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
