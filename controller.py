@@ -66,6 +66,9 @@ class Settings(NamedTuple):
     improvement_scale: str  # rule (c)'s margin: of the gap to the target, or the value
     switch_signal: str  # what the detector smooths: SWITCH_SIGNALS
     rollback_to: str  # what a rollback restores: ROLLBACK_TARGETS
+    # k of `raised_peaks`: a cycle that ran to its end, improved, passed and missed the
+    # target raises the later peaks to k x its own, under `peak_ceiling` (1: never).
+    slow_cycle_lr_factor: float
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
     # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
     # peak as it stands); `past_plan_peaks`.
@@ -75,11 +78,11 @@ class Settings(NamedTuple):
     # kappa of a sound rollback point: a state whose params' norm is outside
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
+    failure_kappa: float = 3.0  # kappa of rule (b): a raise needs a sound norm (`raised_peaks`)
     # Cycles [0, guarded_cycles) (the plan's: AlgoPerf's baseline cycle) end early only by
-    # `early_switching.guard` (with `guard_kappa`): the norm must confirm the detector; 0:
+    # `early_switching.guard` (with `failure_kappa`): the norm must confirm the detector; 0:
     # the detector alone may end every cycle (v4).
     guarded_cycles: int = 0
-    guard_kappa: float = 3.0  # failure rule (b)'s kappa (`failure_kappa`)
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
@@ -143,6 +146,8 @@ class Controller(NamedTuple):
       any failure): no later cycle peaks above it (`after_reset`, `past_plan_peaks`).
     unsound_metric: the best target metric of the current cycle's states not kept for
       their norm (`keep_best`; nan if none).
+    cycle_norm: the params' global norm at the current cycle's latest evaluation, where
+      the caller read it (`steps.norm_to_keep`; nan if none): `raised_peaks`.
     """
 
     plan: CyclePlan
@@ -165,6 +170,7 @@ class Controller(NamedTuple):
     first_cycle_scale: float = 1.0
     peak_ceiling: float = math.inf
     unsound_metric: float = math.nan
+    cycle_norm: float = math.nan
 
 
 class Switch(NamedTuple):
@@ -312,7 +318,7 @@ def observe(
         if c < settings.guarded_cycles:
             ratio = norm_ratio[1] if norm_ratio and norm_ratio[0] == evaluation.step else None
             signal = reason if fired else ""
-            reason = early_switching.guard(value, ratio, settings.guard_kappa, signal)
+            reason = early_switching.guard(value, ratio, settings.failure_kappa, signal)
             fired = bool(reason)
         if fired:
             grown = replan_after_switch(plan, evaluation.step)
@@ -389,6 +395,8 @@ def next_cycle(
         settings.detector.eps2,
         settings.target if settings.improvement_scale == "gap" else None,
     )
+    if switch is None and not no_improvement:
+        controller = raised_peaks(controller, settings)
     cycle = controller.cycle + 1
     last = controller.last_metric
     start_metric = last if math.isfinite(last) else controller.first_metric
@@ -397,6 +405,7 @@ def next_cycle(
         cycle=cycle,
         cycle_best_metric=math.nan,
         unsound_metric=math.nan,
+        cycle_norm=math.nan,
         detector=early_switching.initial_state(),
         cycle_evals=0,
         previous_start_metric=controller.kept_metric,
@@ -407,6 +416,30 @@ def next_cycle(
     reason = "planned" if switch is None else switch.reason
     early = switch is not None
     return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement, unsound)
+
+
+def raised_peaks(controller: Controller, settings: Settings) -> Controller:
+    """The state of cycle c ending at its planned end (no switch), having improved on its
+    start (rule (c) passed): if its best evaluation (`cycle_best_metric`, none: no raise)
+    missed the target while the params' norm at its latest evaluation (`cycle_norm`) stayed
+    within rule (b)'s bounds [1/kappa, kappa] x its start norm (a rate too high grows it:
+    digits lr300x 41x), cycles c + 1 on peak at `slow_cycle_lr_factor` x cycle c's peak,
+    capped at `peak_ceiling` (never below their own). The device takes the new cycle's
+    window from this plan; if the cycle fails there after all (non-finite values), the
+    failure's cap (`after_reset`, `steps.reset_step`) lowers it again."""
+    k, best = settings.slow_cycle_lr_factor, controller.cycle_best_metric
+    if k == 1.0 or controller.cycle_evals == 0 or not math.isfinite(best):
+        return controller
+    if not sound(controller.cycle_norm, controller.start_norm, settings.failure_kappa):
+        return controller
+    reached = best > settings.target if settings.higher_is_better else best < settings.target
+    if reached:
+        return controller
+    c = controller.cycle
+    peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
+    raised = min(k * peaks[c], controller.peak_ceiling)
+    peaks[c + 1 :] = np.maximum(peaks[c + 1 :], raised)
+    return controller._replace(plan=controller.plan._replace(peak_learning_rates=peaks))
 
 
 def after_reset(
@@ -523,6 +556,8 @@ def decide(
         ratio = None if norm is None else (step, norm / controller.start_norm)
         controller, switch = observe(controller, evaluations, settings, ratio)
         controller, keep = keep_best(controller, step, settings, norm)
+        if norm is not None:
+            controller = controller._replace(cycle_norm=float(norm))
         if settings.budget is not None and seconds is not None:
             controller, fitted = refit(controller, step, seconds, settings.budget)
     resets = []

@@ -32,7 +32,7 @@ FAILED_PEAK_RULES = ("factor", "norm")
 V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
-    | dict(rollback_to="start", failed_peak_rule="factor")
+    | dict(rollback_to="start", failed_peak_rule="factor", slow_cycle_lr_factor=1.0)
 )
 
 
@@ -218,6 +218,15 @@ class Config:
         "or where rule (b) failed it at min(factor, 1/s) × p, s = max(r, 1/r) the norm's "
         "blow-up or collapse (`norm`)",
         choices=FAILED_PEAK_RULES,
+    )
+    slow_cycle_lr_factor: float = _hp(
+        3.0,
+        "float",
+        "after a cycle that ran to its planned end, improved, did not fail and missed the "
+        "target, its params' norm within [1/κ, κ] × its start's, later cycles peak at this × "
+        "its peak, under the failed cycles' ceiling (a rate too low is raised, a failure "
+        "lowers the ceiling: a bracket; 1: the same peaks)",
+        low=1.0,
     )
     fail_on_no_improvement: bool = _hp(
         True,
@@ -491,10 +500,11 @@ def controller_settings(
         rollback_to=config.rollback_to,
         budget=budget,
         past_plan_peak=_times(config.learning_rate, config.past_plan_lr_factor),
+        slow_cycle_lr_factor=config.slow_cycle_lr_factor,
+        failure_kappa=config.failure_kappa,
         norm_reference=config.norm_reference,
         keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
         guarded_cycles=config.num_cycles if config.planned_cycle_switch == "guards" else 0,
-        guard_kappa=config.failure_kappa,
     )
 
 

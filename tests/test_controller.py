@@ -30,6 +30,7 @@ SETTINGS = control.Settings(
     improvement_scale="gap",
     switch_signal="loss",
     rollback_to="start",
+    slow_cycle_lr_factor=1.0,
 )
 
 
@@ -632,7 +633,7 @@ def test_only_the_first_cycle_is_fitted_to_slow_hardware():
     assert controller.first_cycle_scale == 1.0
 
 
-GUARDED = SETTINGS._replace(guarded_cycles=1, guard_kappa=3.0)
+GUARDED = SETTINGS._replace(guarded_cycles=1, failure_kappa=3.0)
 
 
 def test_a_guarded_cycle_is_not_ended_by_the_detector_alone_and_later_cycles_are():

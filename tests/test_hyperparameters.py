@@ -287,6 +287,7 @@ def test_the_controller_gets_the_schemas_choices():
         "failure_kappa": 4.0,
         "planned_cycle_switch": "guards",
         "num_cycles": 2,
+        "slow_cycle_lr_factor": 3.0,
     }
     config = hp.resolve(given)
     budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=7)
@@ -307,7 +308,8 @@ def test_the_controller_gets_the_schemas_choices():
         norm_reference="restored",
         keep_kappa=4.0,
         guarded_cycles=2,
-        guard_kappa=4.0,
+        slow_cycle_lr_factor=3.0,
+        failure_kappa=4.0,
     )
     assert hp.controller_settings(config, 0.9, True).higher_is_better is True
     detector = hp.resolve({**given, "planned_cycle_switch": "detector"})

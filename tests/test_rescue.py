@@ -29,6 +29,7 @@ SETTINGS = control.Settings(
     improvement_scale="gap",
     switch_signal="loss",
     rollback_to="start",
+    slow_cycle_lr_factor=1.0,
 )
 RISING = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 9.0)]}
 

@@ -127,6 +127,7 @@ SETTINGS = control.Settings(
     switch_signal="metric",
     rollback_to="best",
     budget=tb.Budget(seconds=100.0, fill=0.9, min_steps=5),
+    slow_cycle_lr_factor=1.0,
 )
 
 

@@ -206,6 +206,18 @@ VARIANTS.update(
             "the default, the planned cycle ended early only by the guards (v5)",
             {"planned_cycle_switch": "guards"},
         ),
+        # A rate too low raised (issue 30 item 3, the upward half; METHOD.md section 4):
+        # after a cycle that ran to its end, improved, passed and missed the target with a
+        # sound norm, the next peaks k x its peak. k = 3 is the default (default-raise3 runs
+        # the default); k = 1 is v4 before it.
+        **{
+            f"default-raise{k:g}": Variant(
+                "default",
+                f"the default, a slow cycle's successors peaking {k:g}x higher",
+                {"slow_cycle_lr_factor": k},
+            )
+            for k in (1.0, 2.0, 3.0, 10.0)
+        },
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
         "default-fit": Variant(
@@ -292,7 +304,13 @@ SCENARIOS: dict[str, Scenario] = {
 # Held-out variants (the calibrated study): the weights reparametrised as w = c v with v
 # initialised at init / c (workload option `param_scale`), the same model, but every Adam
 # step moves w c times further: the fixed learning rate acts c times too high (or low).
-HELD_OUT_SCALES = {"lr30x": 30.0, "lr300x": 300.0, "lr3000x": 3000.0, "lr0.1x": 0.1}
+HELD_OUT_SCALES = {
+    "lr30x": 30.0,
+    "lr300x": 300.0,
+    "lr3000x": 3000.0,
+    "lr0.1x": 0.1,
+    "lr0.01x": 0.01,
+}
 SCENARIOS.update(
     {
         name: Scenario(
