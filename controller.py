@@ -69,6 +69,10 @@ class Settings(NamedTuple):
     # k of `raised_peaks`: a cycle that ran to its end, improved, passed and missed the
     # target raises the later peaks to k x its own, under `peak_ceiling` (1: never).
     slow_cycle_lr_factor: float
+    # Cycles [0, guarded_cycles) (the plan's: AlgoPerf's baseline cycle) end early only by
+    # `early_switching.guard` (with `failure_kappa`): the norm must confirm the detector; 0:
+    # the detector alone may end every cycle (v4).
+    guarded_cycles: int
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
     # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
     # peak as it stands); `past_plan_peaks`.
@@ -79,10 +83,6 @@ class Settings(NamedTuple):
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
     failure_kappa: float = 3.0  # kappa of rule (b): a raise needs a sound norm (`raised_peaks`)
-    # Cycles [0, guarded_cycles) (the plan's: AlgoPerf's baseline cycle) end early only by
-    # `early_switching.guard` (with `failure_kappa`): the norm must confirm the detector; 0:
-    # the detector alone may end every cycle (v4).
-    guarded_cycles: int = 0
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the

@@ -33,6 +33,7 @@ V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
     | dict(rollback_to="start", failed_peak_rule="factor", slow_cycle_lr_factor=1.0)
+    | dict(planned_cycle_switch="detector")
 )
 
 
@@ -267,7 +268,7 @@ class Config:
     )
     early_switching: bool = _hp(True, "bool", "let the detector end a failing cycle early")
     planned_cycle_switch: str = _hp(
-        "detector",
+        "guards",
         "choice",
         "what may end a planned cycle early: the `detector`, or the `guards`: a non-finite "
         "evaluation, the params' norm outside [1/κ², κ²] × the cycle's start, or the "
@@ -487,6 +488,7 @@ def controller_settings(
 ) -> controller.Settings:
     """The cycle controller's settings: the config's, the workload's target and the time
     budget (`time_budget`; None: the plan stays in steps)."""
+    past = config.past_plan_lr_factor  # eta x r past the plan (None: the last cycle's)
     return controller.Settings(
         target=target,
         higher_is_better=higher_is_better,
@@ -499,17 +501,13 @@ def controller_settings(
         switch_signal=config.switch_signal,
         rollback_to=config.rollback_to,
         budget=budget,
-        past_plan_peak=_times(config.learning_rate, config.past_plan_lr_factor),
+        past_plan_peak=None if past is None else config.learning_rate * past,
         slow_cycle_lr_factor=config.slow_cycle_lr_factor,
         failure_kappa=config.failure_kappa,
         norm_reference=config.norm_reference,
         keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
         guarded_cycles=config.num_cycles if config.planned_cycle_switch == "guards" else 0,
     )
-
-
-def _times(eta: float, factor: float | None) -> float | None:
-    return None if factor is None else eta * factor
 
 
 def reset_strategy(config: Config) -> reset.ResetStrategy:

@@ -31,6 +31,7 @@ SETTINGS = control.Settings(
     switch_signal="loss",
     rollback_to="start",
     slow_cycle_lr_factor=1.0,
+    guarded_cycles=0,
 )
 
 

@@ -128,6 +128,7 @@ SETTINGS = control.Settings(
     rollback_to="best",
     budget=tb.Budget(seconds=100.0, fill=0.9, min_steps=5),
     slow_cycle_lr_factor=1.0,
+    guarded_cycles=0,
 )
 
 
@@ -333,8 +334,9 @@ def test_evaluations_follow_the_clock_not_the_step_count():
 
 def _switch_index(eval_steps, losses):
     """The index of the evaluation at which the default detector, on the validation loss,
-    ends cycle 0, with the evaluations at `eval_steps` (None: no switch)."""
-    config = hp.resolve({"switch_signal": "loss"})
+    ends cycle 0, with the evaluations at `eval_steps` (None: no switch); the detector
+    alone, as in every cycle past the plan (`planned_cycle_switch = "detector"`)."""
+    config = hp.resolve({"switch_signal": "loss", "planned_cycle_switch": "detector"})
     settings = hp.controller_settings(config, target=0.99, higher_is_better=True)
     c = control.start(
         schedules.make_plan(10_000, schedules.PlanSettings(3, 1.0)), np.zeros(2, np.uint32)

@@ -201,10 +201,10 @@ VARIANTS.update(
             "the default, any better state a rollback point (v3)",
             {"sound_rollback_point": False},
         ),
-        "default-guarded": Variant(
+        "default-detector": Variant(
             "default",
-            "the default, the planned cycle ended early only by the guards (v5)",
-            {"planned_cycle_switch": "guards"},
+            "the default, the detector alone may end the planned cycle (v4)",
+            {"planned_cycle_switch": "detector"},
         ),
         # A rate too low raised (issue 30 item 3, the upward half; METHOD.md section 4):
         # after a cycle that ran to its end, improved, passed and missed the target with a
