@@ -168,7 +168,9 @@ VARIANTS: dict[str, Variant] = {
 VARIANTS.update(
     {
         # The submission as it ships, its strategies, and v2's default: the score's contestants.
-        "default": Variant("default", "the default (v4: one NAdamW cycle, then rescues)", {}),
+        "default": Variant(
+            "default", "the default (v5: one guarded NAdamW cycle, then rescues)", {}
+        ),
         "default-none": Variant(
             "default", "none (no reset), the default plan", {"reset_strategy": "none"}
         ),
