@@ -190,3 +190,24 @@ def test_the_switch_gate_counts_first_switches_that_stopped_a_reaching_cycle(
     assert gate.numbers.startswith(f"{stopped} of {switched} first switches")
     assert gate.holds == (stopped == 0)
     assert gates.switch_gates(records, [("digits", "healthy")], "default", "default-noswitch") == []
+
+
+def test_the_healthy_time_is_paired_on_the_seeds_the_baseline_reaches():
+    """The baseline reaches seeds 0-2 at 10 s; ours seeds 0 and 1 at 10 s and, by a rescue,
+    seeds 2-4 at 30 s. Over all seeds (misses infinite) the medians are 30 s against 10 s;
+    on the 3 seeds the baseline reaches, 10 s against 10 s: the gate holds. A seed the
+    baseline reached and ours missed counts against ours (infinite)."""
+    base = [_record("baseline", "healthy", s, 10.0 if s < 3 else None) for s in range(5)]
+    ours = [_record("default", "healthy", s, 10.0 if s < 2 else 30.0) for s in range(5)]
+    (held, *_) = gates.gates(_records(*base, *ours), [("digits", "healthy")], "default", {})
+    assert held.holds and "on the 3 seeds baseline reaches" in held.numbers
+    assert "ours 5/5, median 30 s; baseline 3/5, median 10 s" in held.numbers
+    assert "medians 10 s and 10 s, ratio 1.00" in held.numbers
+    pair = gates.paired_medians(_records(*base, *ours), "digits", "healthy", "default", "baseline")
+    assert pair == (10.0, 10.0, 3)
+    slower = [_record("default", "healthy", s, t) for s, t in enumerate([10.0, 10.6, 10.6, 9, 9])]
+    (failed, *_) = gates.gates(_records(*base, *slower), [("digits", "healthy")], "default", {})
+    assert not failed.holds and "ratio 1.06" in failed.numbers
+    missed = [_record("default", "healthy", s, t) for s, t in enumerate([10.0, None, None, 9, 9])]
+    (failed, *_) = gates.gates(_records(*base, *missed), [("digits", "healthy")], "default", {})
+    assert not failed.holds  # Two of the baseline's three seeds missed: never.
