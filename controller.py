@@ -317,8 +317,8 @@ def observe(
         detector, fired, reason = early_switching.update(detector, value, settings.detector)
         if c < settings.guarded_cycles:
             ratio = norm_ratio[1] if norm_ratio and norm_ratio[0] == evaluation.step else None
-            signal = reason if fired else ""
-            reason = early_switching.guard(value, ratio, settings.failure_kappa, signal)
+            # `reason` is the detector's signal, '' where it did not fire.
+            reason = early_switching.guard(value, ratio, settings.failure_kappa, reason)
             fired = bool(reason)
         if fired:
             grown = replan_after_switch(plan, evaluation.step)

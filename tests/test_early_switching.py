@@ -310,6 +310,9 @@ def test_default_config_is_methods():
         (1.0, 0.33, es.PLATEAU, es.PLATEAU),  # a collapse confirms too
         (1.0, 8.9, "", ""),  # the norm alone, inside kappa^2: a small init growing
         (1.0, 9.0, "", ""),
+        (1.0, 1 / 9.0, "", ""),  # kappa^2's bounds are inclusive too
+        (1.0, 0.2, "", ""),  # a collapse inside 1/kappa^2: the norm alone keeps the cycle
+        (1.0, 0.2, es.RISING, es.RISING),
         (1.0, 9.1, "", es.BLOW_UP),  # far past rule (b): ends the cycle alone
         (1.0, 0.11, "", es.BLOW_UP),
         (1.0, 9.1, es.RISING, es.BLOW_UP),
@@ -321,6 +324,8 @@ def test_default_config_is_methods():
 )
 def test_the_guard_needs_the_norm_to_confirm_the_detector(loss, ratio, signal, reason):
     assert es.guard(loss, ratio, kappa=3.0, signal=signal) == reason
+    if not signal:  # No signal is the default.
+        assert es.guard(loss, ratio, kappa=3.0) == reason
     assert (es.BLOW_UP, es.NON_FINITE) == ("blow_up", "non_finite")
 
 

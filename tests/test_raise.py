@@ -93,6 +93,22 @@ def test_a_lower_is_better_metric_raises_when_above_its_target():
     np.testing.assert_allclose(_run(settings, losses).plan.peak_learning_rates, [ETA, 3 * ETA])
     reached = [*losses[:2], Evaluation(8, 0.05, 0.05)]
     np.testing.assert_allclose(_run(settings, reached).plan.peak_learning_rates, [ETA, ETA])
+    on = [*losses[:2], Evaluation(8, 0.1, 0.1)]  # On the target is not past it: raised.
+    np.testing.assert_allclose(_run(settings, on).plan.peak_learning_rates, [ETA, 3 * ETA])
+
+
+def test_a_factor_of_one_leaves_lower_later_peaks_as_they_are():
+    """k = 1 is off: a later cycle planned below the slow one keeps its own peak (a raise
+    never lowers a peak, and 1 x the slow cycle's peak would lift this one)."""
+    two = schedules.make_plan(20, schedules.PlanSettings(num_cycles=2, learning_rate=ETA))
+    two = two._replace(peak_learning_rates=np.array([ETA, ETA / 4]))
+    off = SETTINGS._replace(slow_cycle_lr_factor=1.0)
+    start = control.start(two, seed=np.zeros(2, np.uint32), start_norm=2.0)
+    after = _run(off, controller=start)
+    assert after.cycle == 1
+    np.testing.assert_allclose(after.plan.peak_learning_rates, [ETA, ETA / 4])
+    raised = _run(controller=start)
+    np.testing.assert_allclose(raised.plan.peak_learning_rates, [ETA, 3 * ETA])
 
 
 def test_an_early_switched_cycle_is_not_raised():
@@ -176,3 +192,13 @@ def test_the_device_follows_the_raised_plan():
     expected = submission.learning_rates(states[70], np.arange(41, 70))
     np.testing.assert_allclose(rates[41:70], expected, rtol=1e-5)
     assert max(rates[41:70]) > 2 * base  # It climbs past the old peak towards 3x.
+
+
+def test_a_cycle_with_one_evaluation_that_improved_raises_too():
+    """Cycle 1 (steps 10-19) is evaluated once, at 0.85: better than the 0.8 before it, short
+    of 0.9. It raises cycle 2 to 3 x its own peak (itself 3 x cycle 0's)."""
+    two = schedules.make_plan(20, schedules.PlanSettings(num_cycles=2, learning_rate=ETA))
+    start = control.start(two, seed=np.zeros(2, np.uint32), start_norm=2.0)
+    after = _run(evaluations=[*SLOW, Evaluation(15, 0.85, 0.4)], until=21, controller=start)
+    assert after.cycle == 2
+    np.testing.assert_allclose(after.plan.peak_learning_rates, [ETA, 3 * ETA, 9 * ETA])

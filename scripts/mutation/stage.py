@@ -73,7 +73,12 @@ CORE = (
     CoreModule(
         "controller",
         ("controller.py",),
-        ("tests/test_controller.py", "tests/test_time_budget.py", "tests/test_rescue.py"),
+        (
+            "tests/test_controller.py",
+            "tests/test_time_budget.py",
+            "tests/test_rescue.py",
+            "tests/test_raise.py",  # The upward rescue, `raised_peaks` (v4).
+        ),
         TRAINING_TIME_BUDGET_TESTS,
     ),
     CoreModule("records", ("records.py",), ("tests/test_records.py",)),
