@@ -148,6 +148,7 @@ class Controller(NamedTuple):
       their norm (`keep_best`; nan if none).
     cycle_norm: the params' global norm at the current cycle's latest evaluation, where
       the caller read it (`steps.norm_to_keep`; nan if none): `raised_peaks`.
+    cooldown_end: where the first cycle's cooldown ends its decay (-1: none started).
     """
 
     plan: CyclePlan
@@ -171,6 +172,7 @@ class Controller(NamedTuple):
     peak_ceiling: float = math.inf
     unsound_metric: float = math.nan
     cycle_norm: float = math.nan
+    cooldown_end: int = -1
 
 
 class Switch(NamedTuple):
@@ -222,7 +224,9 @@ class Refit(NamedTuple):
     seconds: float
     seconds_per_step: float
     end: int
-    first_cycle_shortened: bool = False  # The current window moved: the caller re-enters it.
+    # The window the caller enters now on the device (the first cycle fitted or cooling
+    # down: `schedules.budget`), None where the current one stays.
+    window: CyclePlan | None = None
 
 
 class Decision(NamedTuple):
@@ -476,25 +480,30 @@ def refit(
     controller: Controller, step: int, seconds: float, budget: time_budget.Budget
 ) -> tuple[Controller, Refit | None]:
     """Records the sample (step, seconds) and re-fits the cycles not yet started so that
-    the plan ends where `budget.fill` of the budget is spent (`schedules.budget`); with
-    `budget.fit_first`, the first cycle too, when it would end too late for the budget.
-    Returns the new state and the re-fit (None while the seconds per step are unknown, or
-    when nothing moved)."""
+    the plan ends where `budget.fill` of the budget is spent (`schedules.budget`); the first
+    cycle too, while it runs: shortened when it would end too late (`budget.fit_first`),
+    else annealed before the budget cuts it (`budget.cooldown`). Returns the new state and
+    the re-fit (None while the seconds per step are unknown, or when nothing moved)."""
     samples = time_budget.add_sample(controller.time_samples, step, seconds)
     controller = controller._replace(time_samples=samples)
     rate = time_budget.seconds_per_step(samples)
     if not math.isfinite(rate):
         return controller, None
     end = time_budget.steps_until(budget.fill * budget.seconds, step, seconds, rate)
-    plan, shortened = controller.plan, False
+    plan, window = controller.plan, None
     if budget.fit_first and controller.cycle == 0:
-        plan, shortened = time_budget.fit_first_cycle(plan, step, end)
+        plan, window = time_budget.fit_first_cycle(plan, step, end)
         scale = controller.first_cycle_scale * plan.boundaries[1] / controller.plan.boundaries[1]
         controller = controller._replace(first_cycle_scale=float(scale))
+    elif controller.cycle == 0 and controller.cooldown_end < 0:
+        spent = time_budget.steps_until(budget.seconds, step, seconds, rate)
+        window = time_budget.cooldown(plan, step, spent, budget.cooldown)
+        if window is not None:
+            controller = controller._replace(cooldown_end=int(window.boundaries[1]))
     plan, changed = time_budget.fit_plan(plan, controller.cycle, end, budget.min_steps)
     controller = controller._replace(plan=plan)
-    refit = Refit(step, seconds, rate, total_steps(plan), shortened)
-    return controller, refit if changed or shortened else None
+    refit = Refit(step, seconds, rate, total_steps(plan), window)
+    return controller, refit if changed or window is not None else None
 
 
 def past_plan_peaks(plan: CyclePlan, planned: int, ceiling: float, settings: Settings) -> CyclePlan:
@@ -587,4 +596,5 @@ def summary(controller: Controller) -> dict:
         "decay_shape": DECAY_SHAPES[int(plan.decay_shapes[0])],
         "cycle": controller.cycle,
         "planned_total_steps": total_steps(plan),
+        "cooldown_end": controller.cooldown_end,
     }

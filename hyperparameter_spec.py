@@ -2,7 +2,9 @@
 (`_hp`): the schema's building blocks, read by `hyperparameters`."""
 
 import dataclasses
+import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -58,3 +60,18 @@ _POSITIVE = {"low": 0.0, "low_open": True}
 _UNIT_OPEN = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
 _UNIT_HALF_OPEN = {"low": 0.0, "high": 1.0}
 _UNIT_UPPER = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": False}
+
+
+def _markdown_value(value: Any) -> str:
+    return f"`{json.dumps(list(value) if isinstance(value, tuple) else value)}`"
+
+
+def markdown_table(specs: Mapping[str, Spec], defaults: Mapping[str, Any]) -> str:
+    """The table of docs/hyperparameters.md: name, default, allowed values, meaning."""
+    rows = ["| name | default | allowed values | meaning |", "| --- | --- | --- | --- |"]
+    for name, spec in specs.items():
+        rows.append(
+            f"| `{name}` | {_markdown_value(defaults[name])} | {spec.allowed()} "
+            f"| {spec.description} |"
+        )
+    return "\n".join(rows)

@@ -23,6 +23,7 @@ import optax
 
 from . import controller, early_switching, reset, schedules
 from .hyperparameter_spec import _POSITIVE, _UNIT_HALF_OPEN, _UNIT_OPEN, _UNIT_UPPER, Spec, _hp
+from .hyperparameter_spec import markdown_table as spec_table
 
 OPTIMIZERS = ("adamw", "nadamw")
 # How a failed cycle lowers the later peaks (`failed_peak_rule`, `steps.lowering`).
@@ -340,6 +341,13 @@ class Config:
         "shorten the first cycle when the step time says it would end over 10% after "
         "`budget_fill` of B (slow hardware; an option: it lost reach there, METHOD.md §3)",
     )
+    cut_cycle_cooldown: float = _hp(
+        schedules.Budget._field_defaults["cooldown"],
+        "float",
+        "where B would cut the first cycle with over 10% of it left (slow hardware), its "
+        "last fraction of the steps that fit anneals linearly to 0 at 95% of B (0: cut)",
+        **_UNIT_HALF_OPEN,
+    )
 
 
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Config)
@@ -477,6 +485,7 @@ def time_budget(config: Config, max_runtime_sec: Any, step_hint: int) -> schedul
         fill=config.budget_fill,
         min_steps=max(1, round(MIN_CYCLE_FRACTION * mean_cycle)),
         fit_first=config.fit_first_cycle,
+        cooldown=config.cut_cycle_cooldown,
     )
 
 
@@ -585,16 +594,6 @@ def check_search_space(space: Mapping[str, Any]) -> None:
             coerce(name, point)
 
 
-def _markdown_value(value: Any) -> str:
-    return f"`{json.dumps(list(value) if isinstance(value, tuple) else value)}`"
-
-
 def markdown_table() -> str:
     """docs/hyperparameters.md's table: name, default, allowed values, meaning."""
-    rows = ["| name | default | allowed values | meaning |", "| --- | --- | --- | --- |"]
-    for name, spec in SPECS.items():
-        rows.append(
-            f"| `{name}` | {_markdown_value(DEFAULTS[name])} | {spec.allowed()} "
-            f"| {spec.description} |"
-        )
-    return "\n".join(rows)
+    return spec_table(SPECS, DEFAULTS)

@@ -62,11 +62,12 @@ def _enter_window(opt_state, window, step):
     return schedules.enter_cycle(opt_state, window, step)
 
 
-def move_window(opt_state, plan: schedules.CyclePlan, cycle: int, step: int, replicated):
-    """opt_state with its schedule at `step` in cycle `cycle`'s window of `plan`: the
-    current cycle's end moved without a reset (the first cycle fitted to the time budget).
-    Data only, placed like the training step's state: it compiles once per run."""
-    window = jax.device_put(schedules.cycle_window(plan, cycle), replicated)
+def move_window(opt_state, window: schedules.CyclePlan, step: int, replicated):
+    """opt_state with its schedule at `step` in the one-cycle `window`: the current cycle
+    changed without a reset (the first cycle fitted to the time budget, or cooling down
+    before the budget cuts it: `controller.refit`). Data only, placed like the training
+    step's state: it compiles once per run."""
+    window = jax.device_put(window, replicated)
     return _enter_window(opt_state, window, jax.device_put(np.int32(step), replicated))
 
 

@@ -221,8 +221,8 @@ def update_params(
         logging.info("%s", refit.describe())
         if workload.metrics_logger is not None:
             workload.metrics_logger.append_scalar_metrics(refit.to_metrics(), refit.step)
-        if decision.refit.first_cycle_shortened:  # Its decay now ends inside the budget.
-            window = (controller.plan, 0, global_step, runtime.replicated)
+        if decision.refit.window is not None:  # Its decay now ends inside the budget.
+            window = (decision.refit.window, global_step, runtime.replicated)
             state = state._replace(opt_state=steps.move_window(state.opt_state, *window))
     if decision.stop is not None:
         raise compat.spec.TrainingCompleteError(decision.stop)

@@ -18,7 +18,10 @@ and the submission seconds t spent before it. From the samples (METHOD.md sectio
   * except the run's first cycle on hardware slower than the plan assumed (v4, METHOD.md
     section 3): when T* falls short of its end b_1 by more than `FIT_SLACK`, b_1 moves to
     T*, so that its decay ends inside the budget instead of being cut off at a high
-    learning rate (`fit_first_cycle`); the caller then moves the window on the device.
+    learning rate (`fit_first_cycle`); the caller then moves the window on the device;
+  * or, by default (v6), that first cycle, when the budget would cut it, keeps its schedule
+    until the last `cooldown` fraction of the steps it can run, and then anneals linearly
+    to 0 where the budget is spent (`cut_cycle_cooldown`, `cooldown`).
 
 Everything here is a pure function of host numbers kept in the checkpoint, so a restored run
 re-fits exactly as the uninterrupted one would.
@@ -27,9 +30,12 @@ re-fits exactly as the uninterrupted one would.
 import math
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
-from .plan import CyclePlan, num_cycles, select_cycles
+from .optax_schedule import learning_rate
+from .plan import CyclePlan, cycle_window, num_cycles, select_cycles
+from .shapes import DECAY_SHAPES
 
 # The first cycle is shortened only when T* is short of its end by more than this fraction:
 # on the hardware a workload's budget was set for, compilation and resets put T* a few
@@ -53,12 +59,15 @@ class Budget(NamedTuple):
       its reset; it then runs into the budget instead).
     fit_first: whether the run's first cycle is shortened on hardware too slow for it
       (`fit_first_cycle`).
+    cooldown: the fraction of a cut first cycle's steps annealed before the budget ends
+      (`cut_cycle_cooldown`; 0: none, the run ends inside the cycle; METHOD.md section 3).
     """
 
     seconds: float
     fill: float
     min_steps: int = 1
     fit_first: bool = False
+    cooldown: float = 0.2
 
 
 def add_sample(samples: np.ndarray, step: int, seconds: float) -> np.ndarray:
@@ -121,9 +130,10 @@ def fit_plan(plan: CyclePlan, cycle: int, end: int, min_steps: int = 1) -> tuple
     return select_cycles(plan, list(range(len(boundaries) - 1)), boundaries), True
 
 
-def fit_first_cycle(plan: CyclePlan, step: int, end: int) -> tuple[CyclePlan, bool]:
+def fit_first_cycle(plan: CyclePlan, step: int, end: int) -> tuple[CyclePlan, CyclePlan | None]:
     """The plan whose first cycle ends by `end` when it would end too late. Returns (plan,
-    whether it changed); call it only while the first cycle runs.
+    the first cycle's window to enter now, or None: nothing changed); call it only while
+    the first cycle runs.
 
     With b_1 the first cycle's end: unchanged when end >= (1 - FIT_SLACK) x b_1 (it fits,
     or nearly: see FIT_SLACK); else b_1 <- max(end, step + 1) and the later cycles are
@@ -132,6 +142,43 @@ def fit_first_cycle(plan: CyclePlan, step: int, end: int) -> tuple[CyclePlan, bo
     """
     first_end = int(plan.boundaries[1])
     if end >= (1.0 - FIT_SLACK) * first_end:
-        return plan, False
+        return plan, None
     boundaries = np.asarray([plan.boundaries[0], max(int(end), int(step) + 1)])
-    return select_cycles(plan, [0], boundaries), True
+    fitted = select_cycles(plan, [0], boundaries)
+    return fitted, cycle_window(fitted, 0)
+
+
+def host_learning_rate(step: int, plan: CyclePlan) -> float:
+    """`learning_rate(step, plan)` computed on the host's CPU (no accelerator touched)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        return float(learning_rate(step, plan))
+
+
+def cooldown(plan: CyclePlan, step: int, budget_end: int, fraction: float) -> CyclePlan | None:
+    """The first cycle's cooldown before the budget cuts it (METHOD.md section 3, v6): the
+    one-cycle window to enter at `step`, or None (nothing changes). Call it while the
+    first cycle runs and has not started cooling down.
+
+    With b_1 the cycle's end, E = `budget_end` the step at which the whole budget is spent
+    and f = `fraction`: None unless the run would end with more than FIT_SLACK of the
+    cycle left, E < (1 - FIT_SLACK) b_1, and the cycle is in the last f of the E steps it
+    can run, (1 - f) E <= step < E. Then from t = `step` the rate falls linearly from the
+    schedule's own value there, eta(step), to 0 at E:
+
+        eta'(t) = eta(step) x (E - t) / (E - step)
+
+    (the window [step, E) at peak eta(step), no warm-up, linear decay). The plan keeps b_1,
+    past the budget: no cycle follows the cooldown (the rate stays 0 after E, until the
+    runner's budget check, within an evaluation period, ends the run). Until `step` the
+    cycle is exactly the planned one, the one a cut run follows.
+    """
+    cut = budget_end < (1.0 - FIT_SLACK) * int(plan.boundaries[1])
+    if fraction <= 0.0 or not cut or not (1.0 - fraction) * budget_end <= step < budget_end:
+        return None
+    return CyclePlan(
+        boundaries=np.asarray([step, budget_end], np.int32),
+        peak_learning_rates=np.asarray([host_learning_rate(step, plan)], np.float32),
+        warmup_fractions=np.zeros(1, np.float32),
+        warmup_shapes=np.asarray(plan.warmup_shapes[:1], np.int32),
+        decay_shapes=np.asarray([DECAY_SHAPES.index("linear")], np.int32),
+    )

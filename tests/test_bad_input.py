@@ -121,6 +121,9 @@ HP_ROWS = [
     ("type", {"budget_fill": [0.9]}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
     ("range", {"budget_fill": 1.2}, ValueError, _must("budget_fill", r"a number in \(0, 1\]")),
     ("type", {"fit_first_cycle": 1}, ValueError, _must("fit_first_cycle", BOOL)),
+    ("type", {"cut_cycle_cooldown": "0.2"}, ValueError, _must("cut_cycle_cooldown", r"a number in \[0, 1\)")),  # noqa: E501
+    ("range", {"cut_cycle_cooldown": 1.0}, ValueError, _must("cut_cycle_cooldown", r"a number in \[0, 1\)")),  # noqa: E501
+    ("range", {"cut_cycle_cooldown": -0.1}, ValueError, _must("cut_cycle_cooldown", r"a number in \[0, 1\)")),  # noqa: E501
     ("range", {"failure_kappa": 1.0}, ValueError, _must("failure_kappa", r"a number > 1")),
     ("type", {"norm_rule": 1}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),
     ("range", {"norm_rule": "both"}, ValueError, _must("norm_rule", r"one of \['alone', 'confirmed'\]")),  # noqa: E501

@@ -344,7 +344,8 @@ def test_a_rollback_to_the_best_makes_the_next_cycle_improve_on_the_best():
 
 def test_the_summary_states_the_plan_and_the_cycle_in_plain_numbers():
     """What plots, logs and `submission.plan_summary` read: boundaries, peaks, warm-up
-    fractions, shape names, the current cycle and the planned total, as Python numbers."""
+    fractions, shape names, the current cycle, the planned total and where the first
+    cycle's cooldown ends (-1: none), as Python numbers."""
     settings = schedules.PlanSettings(
         num_cycles=2,
         learning_rate=0.5,
@@ -363,6 +364,7 @@ def test_the_summary_states_the_plan_and_the_cycle_in_plain_numbers():
         "decay_shape": "linear",
         "cycle": 1,
         "planned_total_steps": 40,
+        "cooldown_end": -1,
     }
     assert all(type(x) is int for x in summary["boundaries"])
     assert all(type(x) is float for x in summary["peak_learning_rates"])
@@ -619,7 +621,9 @@ def test_on_slow_hardware_the_first_cycle_is_fitted_only_when_asked(fit_first):
     controller, refit = control.refit(controller, 4, 8.0, budget)
     end = 7 if fit_first else 10
     assert controller.plan.boundaries.tolist() == [0, end]
-    assert refit == control.Refit(4, 8.0, 2.0, end, fit_first)
+    assert refit[:4] == (4, 8.0, 2.0, end) and (refit.window is not None) == fit_first
+    if fit_first:  # The first cycle's window, from its start to its new end.
+        assert refit.window.boundaries.tolist() == [0, 7]
     assert controller.first_cycle_scale == pytest.approx(0.7 if fit_first else 1.0)
 
 
@@ -630,7 +634,7 @@ def test_only_the_first_cycle_is_fitted_to_slow_hardware():
     controller = _start()._replace(cycle=1, time_samples=np.array([[0.0, 0.0], [12.0, 24.0]]))
     controller, refit = control.refit(controller, 14, 28.0, budget)
     assert controller.plan.boundaries.tolist() == [0, 10, 20]
-    assert refit == control.Refit(14, 28.0, 2.0, 20, False)
+    assert refit == control.Refit(14, 28.0, 2.0, 20)
     assert controller.first_cycle_scale == 1.0
 
 

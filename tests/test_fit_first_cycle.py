@@ -80,7 +80,7 @@ def test_the_controller_shortens_only_the_first_cycle_and_only_when_asked():
     # 3 s a step: T* = 20 + (100 - 60) / 3 = 33: the first cycle ends there.
     slow, refit = _refits(start, [(10, 30.0), (20, 60.0)], _budget())
     assert slow.plan.boundaries.tolist() == [0, 33]
-    assert refit.first_cycle_shortened and refit.end == 33
+    assert refit.window is not None and refit.end == 33
     assert slow.first_cycle_scale == pytest.approx(33 / 300)
     # Off: the cycle keeps its end (and the run is cut inside it).
     off, refit = _refits(start, [(10, 30.0), (20, 60.0)], _budget(fit_first=False))
@@ -89,7 +89,7 @@ def test_the_controller_shortens_only_the_first_cycle_and_only_when_asked():
     later = control.start(_plan(300, 3), np.zeros(2, np.uint32))._replace(cycle=1)
     later, refit = _refits(later, [(110, 30.0), (120, 60.0)], _budget())
     assert later.plan.boundaries.tolist() == [0, 100, 200]
-    assert not refit.first_cycle_shortened and later.first_cycle_scale == 1.0
+    assert refit.window is None and later.first_cycle_scale == 1.0
 
 
 def test_after_a_fitted_first_cycle_the_last_cycle_ends_with_the_budget():

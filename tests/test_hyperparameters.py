@@ -218,8 +218,8 @@ def test_library_defaults_are_the_schemas():
             for field, default in record._field_defaults.items():
                 if default is not None:
                     assert getattr(value, field) == default, (record.__name__, field)
-        # min_steps is not the schema's; fit_first's default is (checked above).
-        assert schedules.Budget._field_defaults.keys() == {"min_steps", "fit_first"}
+        # min_steps is not the schema's; fit_first's and cooldown's defaults are (above).
+        assert schedules.Budget._field_defaults.keys() == {"min_steps", "fit_first", "cooldown"}
         own = schedules.PlanSettings(config.num_cycles, config.learning_rate)
         for a, b in zip(schedules.make_plan(1000, own), hp.make_plan(config, 1000), strict=True):
             np.testing.assert_array_equal(a, b)

@@ -227,6 +227,13 @@ VARIANTS.update(
             "the default, the first cycle fitted to the hardware",
             {"fit_first_cycle": True},
         ),
+        # v5's slow-hardware behaviour: the budget cuts the first cycle at whatever rate
+        # it has reached (same runs as the default on the reference clock).
+        "default-cut": Variant(
+            "default",
+            "the default, the first cycle cut by the budget (no cooldown: v5)",
+            {"cut_cycle_cooldown": 0.0},
+        ),
     }
 )
 VARIANTS = {

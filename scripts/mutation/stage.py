@@ -65,8 +65,14 @@ CORE = (
     CoreModule(
         "schedules",
         ("schedules/*",),
-        # test_fit_first_cycle.py: schedules.budget.fit_first_cycle's own fast tests.
-        ("tests/test_schedules.py", "tests/test_time_budget.py", "tests/test_fit_first_cycle.py"),
+        # test_fit_first_cycle.py, test_cooldown.py: schedules.budget's rules for a first
+        # cycle too long for the budget (fitted, or cooled down), their own fast tests.
+        (
+            "tests/test_schedules.py",
+            "tests/test_time_budget.py",
+            "tests/test_fit_first_cycle.py",
+            "tests/test_cooldown.py",
+        ),
         TRAINING_TIME_BUDGET_TESTS,
     ),
     CoreModule("early_switching", ("early_switching/*",), ("tests/test_early_switching.py",)),
@@ -78,6 +84,7 @@ CORE = (
             "tests/test_time_budget.py",
             "tests/test_rescue.py",
             "tests/test_raise.py",  # The upward rescue, `raised_peaks` (v4).
+            "tests/test_cooldown.py",  # The cut first cycle's cooldown, `refit` (v6).
         ),
         TRAINING_TIME_BUDGET_TESTS,
     ),
