@@ -83,6 +83,9 @@ class Settings(NamedTuple):
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
     failure_kappa: float = 3.0  # kappa of rule (b): a raise needs a sound norm (`raised_peaks`)
+    # Cycles from `guarded_from` on (past the plan's: `rescue_cycle_switch = "guards"`) are
+    # guarded too; None: the detector alone may end them (v5).
+    guarded_from: int | None = None
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
@@ -96,6 +99,15 @@ SWITCH_SIGNALS = ("loss", "metric")
 # non-finite evaluation, the params' norm far out (kappa^2), or the detector confirmed by
 # the norm out of rule (b)'s [1/kappa, kappa].
 PLANNED_CYCLE_SWITCHES = ("detector", "guards")
+# The same choice for the cycles past the plan (the rescues; v5: the detector).
+RESCUE_CYCLE_SWITCHES = PLANNED_CYCLE_SWITCHES
+
+
+def guarded(cycle: int, settings: Settings) -> bool:
+    """Whether `early_switching.guard` decides the end of cycle `cycle`: a cycle of the
+    plan under `guarded_cycles`, or one from `guarded_from` on (the cycles past the plan)."""
+    past = settings.guarded_from is not None and cycle >= settings.guarded_from
+    return cycle < settings.guarded_cycles or past
 
 
 # What a rollback restores (METHOD.md section 7, v3): the state the failed cycle started
@@ -296,7 +308,7 @@ def observe(
 
     Returns the new state and the early switch (None if none): an evaluation inside the
     current cycle, when a cycle can follow it, is judged by the detector, and in a guarded
-    cycle (`guarded_cycles`) by `early_switching.guard` on the detector's signal and
+    cycle (`guarded`) by `early_switching.guard` on the detector's signal and
     `norm_ratio` = (step, ||theta|| / ||theta_start||) where the params of the evaluation
     at that step were measured; the first switch moves the cycle's end to its step.
     """
@@ -319,7 +331,7 @@ def observe(
             continue
         value = switch_value(evaluation, settings)
         detector, fired, reason = early_switching.update(detector, value, settings.detector)
-        if c < settings.guarded_cycles:
+        if guarded(c, settings):
             ratio = norm_ratio[1] if norm_ratio and norm_ratio[0] == evaluation.step else None
             # `reason` is the detector's signal, '' where it did not fire.
             reason = early_switching.guard(value, ratio, settings.failure_kappa, reason)
