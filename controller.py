@@ -95,12 +95,10 @@ SWITCH_SIGNALS = ("loss", "metric")
 
 
 # What may end a cycle of the plan (AlgoPerf's baseline cycle) early (METHOD.md section 5,
-# v5): the detector, as in every cycle past the plan, or `early_switching.guard`: a
+# v5), and one past it (`rescue_cycle_switch`): the detector, or `early_switching.guard`: a
 # non-finite evaluation, the params' norm far out (kappa^2), or the detector confirmed by
 # the norm out of rule (b)'s [1/kappa, kappa].
 PLANNED_CYCLE_SWITCHES = ("detector", "guards")
-# The same choice for the cycles past the plan (the rescues; v5: the detector).
-RESCUE_CYCLE_SWITCHES = PLANNED_CYCLE_SWITCHES
 
 
 def guarded(cycle: int, settings: Settings) -> bool:

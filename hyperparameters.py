@@ -276,7 +276,7 @@ class Config:
         "detector",
         "choice",
         "what may end a cycle past the plan (a rescue) early: `planned_cycle_switch`'s choices",
-        choices=controller.RESCUE_CYCLE_SWITCHES,
+        choices=controller.PLANNED_CYCLE_SWITCHES,
     )
     switch_signal: str = _hp(
         "metric",
