@@ -515,7 +515,7 @@ def controller_settings(
         norm_reference=config.norm_reference,
         keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
         guarded_cycles=config.num_cycles if config.planned_cycle_switch == "guards" else 0,
-        guarded_from=config.num_cycles if config.rescue_cycle_switch == "guards" else None,
+        guarded_from=config.num_cycles if config.rescue_cycle_switch == "guards" else math.inf,
     )
 
 

@@ -317,7 +317,7 @@ def test_the_controller_gets_the_schemas_choices():
     detector = hp.resolve({**given, "planned_cycle_switch": "detector"})
     assert hp.controller_settings(detector, 0.9, True).guarded_cycles == 0
     rescues = hp.resolve({**given, "rescue_cycle_switch": "detector"})
-    assert hp.controller_settings(rescues, 0.9, True).guarded_from is None
+    assert hp.controller_settings(rescues, 0.9, True).guarded_from == math.inf
     unguarded = hp.resolve({**given, "sound_rollback_point": False})
     assert hp.controller_settings(unguarded, 0.9, True).keep_kappa is None
 
