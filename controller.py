@@ -69,9 +69,9 @@ class Settings(NamedTuple):
     # k of `raised_peaks`: a cycle that ran to its end, improved, passed and missed the
     # target raises the later peaks to k x its own, under `peak_ceiling` (1: never).
     slow_cycle_lr_factor: float
-    # Cycles [0, guarded_cycles) (the plan's: AlgoPerf's baseline cycle) end early only by
-    # `early_switching.guard` (with `failure_kappa`): the norm must confirm the detector; 0:
-    # the detector alone may end every cycle (v4).
+    # Cycles [0, guarded_cycles) (the plan's: AlgoPerf's baseline cycle), and those from
+    # `guarded_from` on, end early only by `early_switching.guard` (with `failure_kappa`): the
+    # norm must confirm the detector; 0 and inf: the detector alone may end every cycle (v4).
     guarded_cycles: int
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
     # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
@@ -83,6 +83,7 @@ class Settings(NamedTuple):
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
     failure_kappa: float = 3.0  # kappa of rule (b): a raise needs a sound norm (`raised_peaks`)
+    guarded_from: float = math.inf  # the plan's end with `rescue_cycle_switch = "guards"`
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the
@@ -91,10 +92,9 @@ class Settings(NamedTuple):
 SWITCH_SIGNALS = ("loss", "metric")
 
 
-# What may end a cycle of the plan (AlgoPerf's baseline cycle) early (METHOD.md section 5,
-# v5): the detector, as in every cycle past the plan, or `early_switching.guard`: a
-# non-finite evaluation, the params' norm far out (kappa^2), or the detector confirmed by
-# the norm out of rule (b)'s [1/kappa, kappa].
+# What may end a cycle of the plan (AlgoPerf's baseline cycle) early, or one past it
+# (`rescue_cycle_switch`; METHOD.md section 5 v5): the detector, or `early_switching.guard`:
+# a non-finite evaluation, the norm far out (kappa^2), or the detector confirmed by it (kappa).
 PLANNED_CYCLE_SWITCHES = ("detector", "guards")
 
 
@@ -296,9 +296,9 @@ def observe(
 
     Returns the new state and the early switch (None if none): an evaluation inside the
     current cycle, when a cycle can follow it, is judged by the detector, and in a guarded
-    cycle (`guarded_cycles`) by `early_switching.guard` on the detector's signal and
-    `norm_ratio` = (step, ||theta|| / ||theta_start||) where the params of the evaluation
-    at that step were measured; the first switch moves the cycle's end to its step.
+    cycle (`guarded_cycles`, `guarded_from`) by `early_switching.guard` on the detector's
+    signal and `norm_ratio` = (step, ||theta|| / ||theta_start||) where the params of the
+    evaluation at that step were measured; the first switch moves the cycle's end to its step.
     """
     plan, detector, switch = controller.plan, controller.detector, None
     last_metric, last_step = controller.last_metric, controller.last_eval_step
@@ -319,7 +319,7 @@ def observe(
             continue
         value = switch_value(evaluation, settings)
         detector, fired, reason = early_switching.update(detector, value, settings.detector)
-        if c < settings.guarded_cycles:
+        if c < settings.guarded_cycles or c >= settings.guarded_from:
             ratio = norm_ratio[1] if norm_ratio and norm_ratio[0] == evaluation.step else None
             # `reason` is the detector's signal, '' where it did not fire.
             reason = early_switching.guard(value, ratio, settings.failure_kappa, reason)

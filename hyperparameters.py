@@ -2,9 +2,9 @@
 
 `Config` is a frozen dataclass; every field carries a `Spec` in its metadata. Everything
 else derives from it: validation (`resolve`), the manual's table (`markdown_table`,
-docs/hyperparameters.md), the
-check of `tuning_search_space.json` (`check_search_space`), the local CLI's
-`--set name=value` parsing (`parse_cli_value`) and the JSON a run writes (`to_json`).
+docs/hyperparameters.md), the check of `tuning_search_space.json` (`check_search_space`),
+the local CLI's `--set name=value` parsing (`parse_cli_value`) and the JSON a run writes
+(`to_json`).
 Each value's own range is checked here and only here (`Spec`, `coerce`); rules that tie
 fields together are checked where the math lives: `schedules.check_plan_settings`,
 `reset.adamw`.
@@ -34,7 +34,7 @@ V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
     | dict(rollback_to="start", failed_peak_rule="factor", slow_cycle_lr_factor=1.0)
-    | dict(planned_cycle_switch="detector")
+    | dict(planned_cycle_switch="detector", rescue_cycle_switch="detector")
 )
 
 
@@ -108,9 +108,7 @@ class Config:
         (1.0,), "list", "r_i: cycle i peaks at `learning_rate` × r_i"
     )
     cycle_warmup_factors: tuple[float, ...] | None = _hp(
-        (1.0,),
-        "list",
-        "q_i: cycle i warms up for `warmup_factor` × q_i of its steps",
+        (1.0,), "list", "q_i: cycle i warms up for `warmup_factor` × q_i of its steps"
     )
     warmup_shape: str = _hp(
         _PLAN["warmup_shape"],
@@ -150,10 +148,9 @@ class Config:
         "expected",
         "choice",
         "τ from the target alone, max(y* − y, 0)/y* (`thesis`), or the share of the way from "
-        "the run's first evaluation y0 to the target still missing, "
-        "clip((y − y*)/(y0 − y*), 0, 1) (`relative`), or the shortfall against a steady pace "
-        "to the target over the plan, clip(1 − p/f, 0, 1) with p that share done and f the "
-        "share of the plan spent (`expected`, METHOD.md §7 v3)",
+        "the run's first evaluation y0 to the target still missing, clip((y − y*)/(y0 − y*), "
+        "0, 1) (`relative`), or the shortfall against a steady pace to the target over the "
+        "plan, clip(1 − p/f, 0, 1), p that share done, f the plan's share spent (`expected`)",
         choices=reset.TAU_FORMULAS,
     )
     rollback_failed_cycles: bool = _hp(
@@ -226,8 +223,7 @@ class Config:
         "float",
         "after a cycle that ran to its planned end, improved, did not fail and missed the "
         "target, its params' norm within [1/κ, κ] × its start's, later cycles peak at this × "
-        "its peak, under the failed cycles' ceiling (a rate too low is raised, a failure "
-        "lowers the ceiling: a bracket; 1: the same peaks)",
+        "its peak, under the failed cycles' ceiling (a bracket; 1: the same peaks)",
         low=1.0,
     )
     fail_on_no_improvement: bool = _hp(
@@ -272,8 +268,14 @@ class Config:
         "guards",
         "choice",
         "what may end a planned cycle early: the `detector`, or the `guards`: a non-finite "
-        "evaluation, the params' norm outside [1/κ², κ²] × the cycle's start, or the "
-        "detector with the norm outside [1/κ, κ]",
+        "evaluation, the norm out of [1/κ², κ²] × the start's, or the detector with it out of "
+        "[1/κ, κ]",
+        choices=controller.PLANNED_CYCLE_SWITCHES,
+    )
+    rescue_cycle_switch: str = _hp(
+        "detector",
+        "choice",
+        "what may end a cycle past the plan (a rescue) early: `planned_cycle_switch`'s choices",
         choices=controller.PLANNED_CYCLE_SWITCHES,
     )
     switch_signal: str = _hp(
@@ -293,10 +295,7 @@ class Config:
         _DETECTOR.eps2, "float", "tolerance above the best smoothed loss in the stall test", low=0.0
     )
     switch_m: int = _hp(
-        _DETECTOR.m,
-        "int",
-        "m, evaluations the trend is extrapolated ahead in the stall test",
-        low=1,
+        _DETECTOR.m, "int", "m, evaluations the trend is extrapolated in the stall test", low=1
     )
     switch_k: int = _hp(
         _DETECTOR.k,
@@ -516,6 +515,7 @@ def controller_settings(
         norm_reference=config.norm_reference,
         keep_kappa=config.failure_kappa if config.sound_rollback_point else None,
         guarded_cycles=config.num_cycles if config.planned_cycle_switch == "guards" else 0,
+        guarded_from=config.num_cycles if config.rescue_cycle_switch == "guards" else math.inf,
     )
 
 

@@ -118,7 +118,8 @@ def norm_to_keep(params, evaluations, settings) -> float | None:
     nothing); else None."""
     keeps = settings.keep_kappa is not None and settings.rollback_to == "best"
     raises = settings.slow_cycle_lr_factor != 1.0
-    if evaluations is None or not (keeps or raises or settings.guarded_cycles):
+    guards = settings.guarded_cycles or settings.guarded_from < float("inf")
+    if evaluations is None or not (keeps or raises or guards):
         return None
     return float(_global_norm(params))
 

@@ -136,6 +136,8 @@ HP_ROWS = [
     ("type", {"sound_rollback_point": 1}, ValueError, _must("sound_rollback_point", BOOL)),
     ("type", {"planned_cycle_switch": 1}, ValueError, _must("planned_cycle_switch", r"one of \['detector', 'guards'\]")),  # noqa: E501
     ("range", {"planned_cycle_switch": "norm"}, ValueError, _must("planned_cycle_switch", r"one of \['detector', 'guards'\]")),  # noqa: E501
+    ("type", {"rescue_cycle_switch": 1}, ValueError, _must("rescue_cycle_switch", r"one of \['detector', 'guards'\]")),  # noqa: E501
+    ("range", {"rescue_cycle_switch": "norm"}, ValueError, _must("rescue_cycle_switch", r"one of \['detector', 'guards'\]")),  # noqa: E501
     ("type", {"failed_peak_rule": 1}, ValueError, _must("failed_peak_rule", r"one of \['factor', 'norm'\]")),  # noqa: E501
     ("range", {"failed_peak_rule": "ratio"}, ValueError, _must("failed_peak_rule", r"one of \['factor', 'norm'\]")),  # noqa: E501
     ("type", {"norm_reference": 1}, ValueError, _must("norm_reference", r"one of \['failed_start', 'restored'\]")),  # noqa: E501

@@ -655,6 +655,24 @@ def test_a_guarded_cycle_is_not_ended_by_the_detector_alone_and_later_cycles_are
     assert log[0][1].switch == control.Switch(6, early_switching.RISING, 2.0)
 
 
+def test_cycles_past_the_plan_are_guarded_from_guarded_from_on():
+    """`rescue_cycle_switch = "guards"` (guarded_from 1): cycle 1's rising loss, which
+    the detector alone ends above, ends nothing while the norm is sound and ends it when
+    the norm confirms; cycle 0 follows `guarded_cycles` alone (the detector ends it)."""
+    later = {13: [Evaluation(13, 0.5, 1.0)], 16: [Evaluation(16, 0.4, 2.0)]}
+    rescues = GUARDED._replace(guarded_from=1)
+    _, log = _run(_start(), range(18), later, rescues)
+    assert [(s, d.switch) for s, d in log] == [(10, None)]
+    controller, _ = _run(_start(), range(11), {}, rescues)
+    controller, _ = control.decide(controller, later[13], 13, rescues, None, 1.0)
+    evals = later[13] + later[16]
+    for norm, switch in [(2.9, None), (3.1, control.Switch(16, early_switching.RISING, 2.0))]:
+        assert control.decide(controller, evals, 16, rescues, None, norm)[1].switch == switch
+    rising = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 2.0)]}
+    _, log = _run(_start(), range(8), rising, rescues._replace(guarded_cycles=0))
+    assert log[0][1].switch == control.Switch(6, early_switching.RISING, 2.0)
+
+
 def test_a_guarded_cycle_ends_on_a_non_finite_evaluation():
     evals = {4: [Evaluation(4, math.nan, math.nan)]}
     _, log = _run(_start(), range(6), evals, GUARDED)

@@ -286,6 +286,7 @@ def test_the_controller_gets_the_schemas_choices():
         "norm_reference": "restored",
         "failure_kappa": 4.0,
         "planned_cycle_switch": "guards",
+        "rescue_cycle_switch": "guards",
         "num_cycles": 2,
         "slow_cycle_lr_factor": 3.0,
     }
@@ -308,12 +309,15 @@ def test_the_controller_gets_the_schemas_choices():
         norm_reference="restored",
         keep_kappa=4.0,
         guarded_cycles=2,
+        guarded_from=2,
         slow_cycle_lr_factor=3.0,
         failure_kappa=4.0,
     )
     assert hp.controller_settings(config, 0.9, True).higher_is_better is True
     detector = hp.resolve({**given, "planned_cycle_switch": "detector"})
     assert hp.controller_settings(detector, 0.9, True).guarded_cycles == 0
+    rescues = hp.resolve({**given, "rescue_cycle_switch": "detector"})
+    assert hp.controller_settings(rescues, 0.9, True).guarded_from == math.inf
     unguarded = hp.resolve({**given, "sound_rollback_point": False})
     assert hp.controller_settings(unguarded, 0.9, True).keep_kappa is None
 

@@ -207,6 +207,9 @@ def test_the_norm_is_read_only_at_evaluations_where_a_state_may_be_kept():
     guarded = BEST._replace(keep_kappa=None, rollback_to="start", guarded_cycles=1)
     assert steps.norm_to_keep(params, [], guarded) == pytest.approx(5.0)
     assert steps.norm_to_keep(params, None, guarded) is None
+    # So does a guarded cycle past the plan (`rescue_cycle_switch = "guards"`).
+    rescues = guarded._replace(guarded_cycles=0, guarded_from=1)
+    assert steps.norm_to_keep(params, [], rescues) == pytest.approx(5.0)
 
 
 # --- v4 candidate: a failed cycle's peak lowered by its norm's blow-up ------------------

@@ -208,6 +208,13 @@ VARIANTS.update(
             "the default, the detector alone may end the planned cycle (v4)",
             {"planned_cycle_switch": "detector"},
         ),
+        # Every cycle guarded (issue 30): the cycles past the plan too, where the detector
+        # alone ended a cycle its twin took to the target (noisy seed 9, v5's score grid).
+        "default-guardall": Variant(
+            "default",
+            "the default, the cycles past the plan guarded as the planned one",
+            {"rescue_cycle_switch": "guards"},
+        ),
         # A rate too low raised (issue 30 item 3, the upward half; METHOD.md section 4):
         # after a cycle that ran to its end, improved, passed and missed the target with a
         # sound norm, the next peaks k x its peak. k = 3 is the default (default-raise3 runs
