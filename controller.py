@@ -73,6 +73,7 @@ class Settings(NamedTuple):
     # `guarded_from` on, end early only by `early_switching.guard` (with `failure_kappa`): the
     # norm must confirm the detector; 0 and inf: the detector alone may end every cycle (v4).
     guarded_cycles: int
+    guarded_from: float  # the plan's end with `rescue_cycle_switch = "guards"`, else inf
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
     # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
     # peak as it stands); `past_plan_peaks`.
@@ -83,7 +84,6 @@ class Settings(NamedTuple):
     # [1/kappa, kappa] x the cycle's start norm is not kept (`keep_best`); None: any.
     keep_kappa: float | None = None
     failure_kappa: float = 3.0  # kappa of rule (b): a raise needs a sound norm (`raised_peaks`)
-    guarded_from: float = math.inf  # the plan's end with `rescue_cycle_switch = "guards"`
 
 
 # What the early-switch detector watches: the validation loss (METHOD.md section 5), or the

@@ -273,7 +273,7 @@ class Config:
         choices=controller.PLANNED_CYCLE_SWITCHES,
     )
     rescue_cycle_switch: str = _hp(
-        "detector",
+        "guards",
         "choice",
         "what may end a cycle past the plan (a rescue) early: `planned_cycle_switch`'s choices",
         choices=controller.PLANNED_CYCLE_SWITCHES,

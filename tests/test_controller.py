@@ -32,6 +32,7 @@ SETTINGS = control.Settings(
     rollback_to="start",
     slow_cycle_lr_factor=1.0,
     guarded_cycles=0,
+    guarded_from=math.inf,
 )
 
 

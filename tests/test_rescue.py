@@ -31,6 +31,7 @@ SETTINGS = control.Settings(
     rollback_to="start",
     slow_cycle_lr_factor=1.0,
     guarded_cycles=0,
+    guarded_from=math.inf,
 )
 RISING = {3: [Evaluation(3, 0.5, 1.0)], 6: [Evaluation(6, 0.4, 9.0)]}
 

@@ -205,15 +205,15 @@ VARIANTS.update(
         ),
         "default-detector": Variant(
             "default",
-            "the default, the detector alone may end the planned cycle (v4)",
-            {"planned_cycle_switch": "detector"},
+            "the default, the detector alone may end any cycle (v4)",
+            {"planned_cycle_switch": "detector", "rescue_cycle_switch": "detector"},
         ),
-        # Every cycle guarded (issue 30): the cycles past the plan too, where the detector
-        # alone ended a cycle its twin took to the target (noisy seed 9, v5's score grid).
-        "default-guardall": Variant(
+        # The cycles past the plan ended by the detector alone (v5; issue 30): since v6 they
+        # are guarded as the planned one.
+        "default-rescue-detector": Variant(
             "default",
-            "the default, the cycles past the plan guarded as the planned one",
-            {"rescue_cycle_switch": "guards"},
+            "the default, the detector alone may end a cycle past the plan (v5)",
+            {"rescue_cycle_switch": "detector"},
         ),
         # A rate too low raised (issue 30 item 3, the upward half; METHOD.md section 4):
         # after a cycle that ran to its end, improved, passed and missed the target with a
@@ -240,6 +240,11 @@ VARIANTS.update(
             "default",
             "the default, the first cycle cut by the budget (no cooldown: v5)",
             {"cut_cycle_cooldown": 0.0},
+        ),
+        "default-cooldown0.1": Variant(
+            "default",
+            "the default, a cut first cycle's cooldown over its last 10% (v6: 20%)",
+            {"cut_cycle_cooldown": 0.1},
         ),
     }
 )
