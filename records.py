@@ -139,23 +139,30 @@ def resets_in(records) -> list[ResetRecord]:
 
 class RefitRecord(NamedTuple):
     """A plan re-fit as logged: at `step`, `seconds_per_step` measured, `budget_spent` the
-    fraction of the time budget spent; the plan now ends at step `end`."""
+    fraction of the time budget spent; the plan now ends at step `end`; `window_end`: where
+    the current cycle's rate now reaches 0 when its window moved (the first cycle fitted to
+    the budget, or cooling down before the budget cuts it), else -1."""
 
     step: int
     seconds_per_step: float
     end: int
     budget_spent: float
+    window_end: int = -1
 
     @classmethod
     def of(cls, refit: Refit, budget: time_budget.Budget) -> "RefitRecord":
         """The record of `refit` against the run's time budget."""
-        return cls(refit.step, refit.seconds_per_step, refit.end, refit.seconds / budget.seconds)
+        window_end = -1 if refit.window is None else int(refit.window.boundaries[1])
+        spent = refit.seconds / budget.seconds
+        return cls(refit.step, refit.seconds_per_step, refit.end, spent, window_end)
 
     def describe(self) -> str:
         """The re-fit in words, for the log."""
+        moved = f"; the current cycle now decays to 0 by step {self.window_end}"
         return (
             f"plan re-fitted at step {self.step} ({self.seconds_per_step:.4g} s per step, "
             f"{100 * self.budget_spent:.0f}% of the budget spent): ends at step {self.end}"
+            + (moved if self.window_end >= 0 else "")
         )
 
     def to_metrics(self) -> dict:
@@ -164,6 +171,7 @@ class RefitRecord(NamedTuple):
             "plan/seconds_per_step": self.seconds_per_step,
             "plan/end": self.end,
             "plan/budget_spent": self.budget_spent,
+            "plan/window_end": self.window_end,
         }
 
     @classmethod
@@ -172,9 +180,11 @@ class RefitRecord(NamedTuple):
         end = logged_number(metrics.get("plan/end"))
         if math.isnan(end):
             return None
+        window_end = logged_number(metrics.get("plan/window_end"))  # nan: logged before v6
         return cls(
             int(step),
             logged_number(metrics.get("plan/seconds_per_step")),
             int(end),
             logged_number(metrics.get("plan/budget_spent")),
+            -1 if math.isnan(window_end) else int(window_end),
         )

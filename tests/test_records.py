@@ -4,9 +4,10 @@ the record of a reset built from the controller's decision and the device's chec
 
 import math
 
+import numpy as np
 import pytest
 
-from cyclic_soft_reset import records, reset
+from cyclic_soft_reset import records, reset, schedules
 from cyclic_soft_reset.controller import Refit, Reset
 from cyclic_soft_reset.records import RefitRecord, ResetRecord
 from cyclic_soft_reset.schedules import budget as time_budget
@@ -129,12 +130,28 @@ def test_a_refit_logs_the_fraction_of_the_budget_spent_and_reads_back():
         "plan/seconds_per_step": 0.25,
         "plan/end": 300,
         "plan/budget_spent": 0.75,
+        "plan/window_end": -1,
     }
     assert RefitRecord.from_metrics(40, refit.to_metrics()) == refit
     assert RefitRecord.from_metrics(40, {"reset/cycle": 1.0}) is None
     assert refit.describe() == (
         "plan re-fitted at step 40 (0.25 s per step, 75% of the budget spent): ends at step 300"
     )
+    # A moved window (a cooldown from step 40 to 56): said, logged, read back.
+    window = schedules.cycle_window(schedules.make_plan(300, schedules.PlanSettings(1, 1e-3)), 0)
+    window = window._replace(boundaries=np.asarray([40, 56], np.int32))
+    moved = RefitRecord.of(
+        Refit(step=40, seconds=90.0, seconds_per_step=0.25, end=300, window=window),
+        time_budget.Budget(seconds=120.0, fill=0.9),
+    )
+    assert moved == RefitRecord(40, 0.25, 300, 0.75, 56)
+    assert RefitRecord.from_metrics(40, moved.to_metrics()) == moved
+    assert moved.describe().endswith(
+        "ends at step 300; the current cycle now decays to 0 by step 56"
+    )
+    # A log written before v6 has no window_end: none moved.
+    old = {k: v for k, v in moved.to_metrics().items() if k != "plan/window_end"}
+    assert RefitRecord.from_metrics(40, old).window_end == -1
 
 
 def test_a_reset_record_carries_the_unsound_metric_of_its_action():
