@@ -67,7 +67,7 @@ class Budget(NamedTuple):
     fill: float
     min_steps: int = 1
     fit_first: bool = False
-    cooldown: float = 0.2
+    cooldown: float = 0.1
 
 
 def add_sample(samples: np.ndarray, step: int, seconds: float) -> np.ndarray:

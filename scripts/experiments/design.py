@@ -241,10 +241,10 @@ VARIANTS.update(
             "the default, the first cycle cut by the budget (no cooldown: v5)",
             {"cut_cycle_cooldown": 0.0},
         ),
-        "default-cooldown0.1": Variant(
+        "default-cooldown0.2": Variant(
             "default",
-            "the default, a cut first cycle's cooldown over its last 10% (v6: 20%)",
-            {"cut_cycle_cooldown": 0.1},
+            "the default, a cut first cycle's cooldown over its last 20% (v6: 10%)",
+            {"cut_cycle_cooldown": 0.2},
         ),
     }
 )
