@@ -11,12 +11,12 @@ and whole runs on simulated clocks of 0.5x, 1x, 2x and 3x the reference step tim
 
 import numpy as np
 import pytest
+from clocked import OPTIONS, STEP_TIME, run_on_clock
 
 from cyclic_soft_reset import controller as control
 from cyclic_soft_reset import hyperparameters as hp
 from cyclic_soft_reset import schedules, submission
 from cyclic_soft_reset.schedules import budget as tb
-from scripts.local import runner, workloads
 
 # --------------------------------------------------------------------------- pure parts
 
@@ -97,33 +97,9 @@ def test_a_restored_controller_keeps_its_cooldown():
 
 # --------------------------------------------------------------------- simulated hardware
 
-# digits with a small network and an unreachable target: the run goes on until the budget.
-OPTIONS = {**workloads.tiny_overrides("digits"), "step_hint": 120, "eval_every_steps": 6}
-STEP_TIME = {"0.5x": 2.0, "1x": 1.0, "2x": 0.5, "3x": 1 / 3}  # Step time -> clock speed.
-
 
 def _run(speed, hyperparameters=None):
-    """The defaults (and `hyperparameters`) on hardware `speed` x the reference: (result,
-    submission seconds after each step, learning rate of each step's update, budget)."""
-    workload = workloads.make_workload("digits", **OPTIONS, validation_target_value=1.01)
-    clock = runner.reference_clock(workload, speed)
-    spent, lr = {}, {}
-
-    def after_step(global_step, optimizer_state, *_):
-        spent[global_step] = clock.now()
-        lr[global_step - 1] = float(optimizer_state[0].opt_state.hyperparams["learning_rate"])
-
-    result = runner.train_once(
-        workload,
-        submission,
-        hyperparameters,
-        0,
-        workload_name="digits",
-        stop_at_target=False,
-        clock=clock,
-        hooks=runner.RunnerHooks(after_step=after_step),
-    )
-    return result, spent, lr, 1.5 * workload.max_allowed_runtime_sec
+    return run_on_clock(speed, hyperparameters)
 
 
 @pytest.mark.slow
