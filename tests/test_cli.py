@@ -340,6 +340,12 @@ def test_budget_lines_say_what_happened_to_the_time_budget():
     assert "at evaluations only" in over[0] and "not re-fitted" in over[1]
     once = summary.budget_lines(events[:1], 13.5, 5.31, "target_reached")
     assert "re-fitted to the budget once: first at step 27" in once[1]
+    assert "window" not in lines[1]
+    cooled = [*events, {**events[-1], "step": 620, "window_end": 673}]
+    said = summary.budget_lines(cooled, 13.5, 13.1, "time_budget")[1]
+    assert said.endswith(
+        "At step 620 the first cycle's window moved (too slow hardware): its rate reaches 0 at step 673."
+    )  # noqa: E501
 
 
 @pytest.mark.slow

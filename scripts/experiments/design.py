@@ -169,7 +169,7 @@ VARIANTS.update(
     {
         # The submission as it ships, its strategies, and v2's default: the score's contestants.
         "default": Variant(
-            "default", "the default (v5: one guarded NAdamW cycle, then rescues)", {}
+            "default", "the default (v6: one guarded NAdamW cycle, then guarded rescues)", {}
         ),
         "default-none": Variant(
             "default", "none (no reset), the default plan", {"reset_strategy": "none"}

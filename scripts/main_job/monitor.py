@@ -322,6 +322,7 @@ class RunMonitor:
                 "seconds_per_step": refit.seconds_per_step,
                 "budget_spent": refit.budget_spent,
                 "end": refit.end,
+                "window_end": refit.window_end,
             }
         )
         if self.bar is not None:

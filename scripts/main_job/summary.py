@@ -127,15 +127,22 @@ def budget_lines(
     if not refits:
         return lines + [
             "Plan not re-fitted (once the step time is known, a re-fit moves the cycles not "
-            "yet started, and the first cycle only on hardware too slow for it: a plan of one "
-            "cycle keeps its step_hint steps here)."
+            "yet started, and the first cycle only on hardware too slow for it, where its end "
+            "cools down before the budget: a plan of one cycle keeps its step_hint steps here)."
         ]
     first, last = refits[0], refits[-1]
+    moved = [e for e in refits if e.get("window_end", -1) >= 0]
+    window = (
+        f" At step {moved[-1]['step']} the first cycle's window moved (too slow hardware): "
+        f"its rate reaches 0 at step {moved[-1]['window_end']}."
+        if moved
+        else ""
+    )
     return lines + [
         f"Plan re-fitted to the budget {_times(len(refits))}: first at step {first['step']} "
         f"({first['seconds_per_step']:.3g} s/step, ends at step {first['end']}), last at step "
         f"{last['step']} ({last['seconds_per_step']:.3g} s/step, {last['budget_spent']:.0%} "
-        f"spent, ends at step {last['end']})."
+        f"spent, ends at step {last['end']})." + window
     ]
 
 
