@@ -343,9 +343,8 @@ def test_budget_lines_say_what_happened_to_the_time_budget():
     assert "window" not in lines[1]
     cooled = [*events, {**events[-1], "step": 620, "window_end": 673}]
     said = summary.budget_lines(cooled, 13.5, 13.1, "time_budget")[1]
-    assert said.endswith(
-        "At step 620 the first cycle's window moved (too slow hardware): its rate reaches 0 at step 673."
-    )  # noqa: E501
+    moved = "At step 620 the first cycle's window moved (too slow hardware): its rate reaches 0"
+    assert said.endswith(moved + " at step 673.")
 
 
 @pytest.mark.slow
@@ -398,3 +397,16 @@ def test_param_scale_runs_a_held_out_variant(tmp_path, capsys):
         for scale in (1.0, 300.0)
     }
     assert losses[1.0] != losses[300.0]  # The same seed, another run: the rate acts 300x.
+
+
+def test_the_figure_follows_a_cooldown_the_plan_does_not_show():
+    """A cooldown moves the device's window, not the plan: the monitor's schedule as run
+    falls linearly from the plan's rate at its start to 0 at its end, and stays 0."""
+    from scripts.main_job.monitor import PlanSnapshot, cooled
+
+    steps = np.arange(0, 11)
+    plan = PlanSnapshot(0, {"boundaries": [0, 10]}, steps, np.linspace(1.0, 0.0, 11))
+    run = cooled(plan, step=4, end=8)
+    np.testing.assert_allclose(run.rates[:5], plan.rates[:5])  # As planned up to the start.
+    np.testing.assert_allclose(run.rates[4:], 0.6 * np.asarray([1, 0.75, 0.5, 0.25, 0, 0, 0]))
+    assert cooled(plan, step=11, end=12) is plan  # Nothing left to cool.

@@ -57,6 +57,19 @@ def refitted(snapshot: PlanSnapshot, submission: Any, optimizer_state: Any, step
     return PlanSnapshot(snapshot.from_step, new.summary, steps, rates)
 
 
+def cooled(snapshot: PlanSnapshot, step: int, end: int) -> PlanSnapshot:
+    """``snapshot`` with its cycle cooling down from ``step`` (``schedules.budget.cooldown``:
+    the device's window moved, the plan did not): eta(step) x (end - t) / (end - step) from
+    ``step`` on, 0 from ``end``."""
+    at = snapshot.steps >= step
+    if not at.any():
+        return snapshot
+    rates = snapshot.rates.copy()
+    fall = np.clip((end - snapshot.steps[at]) / max(end - step, 1), 0.0, 1.0)
+    rates[at] = rates[np.argmax(at)] * fall
+    return dataclasses.replace(snapshot, rates=rates)
+
+
 def _snapshot_json(snap: PlanSnapshot) -> dict[str, Any]:
     return {
         "from_step": snap.from_step,
@@ -313,8 +326,10 @@ class RunMonitor:
         """The plan re-fitted to the time budget: an event, the plan's snapshot and the
         bar's new total."""
         if self.snapshots:
-            last = self.snapshots[-1]
-            self.snapshots[-1] = refitted(last, self.submission, optimizer_state, refit.step)
+            last = refitted(self.snapshots[-1], self.submission, optimizer_state, refit.step)
+            if 0 <= refit.window_end < last.summary["boundaries"][1]:  # A cooldown.
+                last = cooled(last, refit.step, refit.window_end)
+            self.snapshots[-1] = last
         self.event(
             {
                 "event": "plan_refit",
