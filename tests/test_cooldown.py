@@ -51,8 +51,15 @@ def test_the_cooldown_continues_the_schedule_and_falls_linearly_to_0_at_the_budg
     # eta'(t) = eta(160) x (200 - t) / 40; 0 from the budget's end on.
     np.testing.assert_allclose(lr[:41], start * (200 - np.arange(160, 201)) / 40, rtol=1e-5)
     assert lr[40] == lr[41] == 0.0
-    # A window the device's schedule takes as it is (no recompilation: fixed dtypes).
-    assert [x.dtype for x in window] == [x.dtype for x in schedules.cycle_window(plan, 0)]
+    # A window the device's schedule takes as it is (no recompilation: the fixed shapes and
+    # dtypes of a one-cycle window, whatever the plan's own dtypes).
+    wide = plan._replace(
+        **{f: np.asarray(getattr(plan, f), np.int64) for f in ("warmup_shapes", "decay_shapes")}
+    )
+    three = tb.cooldown(_plan(300, cycles=3), step=70, budget_end=80, fraction=0.2)
+    for got in (window, tb.cooldown(wide, step=160, budget_end=200, fraction=0.2), three):
+        want = schedules.cycle_window(plan, 0)
+        assert [(x.shape, x.dtype) for x in got] == [(x.shape, x.dtype) for x in want]
 
 
 def _refits(controller, samples, budget):

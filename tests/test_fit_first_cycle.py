@@ -37,8 +37,8 @@ def test_a_cycle_that_fits_or_nearly_is_left_alone():
 
 def test_a_cycle_too_long_for_the_budget_ends_where_it_is_spent():
     plan = _plan(300, cycles=3)
-    fitted, changed = tb.fit_first_cycle(plan, step=10, end=80)
-    assert changed
+    fitted, window = tb.fit_first_cycle(plan, step=10, end=80)
+    assert window.boundaries.tolist() == [0, 80]  # The first cycle's window, to enter now.
     # b_1 = T*; the later cycles have no time left before T*: dropped.
     assert fitted.boundaries.tolist() == [0, 80]
     assert fitted.peak_learning_rates.tolist() == plan.peak_learning_rates[:1].tolist()
