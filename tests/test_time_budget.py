@@ -12,6 +12,7 @@ import jax
 import jax.monitoring
 import numpy as np
 import pytest
+from clocked import OPTIONS, run_on_clock
 from flax import serialization
 
 from cyclic_soft_reset import controller as control
@@ -203,9 +204,8 @@ def test_submission_seconds_reads_only_what_the_runner_gives():
 
 # --------------------------------------------------------------------- simulated hardware
 
-# digits with a small network, an unreachable target and no early switch: the run goes on
-# until the budget, and the plan alone decides where cycles end.
-OPTIONS = {**workloads.tiny_overrides("digits"), "step_hint": 120, "eval_every_steps": 6}
+# digits with a small network, an unreachable target (`clocked.OPTIONS`) and no early
+# switch: the run goes on until the budget, and the plan alone decides where cycles end.
 # v2's plan of 3 cycles re-fitted to 0.95 of the budget (the default since v3 has one
 # planned cycle, which a re-fit never moves).
 HYPERPARAMETERS = {**hp.V2_DEFAULTS, "early_switching": False}
@@ -220,27 +220,9 @@ def _workload(**options):
 
 def _run(speed, noise=0.0, hyperparameters=HYPERPARAMETERS, **kwargs):
     """A run on hardware `speed` x the reference; returns (result, seconds spent after
-    each step, the clock)."""
-    workload = _workload()
-    clock = runner.reference_clock(workload, speed, noise=noise, seed=3)
-    start = clock.now()
-    spent = {}
-
-    def after_step(global_step, *_):
-        spent[global_step] = clock.now() - start
-
-    result = runner.train_once(
-        workload,
-        submission,
-        hyperparameters,
-        0,
-        workload_name="digits",
-        stop_at_target=False,
-        clock=clock,
-        hooks=runner.RunnerHooks(after_step=after_step),
-        **kwargs,
-    )
-    return result, spent, workload
+    each step, the workload)."""
+    result, spent, _, _ = run_on_clock(speed, hyperparameters, noise=noise, seed=3, **kwargs)
+    return result, spent, _workload()
 
 
 @pytest.mark.slow
