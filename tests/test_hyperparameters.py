@@ -376,6 +376,8 @@ def test_only_the_numbers_are_in_the_optimizer_state():
             schedules.Budget(seconds=0.75, fill=0.5, min_steps=1),
         ),
         ({"fit_first_cycle": True}, 10, 400, schedules.Budget(15.0, 2 / 3, 100, True)),
+        ({"cut_cycle_cooldown": 0.3}, 10, 400, schedules.Budget(15.0, 2 / 3, 100, cooldown=0.3)),
+        ({"cut_cycle_cooldown": 0.0}, 10, 400, schedules.Budget(15.0, 2 / 3, 100, cooldown=0.0)),
     ],
 )
 def test_the_time_budget_from_the_workloads_runtime(given, runtime, step_hint, expected):
