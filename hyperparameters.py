@@ -344,7 +344,7 @@ class Config:
         schedules.Budget._field_defaults["cooldown"],
         "float",
         "where B would cut the first cycle with over 10% of it left (slow hardware), its "
-        "last fraction of the steps that fit anneals linearly to 0 at 95% of B (0: cut)",
+        "last fraction of the steps that fit anneals linearly to 0 where B is spent (0: cut)",
         **_UNIT_HALF_OPEN,
     )
 
