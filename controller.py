@@ -39,7 +39,6 @@ import numpy as np
 from . import early_switching, reset
 from .schedules import budget as time_budget
 from .schedules.plan import CyclePlan, extend_plan, num_cycles, replan_after_switch, total_steps
-from .schedules.shapes import DECAY_SHAPES, WARMUP_SHAPES
 
 
 class Evaluation(NamedTuple):
@@ -74,6 +73,10 @@ class Settings(NamedTuple):
     # norm must confirm the detector; 0 and inf: the detector alone may end every cycle (v4).
     guarded_cycles: int
     guarded_from: float  # the plan's end with `rescue_cycle_switch = "guards"`, else inf
+    # k of `raised_peaks` after a first cycle that moved nothing (`reset.peaks`; 1: `slow`'s),
+    # and lambda, the optimizer's decoupled weight decay, which tells how little it moved.
+    still_cycle_lr_factor: float
+    weight_decay: float
     budget: time_budget.Budget | None = None  # None: the plan stays in steps
     # eta x r of a cycle past the plan, under the failures' ceiling (None: the last cycle's
     # peak as it stands); `past_plan_peaks`.
@@ -147,7 +150,8 @@ class Controller(NamedTuple):
     unsound_metric: the best target metric of the current cycle's states not kept for
       their norm (`keep_best`; nan if none).
     cycle_norm: the params' global norm at the current cycle's latest evaluation, where
-      the caller read it (`steps.norm_to_keep`; nan if none): `raised_peaks`.
+      the caller read it (`steps.norm_to_keep`; nan if none), before step `cycle_norm_step`:
+      `raised_peaks`.
     cooldown_end: where the first cycle's cooldown ends its decay (-1: none started).
     """
 
@@ -173,6 +177,7 @@ class Controller(NamedTuple):
     unsound_metric: float = math.nan
     cycle_norm: float = math.nan
     cooldown_end: int = -1
+    cycle_norm_step: int = -1
 
 
 class Switch(NamedTuple):
@@ -427,19 +432,25 @@ def raised_peaks(controller: Controller, settings: Settings) -> Controller:
     start (rule (c) passed): if its best evaluation (`cycle_best_metric`, none: no raise)
     missed the target while the params' norm at its latest evaluation (`cycle_norm`) stayed
     within rule (b)'s bounds [1/kappa, kappa] x its start norm (a rate too high grows it:
-    digits lr300x 41x), cycles c + 1 on peak at `slow_cycle_lr_factor` x cycle c's peak,
-    capped at `peak_ceiling` (never below their own). The device takes the new cycle's
-    window from this plan; if the cycle fails there after all (non-finite values), the
-    failure's cap (`after_reset`, `steps.reset_step`) lowers it again."""
-    k, best = settings.slow_cycle_lr_factor, controller.cycle_best_metric
-    if k == 1.0 or controller.cycle_evals == 0 or not math.isfinite(best):
+    digits lr300x 41x), cycles c + 1 on peak at k x cycle c's peak, capped at `peak_ceiling`
+    (never below their own): k = `reset.slow_cycle_factor` (`slow_cycle_lr_factor`, or
+    `still_cycle_lr_factor` after a first cycle whose norm grew no more than weight decay's
+    shrinkage explains). The device takes the new cycle's window from this plan; if the
+    cycle fails there after all, the failure's cap (`after_reset`) lowers it again."""
+    best, c, norm = controller.cycle_best_metric, controller.cycle, controller.cycle_norm
+    if controller.cycle_evals == 0 or not math.isfinite(best):
         return controller
-    if not sound(controller.cycle_norm, controller.start_norm, settings.failure_kappa):
+    if not sound(norm, controller.start_norm, settings.failure_kappa):
         return controller
     reached = best > settings.target if settings.higher_is_better else best < settings.target
-    if reached:
+    k, still = settings.slow_cycle_lr_factor, settings.still_cycle_lr_factor
+    if reached or max(k, still) == 1.0:
         return controller
-    c = controller.cycle
+    if c == 0 and still not in (1.0, k):  # Only then is the growth asked (a host pass).
+        start, stop = int(controller.plan.boundaries[0]), controller.cycle_norm_step
+        shrinkage = time_budget.decay_shrinkage(controller.plan, start, stop, settings.weight_decay)
+        growth = reset.growth_beyond_decay(norm / controller.start_norm, shrinkage)
+        k = reset.slow_cycle_factor(growth, True, k, still)
     peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
     raised = min(k * peaks[c], controller.peak_ceiling)
     peaks[c + 1 :] = np.maximum(peaks[c + 1 :], raised)
@@ -566,7 +577,7 @@ def decide(
         controller, switch = observe(controller, evaluations, settings, ratio)
         controller, keep = keep_best(controller, step, settings, norm)
         if norm is not None:
-            controller = controller._replace(cycle_norm=float(norm))
+            controller = controller._replace(cycle_norm=float(norm), cycle_norm_step=step)
         if settings.budget is not None and seconds is not None:
             controller, fitted = refit(controller, step, seconds, settings.budget)
     resets = []
@@ -583,18 +594,3 @@ def decide(
         controller, new_reset = next_cycle(controller, step, early, settings)
         resets.append(new_reset)
     return controller, Decision(tuple(resets), None, switch, fitted, keep)
-
-
-def summary(controller: Controller) -> dict:
-    """The current plan and cycle in plain Python numbers (for plots and logs)."""
-    plan = controller.plan
-    return {
-        "boundaries": [int(b) for b in plan.boundaries],
-        "peak_learning_rates": [float(x) for x in plan.peak_learning_rates],
-        "warmup_fractions": [float(x) for x in plan.warmup_fractions],
-        "warmup_shape": WARMUP_SHAPES[int(plan.warmup_shapes[0])],
-        "decay_shape": DECAY_SHAPES[int(plan.decay_shapes[0])],
-        "cycle": controller.cycle,
-        "planned_total_steps": total_steps(plan),
-        "cooldown_end": controller.cooldown_end,
-    }

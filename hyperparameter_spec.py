@@ -4,8 +4,16 @@
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
+
+
+def is_real(x: Any) -> bool:
+    """A real number (Python or numpy) that is not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +58,35 @@ class Spec:
         above = number > self.low if self.low_open else number >= self.low
         below = number < self.high if self.high_open else number <= self.high
         return math.isfinite(number) and above and below
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """`value` type- and range-checked as hyperparameter `name`; ValueError naming it."""
+        bad = ValueError(f"hyperparameter {name!r} must be {self.allowed()}, got {value!r}.")
+        if value is None and self.null is not None:
+            return None
+        if self.kind == "bool":
+            if not isinstance(value, bool | np.bool_):
+                raise bad
+            return bool(value)
+        if self.kind == "choice":
+            if not isinstance(value, str) or value not in self.choices:
+                raise bad
+            return str(value)
+        if self.kind == "list":
+            if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
+                raise bad
+            if not all(is_real(x) and math.isfinite(x) and x > 0 for x in value):
+                raise bad
+            return tuple(float(x) for x in value)  # Lengths: schedules.check_plan_settings.
+        if not is_real(value):
+            raise bad
+        try:
+            number = float(value)
+        except OverflowError:  # An int beyond float range (10**400) is out of every range.
+            raise bad from None
+        if not self.contains(number) or (self.kind == "int" and number != int(value)):
+            raise bad
+        return int(value) if self.kind == "int" else number
 
 
 def _hp(default: Any, kind: str, description: str, **spec: Any) -> Any:

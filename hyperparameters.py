@@ -13,16 +13,22 @@ fields together are checked where the math lives: `schedules.check_plan_settings
 import dataclasses
 import json
 import math
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
 import optax
 
 from . import controller, early_switching, reset, schedules
-from .hyperparameter_spec import _POSITIVE, _UNIT_HALF_OPEN, _UNIT_OPEN, _UNIT_UPPER, Spec, _hp
+from .hyperparameter_spec import (
+    _POSITIVE,
+    _UNIT_HALF_OPEN,
+    _UNIT_OPEN,
+    _UNIT_UPPER,
+    Spec,
+    _hp,
+    is_real,
+)
 from .hyperparameter_spec import markdown_table as spec_table
 
 OPTIMIZERS = ("adamw", "nadamw")
@@ -34,6 +40,7 @@ V2_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     dict(num_cycles=3, optimizer="adamw", budget_fill=0.95, norm_rule="alone")
     | dict(tau_formula="thesis", failed_cycle_lr_factor=1.0, switch_signal="loss")
     | dict(rollback_to="start", failed_peak_rule="factor", slow_cycle_lr_factor=1.0)
+    | dict(still_cycle_lr_factor=1.0)
     | dict(planned_cycle_switch="detector", rescue_cycle_switch="detector")
 )
 
@@ -226,6 +233,14 @@ class Config:
         "its peak, under the failed cycles' ceiling (a bracket; 1: the same peaks)",
         low=1.0,
     )
+    still_cycle_lr_factor: float = _hp(
+        10.0,
+        "float",
+        "the factor instead where that cycle was the run's first and its params' norm ended "
+        "within 1% of what weight decay alone leaves, ∏(1 − λ η_t) × its start's: its steps "
+        "moved nothing, the rate is far too low (1: `slow_cycle_lr_factor` there too)",
+        low=1.0,
+    )
     fail_on_no_improvement: bool = _hp(
         True,
         "bool",
@@ -356,40 +371,9 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 _PER_CYCLE = tuple(n for n, s in SPECS.items() if s.kind == "list")
 
 
-def _is_real(x: Any) -> bool:
-    """A real number (Python or numpy) that is not a bool."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
-
-
 def coerce(name: str, value: Any) -> Any:
     """One hyperparameter, type- and range-checked; ValueError naming it otherwise."""
-    spec = SPECS[name]
-    bad = ValueError(f"hyperparameter {name!r} must be {spec.allowed()}, got {value!r}.")
-    if value is None and spec.null is not None:
-        return None
-    if spec.kind == "bool":
-        if not isinstance(value, bool | np.bool_):
-            raise bad
-        return bool(value)
-    if spec.kind == "choice":
-        if not isinstance(value, str) or value not in spec.choices:
-            raise bad
-        return str(value)
-    if spec.kind == "list":
-        if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray):
-            raise bad
-        if not all(_is_real(x) and math.isfinite(x) and x > 0 for x in value):
-            raise bad
-        return tuple(float(x) for x in value)  # Lengths: schedules.check_plan_settings.
-    if not _is_real(value):
-        raise bad
-    try:
-        number = float(value)
-    except OverflowError:  # An int beyond float range (10**400) is out of every range.
-        raise bad from None
-    if not spec.contains(number) or (spec.kind == "int" and number != int(value)):
-        raise bad
-    return int(value) if spec.kind == "int" else number
+    return SPECS[name].coerce(name, value)
 
 
 def given_hyperparameters(hyperparameters: Any) -> dict[str, Any]:
@@ -476,7 +460,7 @@ def time_budget(config: Config, max_runtime_sec: Any, step_hint: int) -> schedul
     """The plan's time budget: B = time_budget_factor x max_runtime_sec seconds, filled to
     `budget_fill`, re-fitted cycles at least MIN_CYCLE_FRACTION x T0 / N steps long; None
     when the workload states no positive runtime (the plan then stays in steps)."""
-    if not (_is_real(max_runtime_sec) and 0 < max_runtime_sec < math.inf):
+    if not (is_real(max_runtime_sec) and 0 < max_runtime_sec < math.inf):
         return None
     mean_cycle = total_planned_steps(config, step_hint) / config.num_cycles
     return schedules.Budget(
@@ -511,6 +495,8 @@ def controller_settings(
         budget=budget,
         past_plan_peak=None if past is None else config.learning_rate * past,
         slow_cycle_lr_factor=config.slow_cycle_lr_factor,
+        still_cycle_lr_factor=config.still_cycle_lr_factor,
+        weight_decay=config.weight_decay,
         failure_kappa=config.failure_kappa,
         norm_reference=config.norm_reference,
         keep_kappa=config.failure_kappa if config.sound_rollback_point else None,

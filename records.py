@@ -12,8 +12,10 @@ import math
 from typing import NamedTuple
 
 from . import reset
-from .controller import Refit, Reset
+from .controller import Controller, Refit, Reset
 from .schedules import budget as time_budget
+from .schedules.plan import total_steps
+from .schedules.shapes import DECAY_SHAPES, WARMUP_SHAPES
 
 
 def logged_number(value) -> float:
@@ -188,3 +190,18 @@ class RefitRecord(NamedTuple):
             logged_number(metrics.get("plan/budget_spent")),
             -1 if math.isnan(window_end) else int(window_end),
         )
+
+
+def plan_summary(controller: Controller) -> dict:
+    """The current plan and cycle in plain Python numbers (for plots and logs)."""
+    plan = controller.plan
+    return {
+        "boundaries": [int(b) for b in plan.boundaries],
+        "peak_learning_rates": [float(x) for x in plan.peak_learning_rates],
+        "warmup_fractions": [float(x) for x in plan.warmup_fractions],
+        "warmup_shape": WARMUP_SHAPES[int(plan.warmup_shapes[0])],
+        "decay_shape": DECAY_SHAPES[int(plan.decay_shapes[0])],
+        "cycle": controller.cycle,
+        "planned_total_steps": total_steps(plan),
+        "cooldown_end": controller.cooldown_end,
+    }

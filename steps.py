@@ -112,12 +112,12 @@ def norm_to_keep(params, evaluations, settings) -> float | None:
     """The params' global norm, read to the host, where the controller asks for it: to keep
     this state as the rollback point only if its norm is sound (`controller.keep_best`,
     with `rollback_to = "best"` and `keep_kappa`), to raise the next peaks only after a
-    cycle with a sound norm (`controller.raised_peaks`, `slow_cycle_lr_factor` above 1),
+    cycle with a sound norm (`controller.raised_peaks`, a slow or still factor above 1),
     or to end a guarded cycle whose norm left its bounds (`guarded_cycles`); only when new
     evaluations arrived (the runner has just evaluated these params, so the read waits for
     nothing); else None."""
     keeps = settings.keep_kappa is not None and settings.rollback_to == "best"
-    raises = settings.slow_cycle_lr_factor != 1.0
+    raises = max(settings.slow_cycle_lr_factor, settings.still_cycle_lr_factor) != 1.0
     guards = settings.guarded_cycles or settings.guarded_from < float("inf")
     if evaluations is None or not (keeps or raises or guards):
         return None

@@ -291,7 +291,7 @@ def data_selection(
 
 def plan_summary(optimizer_state) -> dict:
     """The current plan in plain numbers, for plots and tools (AlgoPerf never calls it)."""
-    return control.summary(control.as_host(optimizer_state[0].controller))
+    return records.plan_summary(control.as_host(optimizer_state[0].controller))
 
 
 def learning_rates(optimizer_state, at_steps) -> np.ndarray:

@@ -29,6 +29,7 @@ from .moments import (
     scale_moments,
 )
 from .optimizer import ScaleByWeightedAdamState, adamw, scale_by_weighted_adam
+from .peaks import STILL_GROWTH, growth_beyond_decay, slow_cycle_factor
 from .strategies import (
     MODEL_STATE_CHOICES,
     STRATEGIES,
@@ -95,6 +96,9 @@ __all__ = [
     "none",
     "params_only",
     "scale_by_weighted_adam",
+    "STILL_GROWTH",
+    "growth_beyond_decay",
+    "slow_cycle_factor",
     "scale_moments",
     "soft",
     "tau",

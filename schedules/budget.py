@@ -182,3 +182,13 @@ def cooldown(plan: CyclePlan, step: int, budget_end: int, fraction: float) -> Cy
         warmup_shapes=np.asarray(plan.warmup_shapes[:1], np.int32),
         decay_shapes=np.asarray([DECAY_SHAPES.index("linear")], np.int32),
     )
+
+
+def decay_shrinkage(plan: CyclePlan, start: int, stop: int, weight_decay: float) -> float:
+    """s = prod_{t=start}^{stop-1} (1 - lambda eta_t), with eta_t = `learning_rate(t, plan)`
+    and lambda = `weight_decay`: what decoupled weight decay alone leaves of the params'
+    norm over those steps (`reset.peaks`), computed on the host's CPU in float64 (1 where
+    stop <= start: an empty product)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        rates = np.asarray(learning_rate(np.arange(start, stop), plan), np.float64)
+    return float(np.exp(np.sum(np.log1p(-weight_decay * rates))))

@@ -146,6 +146,8 @@ HP_ROWS = [
     ("range", {"failed_cycle_lr_factor": 0.0}, ValueError, _must("failed_cycle_lr_factor", r"a number in \(0, 1\]")),  # noqa: E501
     ("type", {"slow_cycle_lr_factor": "3"}, ValueError, _must("slow_cycle_lr_factor", r"a number >= 1")),  # noqa: E501
     ("range", {"slow_cycle_lr_factor": 0.5}, ValueError, _must("slow_cycle_lr_factor", r"a number >= 1")),  # noqa: E501
+    ("type", {"still_cycle_lr_factor": True}, ValueError, _must("still_cycle_lr_factor", r"a number >= 1")),  # noqa: E501
+    ("range", {"still_cycle_lr_factor": 0.99}, ValueError, _must("still_cycle_lr_factor", r"a number >= 1")),  # noqa: E501
     ("type", {"reset_model_state": 1}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
     ("range", {"reset_model_state": "average"}, ValueError, _must("reset_model_state", r"one of \['blend', 'keep', 'fresh', 'reestimate'\]")),  # noqa: E501
     ("type", {"no_improvement_scale": 1}, ValueError, _must("no_improvement_scale", r"one of \['value', 'gap'\]")),  # noqa: E501

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cyclic_soft_reset import controller as control
-from cyclic_soft_reset import early_switching, schedules
+from cyclic_soft_reset import early_switching, records, schedules
 from cyclic_soft_reset.controller import Evaluation
 
 PLAN = schedules.make_plan(30, schedules.PlanSettings(num_cycles=3, learning_rate=1.0))
@@ -31,6 +31,8 @@ SETTINGS = control.Settings(
     switch_signal="loss",
     rollback_to="start",
     slow_cycle_lr_factor=1.0,
+    still_cycle_lr_factor=1.0,
+    weight_decay=0.0,
     guarded_cycles=0,
     guarded_from=math.inf,
 )
@@ -356,7 +358,7 @@ def test_the_summary_states_the_plan_and_the_cycle_in_plain_numbers():
         decay_shape="linear",
     )
     controller = _start(schedules.make_plan(40, settings))._replace(cycle=1)
-    summary = control.summary(controller)
+    summary = records.plan_summary(controller)
     assert summary == {
         "boundaries": [0, 20, 40],
         "peak_learning_rates": [0.5, 0.25],
@@ -371,7 +373,7 @@ def test_the_summary_states_the_plan_and_the_cycle_in_plain_numbers():
     assert all(type(x) is float for x in summary["peak_learning_rates"])
     assert all(type(x) is float for x in summary["warmup_fractions"])
     # The default plan has one cycle: its shapes are read from it.
-    one = control.summary(_start(schedules.make_plan(10, schedules.PlanSettings(1, 1.0))))
+    one = records.plan_summary(_start(schedules.make_plan(10, schedules.PlanSettings(1, 1.0))))
     assert (one["warmup_shape"], one["decay_shape"], one["boundaries"]) == (
         "linear",
         "cosine",

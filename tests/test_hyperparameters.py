@@ -289,6 +289,8 @@ def test_the_controller_gets_the_schemas_choices():
         "rescue_cycle_switch": "guards",
         "num_cycles": 2,
         "slow_cycle_lr_factor": 3.0,
+        "still_cycle_lr_factor": 5.0,
+        "weight_decay": 0.25,
     }
     config = hp.resolve(given)
     budget = schedules.Budget(seconds=100.0, fill=0.5, min_steps=7)
@@ -312,6 +314,8 @@ def test_the_controller_gets_the_schemas_choices():
         guarded_from=2,
         slow_cycle_lr_factor=3.0,
         failure_kappa=4.0,
+        still_cycle_lr_factor=5.0,
+        weight_decay=0.25,
     )
     assert hp.controller_settings(config, 0.9, True).higher_is_better is True
     detector = hp.resolve({**given, "planned_cycle_switch": "detector"})

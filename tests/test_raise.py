@@ -29,6 +29,8 @@ SETTINGS = control.Settings(
     rollback_to="best",
     keep_kappa=3.0,
     slow_cycle_lr_factor=3.0,
+    still_cycle_lr_factor=1.0,
+    weight_decay=0.0,
     guarded_cycles=0,
     guarded_from=math.inf,
 )
@@ -175,7 +177,8 @@ def test_the_device_follows_the_raised_plan():
         states[global_step] = optimizer_state
         return global_step == 70
 
-    hp = {"slow_cycle_lr_factor": 3.0, "early_switching": False}
+    # The still factor off: at this rate 40 steps leave the weights still (test_still.py).
+    hp = {"slow_cycle_lr_factor": 3.0, "still_cycle_lr_factor": 1.0, "early_switching": False}
     runner.train_once(
         TinyWorkload(target=0.999, step_hint=40),
         submission,

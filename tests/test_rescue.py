@@ -30,6 +30,8 @@ SETTINGS = control.Settings(
     switch_signal="loss",
     rollback_to="start",
     slow_cycle_lr_factor=1.0,
+    still_cycle_lr_factor=1.0,
+    weight_decay=0.0,
     guarded_cycles=0,
     guarded_from=math.inf,
 )

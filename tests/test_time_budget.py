@@ -129,6 +129,8 @@ SETTINGS = control.Settings(
     rollback_to="best",
     budget=tb.Budget(seconds=100.0, fill=0.9, min_steps=5),
     slow_cycle_lr_factor=1.0,
+    still_cycle_lr_factor=1.0,
+    weight_decay=0.0,
     guarded_cycles=0,
     guarded_from=math.inf,
 )

@@ -169,7 +169,7 @@ VARIANTS.update(
     {
         # The submission as it ships, its strategies, and v2's default: the score's contestants.
         "default": Variant(
-            "default", "the default (v6: one guarded NAdamW cycle, then guarded rescues)", {}
+            "default", "the default (v7: one guarded NAdamW cycle, then guarded rescues)", {}
         ),
         "default-none": Variant(
             "default", "none (no reset), the default plan", {"reset_strategy": "none"}
@@ -217,16 +217,22 @@ VARIANTS.update(
         ),
         # A rate too low raised (issue 30 item 3, the upward half; METHOD.md section 4):
         # after a cycle that ran to its end, improved, passed and missed the target with a
-        # sound norm, the next peaks k x its peak. k = 3 is the default (default-raise3 runs
-        # the default); k = 1 is v4 before it.
+        # sound norm, the next peaks k x its peak, whatever the cycle's growth (the still
+        # first cycle's factor too: v5's rule); k = 1 is v4 before it.
         **{
             f"default-raise{k:g}": Variant(
                 "default",
                 f"the default, a slow cycle's successors peaking {k:g}x higher",
-                {"slow_cycle_lr_factor": k},
+                {"slow_cycle_lr_factor": k, "still_cycle_lr_factor": k},
             )
             for k in (1.0, 2.0, 3.0, 10.0)
         },
+        # v6: a still first cycle raises like any slow one, 3x (METHOD.md section 4, v7).
+        "default-still1": Variant(
+            "default",
+            "the default, a still first cycle raised 3x (v6)",
+            {"still_cycle_lr_factor": 1.0},
+        ),
         # The first cycle fitted to slow hardware (METHOD.md section 3): same runs as the
         # default on the reference clock, where the cycle fits.
         "default-fit": Variant(
