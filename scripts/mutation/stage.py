@@ -59,7 +59,13 @@ CORE = (
     CoreModule(
         "reset",
         ("reset/*",),
-        ("tests/test_reset.py", "tests/test_failure.py", "tests/test_optimizer.py"),
+        # test_still.py: reset.peaks, the still first cycle's factor (v7).
+        (
+            "tests/test_reset.py",
+            "tests/test_failure.py",
+            "tests/test_optimizer.py",
+            "tests/test_still.py",
+        ),
         warmup="import",  # test_failure.py computes PARAMS' norm at import.
     ),
     CoreModule(
@@ -72,6 +78,7 @@ CORE = (
             "tests/test_time_budget.py",
             "tests/test_fit_first_cycle.py",
             "tests/test_cooldown.py",
+            "tests/test_still.py",  # schedules.budget.decay_shrinkage (v7).
         ),
         TRAINING_TIME_BUDGET_TESTS,
     ),
@@ -85,10 +92,12 @@ CORE = (
             "tests/test_rescue.py",
             "tests/test_raise.py",  # The upward rescue, `raised_peaks` (v4).
             "tests/test_cooldown.py",  # The cut first cycle's cooldown, `refit` (v6).
+            "tests/test_still.py",  # A still first cycle's raise, `raised_peaks` (v7).
         ),
         TRAINING_TIME_BUDGET_TESTS,
     ),
-    CoreModule("records", ("records.py",), ("tests/test_records.py",)),
+    # test_controller.py: `plan_summary` (records since v7).
+    CoreModule("records", ("records.py",), ("tests/test_records.py", "tests/test_controller.py")),
     CoreModule(
         "hyperparameters",
         ("hyperparameters.py", "hyperparameter_spec.py"),
