@@ -1,6 +1,7 @@
 """The evidence experiment (scripts/experiments/): design, measures, a small real grid."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -87,6 +88,31 @@ def test_plan_variants_fail_their_first_cycle_whatever_their_number_of_cycles():
         factors = hp["cycle_lr_factors"]
         assert factors[0] == design.FAILED_PEAK_FACTOR
         assert len(factors) == hp.get("num_cycles", hyperparameters.DEFAULTS["num_cycles"])
+
+
+def test_a_slower_clock_is_part_of_the_key_and_the_reference_keeps_its_records():
+    reference = design.problem_grid([("digits", "healthy")], ["default"], [3])
+    slow = design.problem_grid([("digits", "healthy")], ["default"], [3], speed=0.5)
+    assert reference[0].key == "cal-digits__healthy__default__seed3"  # Records from before.
+    assert slow[0].key == "cal-speed0.5-digits__healthy__default__seed3"
+    assert slow[0]._replace(speed=1.0) == reference[0]
+    assert slow[0].clock() == {**design.CLOCK, "speed": 0.5}
+    assert em.twin_key(slow[0]._asdict()).startswith("cal-speed0.5-")
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="speed must be a positive finite number"):
+            design.problem_grid([("digits", "healthy")], ["default"], [0], speed=bad)
+
+
+@pytest.mark.slow
+def test_a_run_on_a_slower_clock_spends_its_budget_in_fewer_steps(tmp_path):
+    specs = [design.RunSpec("breast_cancer", "healthy", "none", 0, True, speed=s) for s in (1, 0.5)]
+    assert ev.run_grid(specs, tmp_path, workers=1, say=lambda line: None) == []
+    fast, slow = (json.loads((tmp_path / "runs" / f"{s.key}.json").read_text()) for s in specs)
+    assert fast["evals"][0]["step"] == slow["evals"][0]["step"] == 1
+    # Compiling and the first step take twice the reference time (compile_steps + 1 steps).
+    assert slow["evals"][0]["time"] == pytest.approx(2 * fast["evals"][0]["time"], rel=1e-5)
+    assert fast["stop_reason"] == slow["stop_reason"] == "time_budget"
+    assert slow["global_step"] < fast["global_step"] / 2
 
 
 def test_every_variant_and_scenario_is_valid_for_the_submission():
@@ -341,8 +367,6 @@ def test_small_grid_resumes_without_redoing_finished_runs(small_grid):
 @pytest.mark.slow
 def test_runs_are_reproducible_and_the_pool_gives_the_same_records(small_grid, tmp_path):
     out, specs, *_ = small_grid
-    import json
-
     chosen = [s for s in specs if s.variant == "soft"][:2]
     assert ev.run_grid(chosen, tmp_path, workers=2, say=lambda line: None) == []
     for spec in chosen:

@@ -11,6 +11,7 @@ of our decisions, each ``soft`` with one hyperparameter changed. Scenarios are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -432,13 +433,23 @@ class RunSpec(NamedTuple):
     seed: int
     tiny: bool = False
     study: str = "v2"
+    # The simulated hardware's speed against the reference (`CLOCK`'s 1.0): 0.5 is a machine
+    # whose steps take twice the reference time (METHOD.md section 3's fitted first cycle).
+    speed: float = 1.0
 
     @property
     def key(self) -> str:
-        """A file-safe unique name."""
+        """A file-safe unique name (a speed other than the reference's is part of it)."""
         size = "tiny-" if self.tiny else ""
         study = "cal-" if self.study == "calibrated" else ""
-        return f"{study}{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
+        speed = "" if self.speed == 1.0 else f"speed{self.speed:g}-"
+        return (
+            f"{study}{speed}{size}{self.workload}__{self.scenario}__{self.variant}__seed{self.seed}"
+        )
+
+    def clock(self) -> dict[str, float]:
+        """Options of ``scripts.local.runner.reference_clock``: `CLOCK` at this run's speed."""
+        return {**CLOCK, "speed": self.speed}
 
     def _study_settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return STUDY_SETTINGS[self.workload] if self.study == "v2" else ({}, {})
@@ -478,13 +489,20 @@ class RunSpec(NamedTuple):
 
 
 def problem_grid(
-    problems: Sequence[tuple[str, str]], variants: Sequence[str], seeds: Sequence[int]
+    problems: Sequence[tuple[str, str]],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    speed: float = 1.0,
 ) -> list[RunSpec]:
-    """The calibrated study's runs: every (workload, scenario) problem x variant x seed."""
+    """The calibrated study's runs: every (workload, scenario) problem x variant x seed, on
+    a simulated clock `speed` times the reference hardware's (targets and budgets stay the
+    reference's: a slower machine has fewer steps to reach them)."""
+    if not (math.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a positive finite number; got {speed!r}.")
     specs = []
     for workload, scenario in problems:
         specs += grid([workload], [scenario], variants, seeds, study="calibrated")
-    return specs
+    return [spec._replace(speed=float(speed)) for spec in specs]
 
 
 def grid(

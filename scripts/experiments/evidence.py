@@ -35,7 +35,6 @@ from typing import Any
 
 from scripts.cli_help import add_choice_list
 from scripts.experiments.design import (
-    CLOCK,
     GRIDS,
     SCENARIOS,
     VARIANTS,
@@ -74,7 +73,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     start = time.time()
     # AlgoPerf's clock on the reference hardware, simulated: the records do not depend on
     # the machine's load, and evaluations come every eval_period_time_sec of it.
-    clock = runner.reference_clock(workload, **CLOCK)
+    clock = runner.reference_clock(workload, **spec.clock())
     result = runner.train_once(
         workload,
         submission,
