@@ -415,6 +415,18 @@ def test_cli_aggregates_existing_records(small_grid, tmp_path, capsys):
     assert (tmp_path / "e" / "strategies.png").exists()
     with pytest.raises(SystemExit):
         ev.main(["--seeds", "0", "--no_run"])
+    # One more seed than recorded: nothing is aggregated or written.
+    code = ev.main(
+        [
+            "--grid", "small", "--out", str(out), "--no_run", "--workloads", "breast_cancer",
+            "--scenarios", "healthy", "--variants", "soft", "--seeds", "3",
+            "--report", str(tmp_path / "f.md"),
+        ]
+    )  # fmt: skip
+    assert code == 2 and not (tmp_path / "f.md").exists()
+    err = capsys.readouterr().err
+    assert "1 of the 3 runs asked for have no record" in err
+    assert "tiny-breast_cancer__healthy__soft__seed2" in err
 
 
 def test_a_failing_run_is_reported_and_left_to_redo(tmp_path):

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from scripts.experiments import evidence_measures as em
 from scripts.experiments import profiles
 
 
@@ -83,3 +84,21 @@ def test_the_score_report_names_its_versions_and_machine(tmp_path):
     assert f"jax {importlib.metadata.version('jax')}" in text
     assert f"optax {importlib.metadata.version('optax')}" in text
     assert platform.machine() in text and "Reproduce:" in text
+
+
+def test_scoring_refuses_missing_records_and_writes_nothing(tmp_path, capsys):
+    """A missing record would score as a miss and rewrite the report so: `--no_run` on a
+    fresh checkout must not turn docs/score.md into empty tables."""
+    from scripts.experiments import score
+
+    report = tmp_path / "score.md"
+    args = ["--no_run", "--out", str(tmp_path), "--report", str(report), "--seeds", "1"]
+    assert score.main([*args, "--variants", "default", "baseline"]) == 2
+    err = capsys.readouterr().err
+    assert "runs asked for have no record in" in err and "without --no_run" in err
+    assert not report.exists() and not (tmp_path / "figures").exists()
+    assert em.missing(tmp_path, []) == []
+    lost = [f"k{i}" for i in range(5)]
+    message = em.refusal(tmp_path, lost, 9, no_run=False)
+    assert "5 of the 9 runs asked for" in message and "k0, k1, k2 and 2 more" in message
+    assert "the runs above failed" in message

@@ -57,6 +57,25 @@ def load_records(out: Path, specs: Iterable[RunSpec]) -> dict[str, dict[str, Any
     return records
 
 
+def missing(out: Path, specs: Iterable[RunSpec]) -> list[str]:
+    """The keys of the specs whose record is not in ``out/runs``."""
+    return [s.key for s in specs if not (out / "runs" / f"{s.key}.json").exists()]
+
+
+def refusal(out: Path, lost: Sequence[str], total: int, no_run: bool) -> str:
+    """Why nothing was scored: which records are missing, and how to make them."""
+    shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+    how = (
+        "run the command without --no_run to make them (runs already recorded are kept)"
+        if no_run
+        else "the runs above failed; fix them and rerun (finished runs are kept)"
+    )
+    return (
+        f"error: {len(lost)} of the {total} runs asked for have no record in "
+        f"{out / 'runs'} ({shown}); nothing was scored or written: {how}."
+    )
+
+
 def _value(x: float | None, higher: bool) -> float:
     """A metric as a number where larger is better; a missing value is the worst."""
     if x is None:
