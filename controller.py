@@ -56,8 +56,7 @@ class Settings(NamedTuple):
     target: float  # y*, the workload's validation target
     higher_is_better: bool  # the target metric's direction
     detector: early_switching.DetectorConfig
-    # No defaults: the schema (hyperparameters.Config) states them, `controller_settings` there
-    # passes each.
+    # No defaults here: hyperparameters.Config states them, `controller_settings` passes each.
     early_switching: bool
     stop_when_plan_ends: bool
     tau_metric: str  # "latest" or "best" (reset.TAU_METRICS)
@@ -94,19 +93,16 @@ class Settings(NamedTuple):
 # is what the benchmark scores (METHOD.md section 7, v3).
 SWITCH_SIGNALS = ("loss", "metric")
 
-
 # What may end a cycle of the plan (AlgoPerf's baseline cycle) early, or one past it
 # (`rescue_cycle_switch`; METHOD.md section 5 v5): the detector, or `early_switching.guard`:
 # a non-finite evaluation, the norm far out (kappa^2), or the detector confirmed by it (kappa).
 PLANNED_CYCLE_SWITCHES = ("detector", "guards")
-
 
 # What a rollback restores (METHOD.md section 7, v3): the state the failed cycle started
 # from, or the best state it reached (kept at each evaluation that improved on the one
 # before; so a rollback never discards learning, as training logs restore the last good
 # checkpoint).
 ROLLBACK_TARGETS = ("start", "best")
-
 
 # Rule (b)'s reference norm for the cycle after a rollback (METHOD.md section 4, v4): the
 # failed cycle's own start norm (v3), or the norm of the state the rollback restored.
@@ -197,7 +193,9 @@ class Reset(NamedTuple):
     step); reason: "planned" or the switch's reason; metric: the y that tau was computed
     from; end: the new cycle's end b_{cycle+1}; no_improvement: failure rule (c) holds
     for the ending cycle; unsound_metric: its best metric among the states not kept for
-    their norm (nan if none).
+    their norm (nan if none); peak_factor: k of `raised_peaks`, the later peaks raised to k
+    x the ending cycle's under the ceiling (1: none); growth: the ending first cycle's g,
+    its norm's growth beyond weight decay's shrinkage (`reset.peaks`; nan: not read).
     """
 
     step: int
@@ -209,6 +207,8 @@ class Reset(NamedTuple):
     reason: str = "planned"
     no_improvement: bool = False
     unsound_metric: float = math.nan
+    peak_factor: float = 1.0
+    growth: float = math.nan
 
 
 def describe(action: Reset) -> str:
@@ -404,8 +404,10 @@ def next_cycle(
         settings.detector.eps2,
         settings.target if settings.improvement_scale == "gap" else None,
     )
+    raised = (controller, 1.0, math.nan)  # Only a cycle that ran to its end and improved:
     if switch is None and not no_improvement:
-        controller = raised_peaks(controller, settings)
+        raised = raised_peaks(controller, settings)
+    controller, peak_factor, growth = raised
     cycle = controller.cycle + 1
     last = controller.last_metric
     start_metric = last if math.isfinite(last) else controller.first_metric
@@ -424,10 +426,11 @@ def next_cycle(
     end = int(controller.plan.boundaries[cycle + 1])
     reason = "planned" if switch is None else switch.reason
     early = switch is not None
-    return controller, Reset(step, cycle, early, tau, metric, end, reason, no_improvement, unsound)
+    details = (reason, no_improvement, unsound, peak_factor, growth)
+    return controller, Reset(step, cycle, early, tau, metric, end, *details)
 
 
-def raised_peaks(controller: Controller, settings: Settings) -> Controller:
+def raised_peaks(controller: Controller, settings: Settings) -> tuple[Controller, float, float]:
     """The state of cycle c ending at its planned end (no switch), having improved on its
     start (rule (c) passed): if its best evaluation (`cycle_best_metric`, none: no raise)
     missed the target while the params' norm at its latest evaluation (`cycle_norm`) stayed
@@ -436,16 +439,17 @@ def raised_peaks(controller: Controller, settings: Settings) -> Controller:
     (never below their own): k = `reset.slow_cycle_factor` (`slow_cycle_lr_factor`, or
     `still_cycle_lr_factor` after a first cycle whose norm grew no more than weight decay's
     shrinkage explains). The device takes the new cycle's window from this plan; if the
-    cycle fails there after all, the failure's cap (`after_reset`) lowers it again."""
+    cycle fails there after all, the failure's cap (`after_reset`) lowers it again.
+    Returns the state, k (1: no raise) and the first cycle's g (nan: not read)."""
     best, c, norm = controller.cycle_best_metric, controller.cycle, controller.cycle_norm
-    if controller.cycle_evals == 0 or not math.isfinite(best):
-        return controller
-    if not sound(norm, controller.start_norm, settings.failure_kappa):
-        return controller
+    unchanged = (controller, 1.0, math.nan)
+    evaluated = controller.cycle_evals > 0 and math.isfinite(best)
+    if not evaluated or not sound(norm, controller.start_norm, settings.failure_kappa):
+        return unchanged
     reached = best > settings.target if settings.higher_is_better else best < settings.target
-    k, still = settings.slow_cycle_lr_factor, settings.still_cycle_lr_factor
+    k, still, growth = settings.slow_cycle_lr_factor, settings.still_cycle_lr_factor, math.nan
     if reached or max(k, still) == 1.0:
-        return controller
+        return unchanged
     if c == 0 and still not in (1.0, k):  # Only then is the growth asked (a host pass).
         start, stop = int(controller.plan.boundaries[0]), controller.cycle_norm_step
         shrinkage = time_budget.decay_shrinkage(controller.plan, start, stop, settings.weight_decay)
@@ -454,7 +458,7 @@ def raised_peaks(controller: Controller, settings: Settings) -> Controller:
     peaks = controller.plan.peak_learning_rates.astype(np.float64).copy()
     raised = min(k * peaks[c], controller.peak_ceiling)
     peaks[c + 1 :] = np.maximum(peaks[c + 1 :], raised)
-    return controller._replace(plan=controller.plan._replace(peak_learning_rates=peaks))
+    return controller._replace(plan=controller.plan._replace(peak_learning_rates=peaks)), k, growth
 
 
 def after_reset(

@@ -45,7 +45,10 @@ class ResetRecord(NamedTuple):
     (the kept state: the cycle's start, or its best). restored_metric: the target metric
     of the state a rollback restored (nan when not rolled back). unsound_metric: the
     ending cycle's best metric among the states not kept as its rollback point because
-    their norm was out of bounds (`controller.keep_best`; nan if none).
+    their norm was out of bounds (`controller.keep_best`; nan if none). peak_factor: k,
+    the later peaks raised to k x the ending cycle's peak (`controller.raised_peaks`; 1:
+    none). growth: the ending first cycle's g = r / s, its norm's growth beyond weight
+    decay's shrinkage, where the still rule read it (`reset.peaks`; nan: not read).
     """
 
     step: int
@@ -60,6 +63,8 @@ class ResetRecord(NamedTuple):
     rolled_back: bool = False
     restored_metric: float = math.nan
     unsound_metric: float = math.nan
+    peak_factor: float = 1.0
+    growth: float = math.nan
 
     @property
     def reason(self) -> str:
@@ -82,7 +87,20 @@ class ResetRecord(NamedTuple):
             "reset/rolled_back": float(self.rolled_back),
             "reset/restored_metric": float(self.restored_metric),
             "reset/unsound_metric": float(self.unsound_metric),
+            "reset/peak_factor": float(self.peak_factor),
+            "reset/growth": float(self.growth),
         }
+
+    def describe(self) -> str:
+        """The reset's outcome in words, for the log line after the controller's."""
+        parts = [f"params norm x{self.param_norm_ratio:.3g}"]
+        parts += [f"failed ({self.failure_rule})"] if self.failed else []
+        parts += ["rolled back"] if self.rolled_back else []
+        parts += ["non-finite state"] if self.non_finite else []
+        parts += [f"later peaks x{self.peak_factor:g}"] if self.peak_factor != 1.0 else []
+        if math.isfinite(self.growth):
+            parts += [f"the first cycle's growth beyond weight decay {self.growth:.4f}"]
+        return ", ".join(parts)
 
     @classmethod
     def from_metrics(cls, step: int, metrics) -> "ResetRecord | None":
@@ -92,6 +110,7 @@ class ResetRecord(NamedTuple):
         if math.isnan(cycle):
             return None
         failed = _flag(metrics.get("reset/failed"))
+        factor = logged_number(metrics.get("reset/peak_factor"))
         rule = logged_number(metrics.get("reset/failure_rule"))
         known = failed and not math.isnan(rule) and 0 <= int(rule) < len(reset.FAILURE_RULES)
         return cls(
@@ -107,6 +126,8 @@ class ResetRecord(NamedTuple):
             rolled_back=_flag(metrics.get("reset/rolled_back")),
             restored_metric=logged_number(metrics.get("reset/restored_metric")),
             unsound_metric=logged_number(metrics.get("reset/unsound_metric")),
+            peak_factor=1.0 if math.isnan(factor) else factor,  # nan: logged before v7
+            growth=logged_number(metrics.get("reset/growth")),
         )
 
 
@@ -130,6 +151,8 @@ def reset_record(
         rolled_back=bool(rolled_back),
         restored_metric=float(restored_metric) if rolled_back else math.nan,
         unsound_metric=float(action.unsound_metric),
+        peak_factor=float(action.peak_factor),
+        growth=float(action.growth),
     )
 
 

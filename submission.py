@@ -160,15 +160,8 @@ def _reset(workload, runtime, state, params, model_state, action, batch, rng):
     check, norm = jax.device_get((check, norm))  # One small read, at resets only.
     rolled_back = runtime.strategy.rolls_back(bool(check.failed))
     record = records.reset_record(action, check, rolled_back, controller.previous_start_metric)
-    logging.info(
-        "%s, strategy %s, params norm x%.3g%s%s%s",
-        control.describe(action),
-        runtime.strategy.name,
-        record.param_norm_ratio,
-        f", failed ({record.failure_rule})" if record.failed else "",
-        ", rolled back" if record.rolled_back else "",
-        ", non-finite state" if record.non_finite else "",
-    )
+    name = runtime.strategy.name
+    logging.info("%s, strategy %s, %s", control.describe(action), name, record.describe())
     if workload.metrics_logger is not None:
         workload.metrics_logger.append_scalar_metrics(record.to_metrics(), action.step)
     outcome = (rolled_back, record.failed, float(steps.lowering(check, runtime.config)), norm)

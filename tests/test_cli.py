@@ -107,6 +107,10 @@ def test_run_writes_events_config_and_plots(digits_run):
     resets = [e for e in events if e["event"] == "reset"]
     assert [(e["step"], e["cycle"], e["reason"]) for e in resets] == [(20, 1, "planned")]
     assert 0.0 <= resets[0]["tau"] <= 1.0
+    # Whether the later peaks rose, as the metrics logged it (1: not; growth null: unread).
+    logged = [r for r in read_csv(out / "measurements.csv") if r.get("reset/cycle") == "1"]
+    assert resets[0]["peak_factor"] == float(logged[0]["reset/peak_factor"]) >= 1.0
+    assert ("later peaks x" in stdout) == (resets[0]["peak_factor"] != 1.0)
     assert events[-1]["event"] == "end" and events[-1]["step"] == 30
     # The plan re-fitted to the budget on the reference clock, at evaluations, said so.
     refits = [e for e in events if e["event"] == "plan_refit"]

@@ -38,9 +38,10 @@ SETTINGS = control.Settings(
 SLOW = [Evaluation(1, 0.2, 2.0), Evaluation(4, 0.5, 1.0), Evaluation(8, 0.8, 0.5)]
 
 
-def _run(settings=SETTINGS, evaluations=SLOW, norm=2.0, until=11, controller=None):
+def _run(settings=SETTINGS, evaluations=SLOW, norm=2.0, until=11, controller=None, resets=None):
     """decide() at steps 0..until-1, each evaluation arriving at its step with the params'
-    norm `norm` (start norm 2: sound norms lie in [2/3, 6])."""
+    norm `norm` (start norm 2: sound norms lie in [2/3, 6]); the resets decided are
+    appended to `resets` when given."""
     if controller is None:
         controller = control.start(ONE_CYCLE, seed=np.zeros(2, np.uint32), start_norm=2.0)
     known = []
@@ -48,17 +49,22 @@ def _run(settings=SETTINGS, evaluations=SLOW, norm=2.0, until=11, controller=Non
         new = [e for e in evaluations if e.step == step]
         known += new
         given = list(known) if new else None
-        controller, _ = control.decide(
+        controller, decision = control.decide(
             controller, given, step, settings, norm=norm if new else None
         )
+        if resets is not None:
+            resets += decision.resets
     return controller
 
 
 def test_a_slow_cycle_raises_the_next_peak():
-    after = _run()
+    resets = []
+    after = _run(resets=resets)
     assert after.cycle == 1
     np.testing.assert_allclose(after.plan.peak_learning_rates, [ETA, 3 * ETA])
     assert after.cycle_norm != after.cycle_norm  # Forgotten for the new cycle (nan).
+    # The reset says so; the still rule is off here, so no growth was read.
+    assert [r.peak_factor for r in resets] == [3.0] and math.isnan(resets[0].growth)
 
 
 @pytest.mark.parametrize(
@@ -74,9 +80,11 @@ def test_a_slow_cycle_raises_the_next_peak():
     ],
 )
 def test_no_raise(why, change):
-    after = _run(**change)
+    resets = []
+    after = _run(**change, resets=resets)
     assert after.cycle == 1, why
     np.testing.assert_allclose(after.plan.peak_learning_rates, [ETA, ETA])
+    assert [r.peak_factor for r in resets] == [1.0] and math.isnan(resets[0].growth)
 
 
 def test_a_metric_on_the_target_missed_it():

@@ -25,6 +25,8 @@ FAILED = ResetRecord(
     rolled_back=True,
     restored_metric=0.75,
     unsound_metric=0.875,
+    peak_factor=10.0,
+    growth=1.0021,
 )
 
 
@@ -55,6 +57,8 @@ def test_a_reset_logs_these_scalars():
         "reset/rolled_back": 1.0,
         "reset/restored_metric": 0.75,
         "reset/unsound_metric": 0.875,
+        "reset/peak_factor": 10.0,
+        "reset/growth": 1.0021,
     }
     healthy = ResetRecord(step=10, cycle=1, tau=0.5, metric=0.1, early_switch=False)
     logged = healthy.to_metrics()
@@ -92,6 +96,7 @@ def test_metrics_without_a_reset_hold_none_and_a_v1_log_did_not_fail():
         False,
     )
     assert math.isnan(v1.param_norm_ratio) and math.isnan(v1.restored_metric)
+    assert v1.peak_factor == 1.0 and math.isnan(v1.growth)  # No raise before v7 logged one.
     # A rule index out of range, or one logged for a cycle that did not fail, names no rule.
     for index in (len(reset.FAILURE_RULES), 7.0, -2.0):
         odd = {**FAILED.to_metrics(), "reset/failure_rule": float(index)}
@@ -109,6 +114,29 @@ def test_the_record_of_a_reset_joins_the_decision_and_the_devices_check():
     )
     kept = records.reset_record(action, (False, True, 0.9, 2), False, restored_metric=0.7)
     assert _same(kept, ResetRecord(50, 1, 0.4, 0.6, True, False, False, None, 0.9, False, math.nan))
+
+
+def test_a_reset_record_carries_its_actions_raise_and_growth():
+    action = Reset(50, 1, False, 0.0, 0.9, 100, peak_factor=10.0, growth=1.002)
+    record = records.reset_record(action, (False, True, 1.05, 2), False)
+    assert (record.peak_factor, record.growth) == (10.0, 1.002)
+    plain = records.reset_record(Reset(50, 1, False, 0.0, 0.9, 100), (False, True, 1.0, 2), False)
+    assert plain.peak_factor == 1.0 and math.isnan(plain.growth)
+
+
+def test_a_reset_says_what_it_did_in_words():
+    assert FAILED.describe() == (
+        "params norm x1.5, failed (no_improvement), rolled back, non-finite state, "
+        "later peaks x10, the first cycle's growth beyond weight decay 1.0021"
+    )
+    healthy = ResetRecord(10, 1, 0.5, 0.1, False, param_norm_ratio=1.25)
+    assert healthy.describe() == "params norm x1.25"
+    slow = healthy._replace(peak_factor=3.0)
+    assert slow.describe() == "params norm x1.25, later peaks x3"
+    read = healthy._replace(growth=1.07)
+    assert (
+        read.describe() == "params norm x1.25, the first cycle's growth beyond weight decay 1.0700"
+    )
 
 
 def test_resets_in_a_log_in_step_order():

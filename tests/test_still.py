@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cyclic_soft_reset import controller as control
-from cyclic_soft_reset import hyperparameters, reset, schedules, steps
+from cyclic_soft_reset import hyperparameters, records, reset, schedules, steps
 from cyclic_soft_reset.controller import Evaluation
 from cyclic_soft_reset.schedules.budget import decay_shrinkage
 from tests.test_raise import ETA, SETTINGS, SLOW, _run
@@ -71,9 +71,13 @@ def _norms(growth, read=8, start_norm=2.0):
 
 @pytest.mark.parametrize(("growth", "factor"), [(1.0, 10.0), (1.005, 10.0), (1.05, 3.0)])
 def test_a_still_first_cycle_raises_by_the_still_factor(growth, factor):
-    after = _run(STILL, norm=_norms(growth))
+    resets = []
+    after = _run(STILL, norm=_norms(growth), resets=resets)
     assert after.cycle == 1
     np.testing.assert_allclose(after.plan.peak_learning_rates, [ETA, factor * ETA])
+    # The reset records the factor and the growth it was chosen by (the log's numbers).
+    assert [r.peak_factor for r in resets] == [factor]
+    assert resets[0].growth == pytest.approx(growth, rel=1e-9)
 
 
 def test_the_shrinkage_runs_to_where_the_norm_was_read():
@@ -103,9 +107,13 @@ def test_only_the_first_cycle_is_judged_still():
     # Cycle 1 (peak 3 ETA) still: without weight decay its norm where it started (growth 1
     # over any steps).
     light = STILL._replace(weight_decay=0.0)
-    end = _run(light, SLOW + later, norm=after.start_norm, until=21, controller=after)
+    resets = []
+    end = _run(
+        light, SLOW + later, norm=after.start_norm, until=21, controller=after, resets=resets
+    )
     assert end.cycle == 2
     np.testing.assert_allclose(end.plan.peak_learning_rates, [ETA, 3 * ETA, 9 * ETA])
+    assert [r.peak_factor for r in resets] == [3.0] and math.isnan(resets[0].growth)  # Unread.
 
 
 def test_the_still_factor_alone_raises_and_reads_the_norm():
@@ -150,6 +158,7 @@ def test_the_device_follows_a_still_first_cycle(lr_factor, raised):
         return global_step == 45
 
     base = hyperparameters.DEFAULTS["learning_rate"] * lr_factor
+    recorder = runner.MetricsRecorder()
     runner.train_once(
         TinyWorkload(target=0.999, step_hint=40),
         submission,
@@ -159,8 +168,14 @@ def test_the_device_follows_a_still_first_cycle(lr_factor, raised):
         global_batch_size=64,
         eval_every_steps=5,
         stop_at_target=False,
+        metrics_logger=recorder,
     )
     summary = submission.plan_summary(states[45])
     np.testing.assert_allclose(summary["peak_learning_rates"], [base, raised * base], rtol=1e-6)
     expected = submission.learning_rates(states[45], np.arange(41, 45))
     assert np.all(expected > base)  # The device's window climbs past the old peak.
+    # The logged reset says why: the factor, and the first cycle's growth beyond decay.
+    (logged,) = records.resets_in(recorder.records)
+    assert logged.step == 40 and logged.peak_factor == raised
+    still = 1 / (1 + reset.STILL_GROWTH) < logged.growth < 1 + reset.STILL_GROWTH
+    assert still == (raised == 10.0)
