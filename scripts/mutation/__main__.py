@@ -1,7 +1,7 @@
 """`python -m scripts.mutation [run|report] [MODULE ...]`: mutation testing of the core.
 
 run: stages each core module (default: all) in build/mutation/<module>/, runs
-`mutmut run` there, and writes its results to build/mutation/<module>/summary.json.
+`mutmut run` there, and writes its results to scripts/mutation/summaries/<module>.json.
 collect: writes the summary of a run already done there (e.g. a long one started by hand
 in the background: `cd build/mutation/reset && mutmut run --max-children 1`), with the
 run's `--seconds`.

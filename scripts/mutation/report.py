@@ -75,8 +75,13 @@ def _details(summaries: dict[str, dict], why: dict[str, str]) -> list[str]:
         lines += ["", f"### `{module.name}`", ""]
         lines.append(f"Files: {', '.join(summary['files'])}; tests: {', '.join(summary['tests'])}")
         lines.append(f"(`-m 'not slow'`). Command: `{summary['command']}`.")
+        if "date" in summary:  # Modules are run on different days, on different machines.
+            versions = ", ".join(f"{k} {v}" for k, v in summary["versions"].items())
+            lines.append(f"Run on {summary['date']}: {summary['machine']}; {versions}.")
         if summary.get("note"):
             lines.append(f"Run: {summary['note']}")
+        if summary.get("origin"):  # A summary rebuilt from an earlier report, not a run.
+            lines.append(f"Summary {summary['origin']}.")
         equivalent = [name for name in summary["survivors"] if name in why]
         open_ones = [name for name in summary["survivors"] if name not in why]
         lines += ["", "Equivalent:" if equivalent else "Equivalent: none."]
@@ -101,7 +106,6 @@ def _stale(summaries: dict[str, dict], why: dict[str, str]) -> list[str]:
 
 def render(summaries: dict[str, dict], why: dict[str, str]) -> str:
     """The report's text."""
-    first = next(iter(summaries.values()), None)
     lines = [
         "# Mutation testing of the core",
         "",
@@ -114,14 +118,15 @@ def render(summaries: dict[str, dict], why: dict[str, str]) -> str:
         "not checked.",
         "Equivalent mutants, with the reason,",
         "are listed in `scripts/mutation/equivalent.toml`. How to read it and when to run it:",
-        "`docs/contributing.md`.",
+        "`docs/contributing.md`. The summaries the report is made from are kept in",
+        "`scripts/mutation/summaries/` (a run of one module rewrites its own).",
         "",
         *_table(summaries, why),
+        "",
+        "## Per module",
+        *_details(summaries, why),
+        *_stale(summaries, why),
     ]
-    if first is not None:
-        versions = ", ".join(f"{k} {v}" for k, v in first["versions"].items())
-        lines += ["", f"Run on {first['date']}: {first['machine']}; {versions}."]
-    lines += ["", "## Per module", *_details(summaries, why), *_stale(summaries, why)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""One core module's mutmut run, and its results as a summary (JSON beside the stage)."""
+"""One core module's mutmut run, and its results as a summary (JSON in summaries/)."""
 
 from __future__ import annotations
 
@@ -67,8 +67,13 @@ def summarize(module: stage.CoreModule, folder: Path, seconds: float) -> dict:
     }
 
 
+# The summaries are kept in the repository, one per module: a run is long (reset: an hour),
+# the build folder goes with the machine, and the report is rebuilt from every module's.
+SUMMARIES = Path(__file__).with_name("summaries")
+
+
 def summary_path(module: stage.CoreModule) -> Path:
-    return stage.BUILD / module.name / "summary.json"
+    return SUMMARIES / f"{module.name}.json"
 
 
 # JAX's persistent compilation cache, shared by the mutants' processes of one run: each
