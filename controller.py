@@ -443,8 +443,8 @@ def raised_peaks(controller: Controller, settings: Settings) -> tuple[Controller
     Returns the state, k (1: no raise) and the first cycle's g (nan: not read)."""
     best, c, norm = controller.cycle_best_metric, controller.cycle, controller.cycle_norm
     unchanged = (controller, 1.0, math.nan)
-    evaluated = controller.cycle_evals > 0 and math.isfinite(best)
-    if not evaluated or not sound(norm, controller.start_norm, settings.failure_kappa):
+    # A best is finite only after an evaluation of the cycle (`observe` counts them alike).
+    if not math.isfinite(best) or not sound(norm, controller.start_norm, settings.failure_kappa):
         return unchanged
     reached = best > settings.target if settings.higher_is_better else best < settings.target
     k, still, growth = settings.slow_cycle_lr_factor, settings.still_cycle_lr_factor, math.nan
