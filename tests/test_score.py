@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from scripts.experiments import design, profiles
 from scripts.experiments import evidence_measures as em
-from scripts.experiments import profiles
 
 
 def test_median_time_counts_misses_as_the_largest():
@@ -97,8 +97,12 @@ def test_scoring_refuses_missing_records_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "runs asked for have no record in" in err and "without --no_run" in err
     assert not report.exists() and not (tmp_path / "figures").exists()
-    assert em.missing(tmp_path, []) == []
-    lost = [f"k{i}" for i in range(5)]
-    message = em.refusal(tmp_path, lost, 9, no_run=False)
-    assert "5 of the 9 runs asked for" in message and "k0, k1, k2 and 2 more" in message
-    assert "the runs above failed" in message
+    specs = design.grid(["digits"], ["healthy"], ["none"], range(5))
+    message = em.refusal(tmp_path, specs, ["digits seed 4: boom"], no_run=False)
+    assert message.startswith("error: digits seed 4: boom\nerror: 5 of the 5 runs asked for")
+    keys = ", ".join(s.key for s in specs[:3])
+    assert f"({keys} and 2 more)" in message and "the runs above failed" in message
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    for spec in specs:
+        (tmp_path / "runs" / f"{spec.key}.json").write_text("{}")
+    assert em.refusal(tmp_path, specs, [], no_run=True) == ""

@@ -42,7 +42,7 @@ from scripts.experiments.design import (
     RunSpec,
     grid,
 )
-from scripts.experiments.evidence_measures import missing, refusal
+from scripts.experiments.evidence_measures import refusal
 from scripts.experiments.evidence_report import aggregate
 from scripts.main_job.files import write_json
 
@@ -273,12 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tiny=preset["tiny"],
     )
     errors = [] if args.no_run else run_grid(specs, out, args.workers, args.redo)
-    lost = missing(out, specs)
-    if lost:
-        # A missing record would count as a miss and rewrite the report so.
-        for error in errors:
-            print(f"error: {error}", file=sys.stderr)
-        print(refusal(out, lost, len(specs), args.no_run), file=sys.stderr)
+    if message := refusal(out, specs, errors, args.no_run):
+        print(message, file=sys.stderr)
         return 2
     # The command that reproduces the records (--no_run and --redo do not change them).
     given = argv if argv is not None else sys.argv[1:]

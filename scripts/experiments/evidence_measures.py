@@ -62,16 +62,21 @@ def missing(out: Path, specs: Iterable[RunSpec]) -> list[str]:
     return [s.key for s in specs if not (out / "runs" / f"{s.key}.json").exists()]
 
 
-def refusal(out: Path, lost: Sequence[str], total: int, no_run: bool) -> str:
-    """Why nothing was scored: which records are missing, and how to make them."""
+def refusal(out: Path, specs: Sequence[RunSpec], errors: Sequence[str], no_run: bool) -> str:
+    """Why nothing is scored or written (a missing record would count as a miss and rewrite
+    the report so): the failed runs, which records are missing and how to make them; empty
+    when every record is there."""
+    lost = missing(out, specs)
+    if not lost:
+        return ""
     shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
     how = (
         "run the command without --no_run to make them (runs already recorded are kept)"
         if no_run
         else "the runs above failed; fix them and rerun (finished runs are kept)"
     )
-    return (
-        f"error: {len(lost)} of the {total} runs asked for have no record in "
+    return "".join(f"error: {error}\n" for error in errors) + (
+        f"error: {len(lost)} of the {len(specs)} runs asked for have no record in "
         f"{out / 'runs'} ({shown}); nothing was scored or written: {how}."
     )
 

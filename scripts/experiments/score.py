@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem_grid,
     )
     from scripts.experiments.evidence import ROOT, run_grid
-    from scripts.experiments.evidence_measures import load_records, missing, refusal
+    from scripts.experiments.evidence_measures import load_records, refusal
     from scripts.experiments.gates import gates, gates_lines, switch_gates, switch_lines
 
     args = build_parser().parse_args(argv)
@@ -83,12 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rescues = problem_grid(RESCUE_PROBLEMS, rescuers, range(args.seeds))
     everything = specs + twins + rescues + paired
     errors = [] if args.no_run else run_grid(everything, out, args.workers)
-    lost = missing(out, everything)
-    if lost:
-        # A missing record would score as a miss ("never") and rewrite docs/score.md so.
-        for error in errors:
-            print(f"error: {error}", file=sys.stderr)
-        print(refusal(out, lost, len(everything), args.no_run), file=sys.stderr)
+    if message := refusal(out, everything, errors, args.no_run):
+        print(message, file=sys.stderr)
         return 2
     records = load_records(out, specs)
     twin_records = load_records(out, twins)
