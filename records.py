@@ -97,10 +97,16 @@ class ResetRecord(NamedTuple):
         parts += [f"failed ({self.failure_rule})"] if self.failed else []
         parts += ["rolled back"] if self.rolled_back else []
         parts += ["non-finite state"] if self.non_finite else []
-        parts += [f"later peaks x{self.peak_factor:g}"] if self.peak_factor != 1.0 else []
-        if math.isfinite(self.growth):
-            parts += [f"the first cycle's growth beyond weight decay {self.growth:.4f}"]
+        parts += [raised] if (raised := self.raise_words()) else []
         return ", ".join(parts)
+
+    def raise_words(self) -> str:
+        """Whether the later peaks rose and what the still rule read, in words ('' where
+        neither): for the log line and the main job's console alike."""
+        words = [f"later peaks x{self.peak_factor:g}"] if self.peak_factor != 1.0 else []
+        if math.isfinite(self.growth):
+            words += [f"the first cycle's growth beyond weight decay {self.growth:.4f}"]
+        return ", ".join(words)
 
     @classmethod
     def from_metrics(cls, step: int, metrics) -> "ResetRecord | None":

@@ -370,14 +370,13 @@ class RunMonitor:
             }
         )
         tau = f"tau {reset.tau:.3f} " if self.show_tau else ""
-        # Why the later peaks rose (METHOD.md section 4: a slow cycle 3x, a still first one 10x).
-        still = f" (growth beyond weight decay {record.growth:.4f})" if record.growth > 0 else ""
+        raised = record.raise_words()  # METHOD.md section 4: a slow cycle 3x, a still first 10x.
         self.say(
             f"step {reset.step:6d} | RESET -> cycle {reset.cycle} | "
             f"{tau}({reset.reason}) | "
             f"val {self.workload.target_metric_name} before {reset.metric:.4f}"
             + (f" | the cycle failed ({failure})" if failed else "")
-            + (f" | later peaks x{record.peak_factor:g}{still}" if record.peak_factor != 1 else "")
+            + (f" | {raised}" if raised else "")
         )
 
     def event(self, record: dict[str, Any]) -> None:
